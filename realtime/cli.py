@@ -1,0 +1,221 @@
+"""The ``splatcast`` command line: one parser, typed settings built once, lazy dispatch.
+
+Each subcommand names the function that runs it as ``"module:function"``; the
+module is imported only when that subcommand runs, so ``splatcast doctor`` does
+not pay for numba, torch or pipecat. A handler has the signature
+``handler(settings: Settings, args: argparse.Namespace) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from realtime.settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger("splatcast")
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+class NotBuiltYet(RuntimeError):
+    """The subcommand's implementation has not landed yet."""
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that feed the Settings object (only the ones given override env/TOML)."""
+    g = parser.add_argument_group("settings (also SPLATCAST_<NAME> env vars or --config TOML)")
+    g.add_argument("--avatar", type=Path, default=None, help="avatar .safetensors (default: bundled)")
+    g.add_argument("--fps", type=int, default=None, help="video frame rate: 25 (default) or 30")
+    g.add_argument("--size", type=int, default=None, help="video size in pixels (square), default 512")
+    g.add_argument("--render-backend", dest="render_backend", default=None, choices=["cpu", "torch", "reference"])
+    g.add_argument(
+        "--a2v-runtime", dest="a2v_runtime", default=None, choices=["onnx-cpu", "onnx-cuda", "tensorrt", "auto"]
+    )
+    g.add_argument("--numba-threads", dest="numba_threads", type=int, default=None)
+
+
+def _server_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("server")
+    g.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    g.add_argument("--brain", default=None, choices=["echo", "openai"], help="echo (default) or openai")
+    g.add_argument("--llm-url", dest="llm_url", default=None, help="OpenAI-compatible base URL")
+    g.add_argument("--llm-model", dest="llm_model", default=None)
+    g.add_argument("--llm-key", dest="llm_key", default=None, help="API key (prefer SPLATCAST_LLM_KEY)")
+    g.add_argument("--system-prompt", dest="system_prompt", default=None)
+    g.add_argument("--ice-servers", dest="ice_servers", default=None, help="comma-separated STUN/TURN URLs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splatcast",
+        description="Real-time conversational Gaussian-splat avatar server.",
+    )
+    parser.add_argument("--config", type=Path, default=None, help="TOML settings file (or SPLATCAST_CONFIG)")
+    parser.add_argument("--log-level", dest="log_level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        parent: argparse._SubParsersAction,  # type: ignore[type-arg]
+        name: str,
+        target: str,
+        help_text: str,
+    ) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(target=target)
+        return p
+
+    # serve
+    p = command(sub, "serve", "realtime.server:serve_command", "run the avatar server (browser client at /)")
+    _server_flags(p)
+    _settings_flags(p)
+
+    # say
+    p = command(sub, "say", "realtime.say:say_command", "render TEXT (or --audio) to an MP4 offline")
+    p.add_argument("text", nargs="?", default=None, help="what the avatar says")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
+    p.add_argument("--audio", type=Path, default=None, help="speak this audio file instead of TTS")
+    p.add_argument("--emotion", default="neutral")
+    _settings_flags(p)
+
+    # avatar
+    avatar = sub.add_parser("avatar", help="create and inspect avatars").add_subparsers(
+        dest="avatar_command", metavar="ACTION", required=True
+    )
+    p = command(avatar, "create", "realtime.commands.avatar:create_command", "build an avatar from a frontal photo")
+    p.add_argument("--photo", type=Path, help="portrait image (JPEG/PNG)")
+    p.add_argument("--astronaut", action="store_true", help="use skimage.data.astronaut() (the default avatar)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors")
+    p = command(avatar, "preview", "realtime.commands.avatar:preview_command", "render a labelled sheet of shapes")
+    p.add_argument("avatar_path", type=Path, nargs="?", default=None, help="avatar (default: bundled)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .png")
+    _settings_flags(p)
+    p = command(avatar, "info", "realtime.commands.avatar:info_command", "print an avatar's metadata")
+    p.add_argument("avatar_path", type=Path, nargs="?", default=None)
+
+    # a2v
+    a2v = sub.add_parser("a2v", help="audio-to-viseme network: data, training, evaluation").add_subparsers(
+        dest="a2v_command", metavar="ACTION", required=True
+    )
+    p = command(a2v, "data", "realtime.commands.a2v:data_command", "synthesise the training corpus")
+    p.add_argument("--out", type=Path, default=Path("build/a2v-corpus"))
+    p.add_argument("--sentences", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p = command(a2v, "train", "realtime.commands.a2v:train_command", "train a2v on CPU and write ONNX + card")
+    p.add_argument("--data", type=Path, default=Path("build/a2v-corpus"))
+    p.add_argument("--out", type=Path, default=Path("build/a2v"))
+    p.add_argument("--minutes", type=float, default=25.0, help="training time budget")
+    p.add_argument("--seed", type=int, default=0)
+    p = command(a2v, "eval", "realtime.commands.a2v:eval_command", "evaluate on the held-out split")
+    p.add_argument("--data", type=Path, default=Path("build/a2v-corpus"))
+    p.add_argument("--weights", type=Path, default=None, help="ONNX weights (default: bundled)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _settings_flags(p)
+
+    # export
+    export = sub.add_parser("export", help="offline compilation: ONNX, TensorRT, avatar LOD").add_subparsers(
+        dest="export_command", metavar="ACTION", required=True
+    )
+    p = command(export, "onnx", "realtime.commands.a2v:export_onnx_command", "export trained a2v weights to ONNX")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p = command(export, "tensorrt", "realtime.commands.a2v:export_tensorrt_command", "build a TensorRT engine")
+    p.add_argument("--onnx", type=Path, default=None, help="ONNX model (default: bundled)")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--max-batch", type=int, default=64)
+    p = command(export, "distill", "realtime.commands.avatar:distill_command", "add LOD levels to an avatar")
+    p.add_argument("avatar_path", type=Path)
+    p.add_argument("-o", "--output", type=Path, default=None, help="output (default: overwrite input)")
+    p.add_argument("--levels", default="1.0,0.5,0.25", help="comma-separated Gaussian budgets")
+
+    # bench
+    bench = sub.add_parser("bench", help="benchmarks (JSON out)").add_subparsers(
+        dest="bench_command", metavar="ACTION", required=True
+    )
+    p = command(bench, "render", "benchmarks.render:bench_render_command", "splat render speed")
+    p.add_argument("--backend", default="cpu", choices=["cpu", "torch", "reference"])
+    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    _settings_flags(p)
+    p = command(bench, "a2v", "benchmarks.a2v:bench_a2v_command", "a2v inference latency")
+    p.add_argument("--json", action="store_true")
+    _settings_flags(p)
+    for name, help_text in (
+        ("latency", "end-to-end latency and A/V sync with aiortc clients"),
+        ("load", "find how many sessions hold 25 FPS"),
+        ("lipsync", "lip-sync correlation and lag on held-out sentences"),
+        ("soak", "sessions join and leave for M minutes"),
+    ):
+        p = command(bench, name, f"benchmarks.{name}:bench_{name}_command", help_text)
+        p.add_argument("--url", default=None, help="server to test (default: start one locally)")
+        p.add_argument("--sessions", type=int, default=1)
+        p.add_argument("--duration", type=float, default=30.0)
+        p.add_argument("--minutes", type=float, default=30.0)
+        p.add_argument("--json", dest="json_out", type=Path, default=None)
+        p.add_argument("--report", type=Path, default=None)
+        p.add_argument("--compare", type=Path, default=None)
+
+    # doctor
+    p = command(sub, "doctor", "realtime.commands.doctor:doctor_command", "check the machine and bundled assets")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def resolve(target: str) -> Handler:
+    """Import ``module:function`` lazily; a missing module means the feature has not landed."""
+    module_name, _, func_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise NotBuiltYet(f"'{module_name}' is not built yet") from exc
+        raise
+    handler = getattr(module, func_name, None)
+    if handler is None:
+        raise NotBuiltYet(f"'{target}' is not built yet")
+    return handler  # type: ignore[no-any-return]
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    # chatty libraries stay quiet unless we debug
+    if level.upper() != "DEBUG":
+        for noisy in ("aioice", "aiortc", "numba", "faster_whisper", "matplotlib", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(flags=vars(args), config=args.config)
+    except SettingsError as exc:
+        parser.error(str(exc))
+    setup_logging(settings.log_level)
+    if settings.numba_threads is not None:
+        import os
+
+        os.environ["NUMBA_NUM_THREADS"] = str(settings.numba_threads)
+    try:
+        handler = resolve(args.target)
+    except NotBuiltYet as exc:
+        print(f"splatcast: {exc}; this subcommand arrives with a later release.", file=sys.stderr)
+        return 2
+    try:
+        return int(handler(settings, args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

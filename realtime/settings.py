@@ -1,0 +1,168 @@
+"""One typed settings object, built once in the CLI and passed down.
+
+Precedence (highest first): command-line flags, environment variables
+``SPLATCAST_<FIELD>`` (upper case), an optional TOML file (``--config`` or
+``SPLATCAST_CONFIG``), then the defaults below. Nothing here is global:
+``load_settings`` returns a new frozen object every call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SPLATCAST_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or an unknown name."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # server
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # avatar and rendering
+    avatar: Path | None = None  # None: the bundled default avatar
+    fps: int = 25
+    size: int = 512
+    render_backend: str = "cpu"
+    a2v_runtime: str = "onnx-cpu"
+    # conversation
+    brain: str = "echo"
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_key: str | None = field(default=None, repr=False)  # a secret: never in logs
+    system_prompt: str = "You are a friendly, concise assistant. Answer in one or two short sentences."
+    ice_servers: tuple[str, ...] = ("stun:stun.l.google.com:19302",)
+    # process
+    log_level: str = "INFO"
+    numba_threads: int | None = None
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as plain values with secrets masked (safe to log or show)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = "***"
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+SECRET_FIELDS = frozenset({"llm_key"})
+FIELD_NAMES = frozenset(f.name for f in fields(Settings))
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a TOML/env/flag value into the field's declared type."""
+    hint = typing.get_type_hints(Settings)[name]
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if raw is None or (optional and isinstance(raw, str) and raw.strip().lower() in {"", "none", "null"}):
+        if optional:
+            return None
+        raise SettingsError(f"setting '{name}' cannot be empty")
+    try:
+        if base is Path:
+            return Path(raw).expanduser()
+        if base is int:
+            if isinstance(raw, bool):
+                raise TypeError("bool is not an int")
+            return int(raw)
+        if base is str:
+            return str(raw)
+        if typing.get_origin(base) is tuple:
+            if isinstance(raw, str):
+                return tuple(s.strip() for s in raw.split(",") if s.strip())
+            return tuple(str(s) for s in raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting '{name}': cannot use {raw!r} as {base}: {exc}") from exc
+    raise SettingsError(f"setting '{name}' has an unsupported type {hint}")
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    # accept both a flat file and a [splatcast] table
+    table = data.get("splatcast", data)
+    unknown = sorted(set(table) - FIELD_NAMES)
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown settings {unknown}; known: {sorted(FIELD_NAMES)}")
+    return dict(table)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in FIELD_NAMES:
+            out[name] = value
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config: Path | None = None,
+) -> Settings:
+    """Build the settings: flags > env ``SPLATCAST_*`` > TOML file > defaults.
+
+    ``flags`` holds only the options the user gave (``None`` values are ignored).
+    """
+    env = os.environ if env is None else env
+    if config is None and env.get(ENV_PREFIX + "CONFIG"):
+        config = Path(env[ENV_PREFIX + "CONFIG"])
+    merged: dict[str, Any] = {}
+    if config is not None:
+        merged.update(_from_toml(config))
+    merged.update(_from_env(env))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None and k in FIELD_NAMES})
+    values = {name: _coerce(name, raw) for name, raw in merged.items()}
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not 1 <= s.port <= 65535:
+        raise SettingsError(f"port must be 1..65535, got {s.port}")
+    if s.fps not in (25, 30):
+        raise SettingsError(f"fps must be 25 or 30, got {s.fps}")
+    if not 64 <= s.size <= 2048:
+        raise SettingsError(f"size must be 64..2048 pixels, got {s.size}")
+    if s.render_backend not in {"cpu", "torch", "reference"}:
+        raise SettingsError(f"render_backend must be cpu, torch or reference, got {s.render_backend!r}")
+    if s.a2v_runtime not in {"onnx-cpu", "onnx-cuda", "tensorrt", "auto"}:
+        raise SettingsError(f"a2v_runtime must be onnx-cpu, onnx-cuda, tensorrt or auto, got {s.a2v_runtime!r}")
+    if s.brain not in {"echo", "openai"}:
+        raise SettingsError(f"brain must be echo or openai, got {s.brain!r}")
+    if s.brain == "openai" and not s.llm_url:
+        raise SettingsError("brain 'openai' needs --llm-url (or SPLATCAST_LLM_URL)")
+    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
+    if s.numba_threads is not None and s.numba_threads < 1:
+        raise SettingsError(f"numba_threads must be >= 1, got {s.numba_threads}")
