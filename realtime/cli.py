@@ -32,9 +32,14 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--avatar", type=Path, default=None, help="avatar .safetensors (default: bundled)")
     g.add_argument("--fps", type=int, default=None, help="video frame rate: 25 (default) or 30")
     g.add_argument("--size", type=int, default=None, help="video size in pixels (square), default 512")
-    g.add_argument("--render-backend", dest="render_backend", default=None, choices=["cpu", "torch", "reference"])
     g.add_argument(
-        "--a2v-runtime", dest="a2v_runtime", default=None, choices=["onnx-cpu", "onnx-cuda", "tensorrt", "auto"]
+        "--render-backend", dest="render_backend", default=None, choices=["cpu", "torch", "reference"]
+    )
+    g.add_argument(
+        "--a2v-runtime",
+        dest="a2v_runtime",
+        default=None,
+        choices=["onnx-cpu", "onnx-cuda", "tensorrt", "auto"],
     )
     g.add_argument("--numba-threads", dest="numba_threads", type=int, default=None)
 
@@ -57,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time conversational Gaussian-splat avatar server.",
     )
     parser.add_argument("--config", type=Path, default=None, help="TOML settings file (or SPLATCAST_CONFIG)")
-    parser.add_argument("--log-level", dest="log_level", default=None, help="DEBUG, INFO (default), WARNING, ERROR")
+    parser.add_argument(
+        "--log-level", dest="log_level", default=None, help="DEBUG, INFO (default), WARNING, ERROR"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
-        parent: argparse._SubParsersAction,  # type: ignore[type-arg]
+        parent: argparse._SubParsersAction,
         name: str,
         target: str,
         help_text: str,
@@ -87,11 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     avatar = sub.add_parser("avatar", help="create and inspect avatars").add_subparsers(
         dest="avatar_command", metavar="ACTION", required=True
     )
-    p = command(avatar, "create", "realtime.commands.avatar:create_command", "build an avatar from a frontal photo")
+    p = command(
+        avatar, "create", "realtime.commands.avatar:create_command", "build an avatar from a frontal photo"
+    )
     p.add_argument("--photo", type=Path, help="portrait image (JPEG/PNG)")
-    p.add_argument("--astronaut", action="store_true", help="use skimage.data.astronaut() (the default avatar)")
+    p.add_argument(
+        "--astronaut", action="store_true", help="use skimage.data.astronaut() (the default avatar)"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors")
-    p = command(avatar, "preview", "realtime.commands.avatar:preview_command", "render a labelled sheet of shapes")
+    p = command(
+        avatar, "preview", "realtime.commands.avatar:preview_command", "render a labelled sheet of shapes"
+    )
     p.add_argument("avatar_path", type=Path, nargs="?", default=None, help="avatar (default: bundled)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .png")
     _settings_flags(p)
@@ -121,10 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="offline compilation: ONNX, TensorRT, avatar LOD").add_subparsers(
         dest="export_command", metavar="ACTION", required=True
     )
-    p = command(export, "onnx", "realtime.commands.a2v:export_onnx_command", "export trained a2v weights to ONNX")
+    p = command(
+        export, "onnx", "realtime.commands.a2v:export_onnx_command", "export trained a2v weights to ONNX"
+    )
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p = command(export, "tensorrt", "realtime.commands.a2v:export_tensorrt_command", "build a TensorRT engine")
+    p = command(
+        export, "tensorrt", "realtime.commands.a2v:export_tensorrt_command", "build a TensorRT engine"
+    )
     p.add_argument("--onnx", type=Path, default=None, help="ONNX model (default: bundled)")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--max-batch", type=int, default=64)
@@ -162,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--compare", type=Path, default=None)
 
     # doctor
-    p = command(sub, "doctor", "realtime.commands.doctor:doctor_command", "check the machine and bundled assets")
+    p = command(
+        sub, "doctor", "realtime.commands.doctor:doctor_command", "check the machine and bundled assets"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -176,10 +195,10 @@ def resolve(target: str) -> Handler:
         if exc.name and module_name.startswith(exc.name):
             raise NotBuiltYet(f"'{module_name}' is not built yet") from exc
         raise
-    handler = getattr(module, func_name, None)
+    handler: Handler | None = getattr(module, func_name, None)
     if handler is None:
         raise NotBuiltYet(f"'{target}' is not built yet")
-    return handler  # type: ignore[no-any-return]
+    return handler
 
 
 def setup_logging(level: str) -> None:

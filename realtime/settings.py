@@ -157,7 +157,9 @@ def _validate(s: Settings) -> None:
     if s.render_backend not in {"cpu", "torch", "reference"}:
         raise SettingsError(f"render_backend must be cpu, torch or reference, got {s.render_backend!r}")
     if s.a2v_runtime not in {"onnx-cpu", "onnx-cuda", "tensorrt", "auto"}:
-        raise SettingsError(f"a2v_runtime must be onnx-cpu, onnx-cuda, tensorrt or auto, got {s.a2v_runtime!r}")
+        raise SettingsError(
+            f"a2v_runtime must be onnx-cpu, onnx-cuda, tensorrt or auto, got {s.a2v_runtime!r}"
+        )
     if s.brain not in {"echo", "openai"}:
         raise SettingsError(f"brain must be echo or openai, got {s.brain!r}")
     if s.brain == "openai" and not s.llm_url:
