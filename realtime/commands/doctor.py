@@ -66,7 +66,7 @@ def _numba_threads() -> int | None:
         import numba
     except ImportError:
         return None
-    return int(getattr(numba.config, "NUMBA_NUM_THREADS"))
+    return int(numba.get_num_threads())
 
 
 def collect() -> dict[str, Any]:
