@@ -1,0 +1,151 @@
+"""Pose an avatar: rig parameters → Gaussians in camera space.
+
+Order of operations for each frame ``b`` (``params[b]`` is float32 [C]):
+
+1. linear blendshape deltas: ``means += Σ_c params[b, c] · delta_c`` (sparse per channel);
+2. rigid jaw: Gaussians of :data:`~engines.splat.avatar.LAYER_JAW` rotate about
+   the hinge (``jaw_pivot``, ``jaw_axis``) by ``params[b] @ jaw_angle`` radians and
+   then translate by ``params[b] @ jaw_translation``;
+3. rigid head pose: every layer except :data:`~engines.splat.avatar.LAYER_STATIC`
+   rotates about ``head_pivot`` by R = Rz(roll) · Ry(yaw) · Rx(pitch) (radians;
+   positive pitch tips the face down, positive yaw turns the face towards the
+   image's right, positive roll tilts it clockwise in the image);
+4. level of detail ``lod ≥ 1`` keeps ``avatar.lods[lod - 1].index`` with that
+   level's scales, opacities and colours.
+
+Eye gaze (``eyeGazeX``/``eyeGazeY`` and the ``eyeLook*`` channels) is carried
+by the linear deltas of step 1 on the eye layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engines.splat.avatar import LAYER_JAW, LAYER_STATIC, Avatar
+from engines.splat.types import PosedGaussians
+
+
+class RigError(ValueError):
+    """Rig parameters do not fit the avatar."""
+
+
+def axis_angle_matrix(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rotation matrices [B, 3, 3] about unit ``axis`` [3] by ``angle`` [B] radians (Rodrigues)."""
+    k = np.asarray(axis, dtype=np.float64)
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    a = np.asarray(angle, dtype=np.float64)[:, None, None]
+    return (np.eye(3) + np.sin(a) * kx + (1.0 - np.cos(a)) * (kx @ kx)).astype(np.float32)
+
+
+def euler_matrix(pitch: np.ndarray, yaw: np.ndarray, roll: np.ndarray) -> np.ndarray:
+    """R = Rz(roll) · Ry(yaw) · Rx(pitch), each [B] radians → [B, 3, 3] (camera axes: x right, y down, z forward)."""
+    b = np.asarray(pitch).shape[0]
+    rx = axis_angle_matrix(np.array([1.0, 0.0, 0.0]), np.asarray(pitch))
+    ry = axis_angle_matrix(np.array([0.0, 1.0, 0.0]), -np.asarray(yaw))
+    rz = axis_angle_matrix(np.array([0.0, 0.0, 1.0]), np.asarray(roll))
+    return (rz @ ry @ rx).reshape(b, 3, 3)
+
+
+def matrix_to_quat(r: np.ndarray) -> np.ndarray:
+    """Unit quaternions (w, x, y, z) [B, 4] of rotation matrices [B, 3, 3]."""
+    r = np.asarray(r, dtype=np.float64)
+    tr = np.trace(r, axis1=1, axis2=2)
+    w = np.sqrt(np.maximum(0.0, 1.0 + tr)) / 2.0
+    x = np.sqrt(np.maximum(0.0, 1.0 + r[:, 0, 0] - r[:, 1, 1] - r[:, 2, 2])) / 2.0
+    y = np.sqrt(np.maximum(0.0, 1.0 - r[:, 0, 0] + r[:, 1, 1] - r[:, 2, 2])) / 2.0
+    z = np.sqrt(np.maximum(0.0, 1.0 - r[:, 0, 0] - r[:, 1, 1] + r[:, 2, 2])) / 2.0
+    x = np.copysign(x, r[:, 2, 1] - r[:, 1, 2])
+    y = np.copysign(y, r[:, 0, 2] - r[:, 2, 0])
+    z = np.copysign(z, r[:, 1, 0] - r[:, 0, 1])
+    q = np.stack([w, x, y, z], axis=1)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a ⊗ b of (w, x, y, z) quaternions, broadcasting over leading axes."""
+    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
+    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    return np.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        axis=-1,
+    ).astype(np.float32)
+
+
+def _rotate(
+    means: np.ndarray,  # [B, N, 3] (modified in place on the selected rows)
+    quats: np.ndarray,  # [B, N, 4]
+    sel: np.ndarray,  # [K] int
+    rot: np.ndarray,  # [B, 3, 3]
+    pivot: np.ndarray,  # [3]
+    translation: np.ndarray | None = None,  # [B, 3]
+) -> None:
+    rel = means[:, sel] - pivot
+    moved = np.einsum("bij,bkj->bki", rot, rel) + pivot
+    if translation is not None:
+        moved += translation[:, None, :]
+    means[:, sel] = moved
+    q = matrix_to_quat(rot)  # [B, 4]
+    quats[:, sel] = quat_multiply(q[:, None, :], quats[:, sel])
+
+
+def pose(avatar: Avatar, params: np.ndarray, lod: int = 0) -> PosedGaussians:
+    """Deform ``avatar`` by ``params`` (float32 [B, C]) → :class:`PosedGaussians` [B, N(lod), ...]."""
+    params = np.asarray(params)
+    c = len(avatar.channels)
+    if params.ndim != 2 or params.shape[1] != c:
+        raise RigError(f"params must be [B, {c}], got {list(params.shape)}")
+    if not np.all(np.isfinite(params)):
+        raise RigError("params contain NaN or infinite values")
+    if not 0 <= lod <= len(avatar.lods):
+        raise RigError(f"lod {lod} out of range: this avatar has levels 0..{len(avatar.lods)}")
+    params = params.astype(np.float32, copy=False)
+    b, n = params.shape[0], avatar.count
+    rig = avatar.rig
+    means = np.repeat(avatar.means[None], b, axis=0)  # [B, N, 3]
+    quats = np.repeat(avatar.quats[None], b, axis=0)  # [B, N, 4]
+
+    # 1. sparse linear deltas, only for channels that are non-zero somewhere in the batch
+    active = np.flatnonzero(np.any(params != 0.0, axis=0))
+    for ch in active:
+        idx, delta = rig.channel_deltas(int(ch))
+        if idx.size:
+            means[:, idx] += params[:, ch, None, None] * delta[None]
+
+    # 2. rigid jaw
+    angle = params @ rig.jaw_angle  # [B]
+    shift = params @ rig.jaw_translation  # [B, 3]
+    if np.any(angle != 0.0) or np.any(shift != 0.0):
+        jaw = np.flatnonzero(avatar.layers == LAYER_JAW)
+        _rotate(means, quats, jaw, axis_angle_matrix(rig.jaw_axis, angle), rig.jaw_pivot, shift)
+
+    # 3. rigid head pose over the static layer
+    names = avatar.channels
+    pose_cols = [names.index(k) if k in names else -1 for k in ("headPitch", "headYaw", "headRoll")]
+    angles = [params[:, i] if i >= 0 else np.zeros(b, dtype=np.float32) for i in pose_cols]
+    if any(np.any(a != 0.0) for a in angles):
+        moving = np.flatnonzero(avatar.layers != LAYER_STATIC)
+        _rotate(means, quats, moving, euler_matrix(*angles), rig.head_pivot)
+
+    if lod == 0:
+        scales = np.broadcast_to(avatar.scales[None], (b, n, 3))
+        opac = np.broadcast_to(avatar.opacities[None], (b, n))
+        colors = np.broadcast_to(avatar.colors[None], (b, n, 3))
+    else:
+        level = avatar.lods[lod - 1]
+        k = level.index.shape[0]
+        means, quats = means[:, level.index], quats[:, level.index]
+        scales = np.broadcast_to(level.scales[None], (b, k, 3))
+        opac = np.broadcast_to(level.opacities[None], (b, k))
+        colors = np.broadcast_to(level.colors[None], (b, k, 3))
+    return PosedGaussians(
+        means=np.ascontiguousarray(means, dtype=np.float32),
+        quats=np.ascontiguousarray(quats, dtype=np.float32),
+        scales=np.ascontiguousarray(scales, dtype=np.float32),
+        opacities=np.ascontiguousarray(opac, dtype=np.float32),
+        colors=np.ascontiguousarray(colors, dtype=np.float32),
+    )
