@@ -1,0 +1,176 @@
+"""The fast rasterisers ('cpu' numba, 'torch') against the reference, with explicit tolerances.
+
+Tolerances (uint8 units, i.e. 1/255), and why:
+
+- float32 arithmetic (fast backends) vs float64 (reference) moves a channel by
+  at most one rounding step: ≥ 99.9 % of values must be within 1.
+- A pixel lying within float error of a hard edge of the semantics (d = 9, or
+  α = 1/255) can flip between "touched" and "not touched"; the jump there is
+  at most α(d = 9) = 0.99·e^-4.5 ≈ 0.011 ≈ 2.8/255 (times a colour difference
+  ≤ 1), so no value may differ by more than 3.
+- On average the images must agree to within 0.05/255 (a systematic error,
+  such as a wrong blur, a transposed conic or a missing early stop, moves
+  the mean by far more).
+- alpha (float): ≥ 99.9 % of pixels within 1e-4, none beyond 0.012 (same edge flip).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engines.splat.raster_reference import rasterize_reference
+from engines.splat.rasterize import rasterize
+from engines.splat.types import Camera, PosedGaussians
+
+SIZES = [(64, 48), (128, 128), (96, 160)]  # (H, W)
+
+
+def random_gaussians(batch: int, n: int, seed: int, opaque: bool = False) -> PosedGaussians:
+    """Random anisotropic Gaussians in front of (and some behind) a camera at the origin."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-1.0, 1.0, (batch, n, 2))
+    z = rng.uniform(-0.5, 4.0, (batch, n, 1))  # some behind the camera or nearer than 0.01
+    q = rng.normal(size=(batch, n, 4))
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    scales = rng.uniform(0.003, 0.15, (batch, n, 3))
+    scales[..., rng.integers(0, 3)] *= 0.2  # flat splats, as on a surface
+    low = 0.6 if opaque else 0.02
+    return PosedGaussians(
+        means=np.concatenate([xy, z], axis=-1).astype(np.float32),
+        quats=q.astype(np.float32),
+        scales=scales.astype(np.float32),
+        opacities=rng.uniform(low, 1.0, (batch, n)).astype(np.float32),
+        colors=rng.uniform(0.0, 1.0, (batch, n, 3)).astype(np.float32),
+    )
+
+
+def camera_for(h: int, w: int) -> Camera:
+    return Camera(fx=0.9 * w, fy=0.9 * w, cx=w / 2, cy=h / 2 + 3.0, width=w, height=h)
+
+
+def assert_close_to_reference(
+    rgb: np.ndarray, alpha: np.ndarray, ref_rgb: np.ndarray, ref_alpha: np.ndarray
+) -> None:
+    assert rgb.shape == ref_rgb.shape and rgb.dtype == np.uint8
+    assert alpha.shape == ref_alpha.shape and alpha.dtype == np.float32
+    diff = np.abs(rgb.astype(np.int16) - ref_rgb.astype(np.int16))
+    assert diff.max() <= 3, f"max |Δ| = {diff.max()}/255"
+    assert (diff <= 1).mean() >= 0.999, f"only {(diff <= 1).mean():.5f} of values within 1/255"
+    assert diff.mean() <= 0.05, f"mean |Δ| = {diff.mean():.4f}/255"
+    adiff = np.abs(alpha - ref_alpha)
+    assert adiff.max() <= 0.012
+    assert (adiff <= 1e-4).mean() >= 0.999
+
+
+CASES = [(size, seed, opaque) for size in SIZES for seed, opaque in ((1, False), (2, True))]
+
+
+@pytest.fixture(scope="module")
+def reference_images() -> dict[
+    tuple[tuple[int, int], int, bool], tuple[PosedGaussians, np.ndarray, np.ndarray]
+]:
+    """Reference renders of each case, computed once (the reference is slow)."""
+    out = {}
+    bg = np.array([0.2, 0.5, 0.8], dtype=np.float32)
+    for size, seed, opaque in CASES:
+        g = random_gaussians(2, 400 if opaque else 250, seed * 100 + size[0], opaque)
+        rgb, alpha = rasterize_reference(g, camera_for(*size), bg)
+        out[(size, seed, opaque)] = (g, rgb, alpha)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize(("size", "seed", "opaque"), CASES)
+def test_backend_matches_reference(
+    backend: str,
+    size: tuple[int, int],
+    seed: int,
+    opaque: bool,
+    reference_images: dict[tuple[tuple[int, int], int, bool], tuple[PosedGaussians, np.ndarray, np.ndarray]],
+) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    g, ref_rgb, ref_alpha = reference_images[(size, seed, opaque)]
+    bg = np.array([0.2, 0.5, 0.8], dtype=np.float32)
+    rgb, alpha = rasterize(g, camera_for(*size), bg, backend=backend, return_alpha=True)
+    assert_close_to_reference(rgb, alpha, ref_rgb, ref_alpha)
+    # the scene is not trivially empty, and frames of the batch differ
+    assert (ref_alpha > 0.5).mean() > 0.05
+    assert not np.array_equal(rgb[0], rgb[1])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_backend_ties_and_early_stop_match_reference(backend: str) -> None:
+    """Equal depths keep index order; stacked opaque layers stop each pixel (front layers win)."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    n = 12
+    quats = np.zeros((1, n, 4), dtype=np.float32)
+    quats[..., 0] = 1.0
+    means = np.zeros((1, n, 3), dtype=np.float32)
+    means[..., 2] = 1.0  # all at the same depth
+    means[0, 6:, 2] = 0.5  # six in front, also tied among themselves
+    rng = np.random.default_rng(5)
+    g = PosedGaussians(
+        means=means,
+        quats=quats,
+        scales=np.full((1, n, 3), 0.05, dtype=np.float32),
+        opacities=np.full((1, n), 0.99, dtype=np.float32),
+        colors=rng.uniform(0, 1, (1, n, 3)).astype(np.float32),
+    )
+    cam = Camera(fx=40.0, fy=40.0, cx=20.5, cy=16.5, width=40, height=32)
+    bg = np.zeros(3, dtype=np.float32)
+    ref_rgb, ref_alpha = rasterize_reference(g, cam, bg)
+    rgb, alpha = rasterize(g, cam, bg, backend=backend, return_alpha=True)
+    assert_close_to_reference(rgb, alpha, ref_rgb, ref_alpha)
+    # the centre shows Gaussian 6 (first of the front group) almost alone
+    np.testing.assert_allclose(rgb[0, 16, 20] / 255.0, g.colors[0, 6], atol=0.015)
+
+
+def test_cpu_batch_equals_frame_by_frame() -> None:
+    g = random_gaussians(3, 300, 9)
+    cam = camera_for(64, 80)
+    bg = np.array([1.0, 1.0, 1.0], dtype=np.float32)
+    batched = rasterize(g, cam, bg, backend="cpu")
+    for f in range(3):
+        one = PosedGaussians(
+            g.means[f : f + 1],
+            g.quats[f : f + 1],
+            g.scales[f : f + 1],
+            g.opacities[f : f + 1],
+            g.colors[f : f + 1],
+        )
+        np.testing.assert_array_equal(batched[f], rasterize(one, cam, bg, backend="cpu")[0])
+
+
+def test_cpu_handles_no_visible_gaussians() -> None:
+    g = random_gaussians(1, 50, 3)
+    g.means[..., 2] = -1.0  # all behind the camera
+    rgb, alpha = rasterize(
+        g, camera_for(40, 40), np.array([0.0, 1.0, 0.0], dtype=np.float32), "cpu", return_alpha=True
+    )
+    assert np.all(rgb[..., 1] == 255) and np.all(rgb[..., 0] == 0)
+    assert np.all(alpha == 0.0)
+
+
+def test_torch_small_chunks_and_step_limits_match_reference() -> None:
+    """Many compositing steps and split tile groups give the same picture as one big step."""
+    torch = pytest.importorskip("torch")
+    from engines.splat.raster_torch import rasterize_tensors
+
+    g = random_gaussians(2, 300, 4, opaque=True)
+    cam = camera_for(48, 64)
+    bg = np.array([0.3, 0.3, 0.3], dtype=np.float32)
+    ref_rgb, ref_alpha = rasterize_reference(g, cam, bg)
+    t = [torch.from_numpy(a) for a in (g.means, g.quats, g.scales, g.opacities, g.colors)]
+    rgb, alpha = rasterize_tensors(
+        t[0], t[1], t[2], t[3], t[4], cam, torch.from_numpy(bg), chunk=3, max_elements=256 * 3 * 5
+    )
+    assert_close_to_reference(rgb.numpy(), alpha.numpy(), ref_rgb, ref_alpha)
+
+
+def test_cpu_warmup_compiles() -> None:
+    from engines.splat.raster_cpu import warmup
+
+    assert warmup() >= 0.0
