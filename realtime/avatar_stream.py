@@ -1,0 +1,432 @@
+"""AvatarStream: one session's media logic, on one media clock where audio is master.
+
+TTS audio chunks (any sample rate, optionally with phoneme alignments) and
+events (interrupt, user speaking, emotion) go in; :meth:`AvatarStream.next_frame_job`
+hands out, frame after frame, what video frame ``k`` must show (rig
+parameters) together with exactly the audio for media time
+``[k/fps, (k+1)/fps)`` at 48 kHz. The stream never ends: when nothing is said
+the jobs carry idle motion and silence.
+
+This class owns no clock and never sleeps. Whoever drives it decides when a
+job is rendered and when its audio and image leave: the real-time
+:class:`realtime.scheduler.FrameClock` (WebRTC), the offline renderer of
+``splatcast say`` (as fast as it can) and the Pipecat video service all use this
+one class. Video pts derive from the audio sample clock
+(``samples * 90000 / sample_rate``), never from a frame counter at a nominal fps.
+
+Lip sync: when a chunk comes with alignments (our Piper path) the mouth comes
+straight from them (:class:`engines.a2v.visemes.AlignmentTrack`, zero
+lookahead); otherwise the a2v network streams over the audio. An utterance
+starts playing only once its first lip frame is known, so the added latency is
+the network's lookahead at most, and once it plays its audio never stalls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import soxr
+
+from engines.a2v.visemes import (
+    A2V_ARKIT_CHANNELS,
+    A2V_CHANNELS,
+    ARKIT_SLICE,
+    JAW_OPEN_INDEX,
+    SPEECH_INDEX,
+    AlignmentTrack,
+)
+from realtime.motion import MotionLayers, SpeechFrame
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_SAMPLE_RATE = 48_000
+VIDEO_CLOCK_RATE = 90_000
+STATES = ("idle", "speaking", "listening")
+STRESS_MARK = "ˈ"
+
+
+class AvatarStreamError(ValueError):
+    """Bad input to an AvatarStream (the stream itself keeps running)."""
+
+
+class LipStream(Protocol):
+    """A streaming audio → a2v-frames source (:meth:`engines.a2v.runtime.A2V.stream`)."""
+
+    def push(self, pcm: np.ndarray) -> np.ndarray: ...
+
+    def flush(self) -> np.ndarray: ...
+
+
+class LipModel(Protocol):
+    """What AvatarStream needs from the a2v network (:class:`engines.a2v.runtime.A2V`)."""
+
+    fps: int
+    channels: tuple[str, ...]
+
+    def stream(self, sample_rate: int) -> LipStream: ...
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """What video frame ``index`` shows and the audio that leaves with it."""
+
+    index: int  # k
+    pts: int  # 90 kHz, from the audio sample clock
+    params: np.ndarray  # [C] float32 rig parameters in the avatar's channel order
+    audio: np.ndarray  # [samples_per_frame] int16 mono at 48 kHz
+    speaking: bool  # an utterance's audio is in this frame
+    mouth_open: float  # jawOpen of the lip-sync source (0 when silent), for stats and tests
+
+
+def _to_float_mono(pcm: np.ndarray) -> np.ndarray:
+    """int16 or float audio, mono or [N, channels] → float32 [N] in [-1, 1], non-finite values zeroed."""
+    a = np.asarray(pcm)
+    if a.ndim == 2:
+        a = a.mean(axis=1) if a.shape[1] <= 8 else a.mean(axis=0)
+    elif a.ndim != 1:
+        raise AvatarStreamError(f"audio must be 1-D (or [N, channels]), got shape {a.shape}")
+    if a.dtype == np.int16:
+        out = a.astype(np.float32) / 32768.0
+    elif np.issubdtype(a.dtype, np.floating):
+        out = a.astype(np.float32, copy=True)
+        bad = ~np.isfinite(out)
+        if bad.any():
+            logger.warning("avatar-stream: %d non-finite audio samples replaced by silence", int(bad.sum()))
+            out[bad] = 0.0
+    else:
+        raise AvatarStreamError(f"audio must be int16 or float, got {a.dtype}")
+    np.clip(out, -1.0, 1.0, out=out)
+    return out
+
+
+class _Utterance:
+    """One reply: its audio at 48 kHz, its lip frames, and where it is in playback."""
+
+    def __init__(self, fps: int, samples_per_frame: int, lip_model: LipModel | None, aligned: bool) -> None:
+        self.fps = fps
+        self.spf = samples_per_frame
+        self.aligned = aligned
+        self.audio: deque[np.ndarray] = deque()  # 48 kHz float32 pieces not yet played
+        self.buffered = 0  # samples in self.audio
+        self.lip: list[np.ndarray] = []  # rows [C_a2v], frame i of the utterance
+        self.lip_ready = 0
+        self.stress_frames: set[int] = set()
+        self.ended = False
+        self.started = False
+        self.frame = 0  # next utterance-relative frame to play
+        self.source_rate: int | None = None
+        self._resampler: Any = None
+        self.total_samples = 0  # 48 kHz samples received
+        self._align = AlignmentTrack(fps) if aligned else None
+        self._aligned_total = 0  # source-rate samples the alignment track covers (alignments + silence)
+        self._source_samples = 0  # source-rate samples received
+        self._lip_model = lip_model
+        self._lip_stream: LipStream | None = None
+
+    # --- input -----------------------------------------------------------------------------------
+    def push(self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None) -> None:
+        if self.source_rate is None:
+            self.source_rate = sample_rate
+            self._resampler = (
+                None
+                if sample_rate == OUTPUT_SAMPLE_RATE
+                else soxr.ResampleStream(sample_rate, OUTPUT_SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            )
+            if not self.aligned and self._lip_model is not None:
+                self._lip_stream = self._lip_model.stream(sample_rate)
+        elif sample_rate != self.source_rate:
+            raise AvatarStreamError(
+                f"sample rate changed within an utterance ({self.source_rate} → {sample_rate}); "
+                "call end_utterance() between replies of different rates"
+            )
+        self._append_audio(
+            pcm if self._resampler is None else self._resampler.resample_chunk(pcm, last=False)
+        )
+        if self._align is not None:
+            self._push_aligned(pcm, sample_rate, alignments)
+        elif self._lip_stream is not None:
+            self._add_lip(self._lip_stream.push(pcm))
+        else:  # no lip model at all: mouth stays closed, audio still plays
+            covered = self.total_samples // self.spf
+            self._add_lip(np.zeros((covered - self.lip_ready, len(A2V_CHANNELS)), np.float32))
+        self._source_samples += len(pcm)
+
+    def _push_aligned(self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None) -> None:
+        """Alignments may cover more than their chunk (a sentence split into several chunks)."""
+        assert self._align is not None
+        if alignments:
+            self._mark_stress(alignments, sample_rate, start=self._aligned_total)
+            covered = int(sum(int(a.num_samples) for a in alignments))
+            self._add_lip(self._align.push(alignments, sample_rate, covered))
+            self._aligned_total += covered
+        audio_end = self._source_samples + len(pcm)
+        if audio_end > self._aligned_total:  # audio no alignment describes: the mouth rests
+            self._add_lip(self._align.push_silence(audio_end - self._aligned_total, sample_rate))
+            self._aligned_total = audio_end
+
+    def _mark_stress(self, alignments: Sequence[Any], sample_rate: int, start: int) -> None:
+        offset = start
+        for a in alignments:
+            if STRESS_MARK in str(a.phoneme):
+                self.stress_frames.add(int(offset / sample_rate * self.fps))
+            offset += int(a.num_samples)
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._resampler is not None:
+            self._append_audio(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        if self._align is not None:
+            self._add_lip(self._align.flush())
+        elif self._lip_stream is not None:
+            self._add_lip(self._lip_stream.flush())
+        # the lip track may end a frame short of the audio (rounding): hold its last frame
+        need = math.ceil(self.total_samples / self.spf)
+        if self.lip and len(self.lip) < need:
+            self.lip.extend([self.lip[-1]] * (need - len(self.lip)))
+        self.lip_ready = len(self.lip)
+
+    def _append_audio(self, pcm48: np.ndarray) -> None:
+        if len(pcm48):
+            self.audio.append(np.asarray(pcm48, np.float32))
+            self.buffered += len(pcm48)
+            self.total_samples += len(pcm48)
+
+    def _add_lip(self, frames: np.ndarray) -> None:
+        for row in np.asarray(frames, np.float32).reshape(-1, frames.shape[-1] if frames.ndim == 2 else 1):
+            self.lip.append(row)
+        self.lip_ready = len(self.lip)
+
+    # --- output ----------------------------------------------------------------------------------
+    def can_start(self) -> bool:
+        """Playback may start once the first lip frame and its audio are known (or the reply ended)."""
+        if self.ended:
+            return True
+        return self.lip_ready >= 1 and self.buffered >= self.spf
+
+    def take_audio(self) -> tuple[np.ndarray, int]:
+        """The next frame's audio (zero-padded) and how many samples were missing (underrun)."""
+        out = np.zeros(self.spf, np.float32)
+        filled = 0
+        while filled < self.spf and self.audio:
+            piece = self.audio[0]
+            take = min(self.spf - filled, len(piece))
+            out[filled : filled + take] = piece[:take]
+            filled += take
+            if take == len(piece):
+                self.audio.popleft()
+            else:
+                self.audio[0] = piece[take:]
+        self.buffered -= filled
+        return out, self.spf - filled
+
+    def finished(self) -> bool:
+        return self.ended and self.buffered == 0
+
+
+@dataclass
+class StreamStats:
+    frames: int = 0
+    speaking_frames: int = 0
+    utterances: int = 0
+    underrun_samples: int = 0  # audio the TTS did not deliver in time (silence was sent instead)
+    lip_late_frames: int = 0  # frames whose lip shape was not known yet (the previous one was held)
+    interrupts: int = 0
+    dropped_chunks: int = 0  # chunks refused as bad input
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class AvatarStream:
+    """Per-session media logic; see the module docstring."""
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        fps: int = 25,
+        lip_model: LipModel | None = None,
+        sample_rate: int = OUTPUT_SAMPLE_RATE,
+        seed: int = 0,
+    ) -> None:
+        if fps not in (25, 30):
+            raise AvatarStreamError(f"fps must be 25 or 30, got {fps}")
+        if sample_rate % fps:
+            raise AvatarStreamError(f"sample rate {sample_rate} is not a whole number of samples per frame")
+        if lip_model is not None and lip_model.fps != fps:
+            raise AvatarStreamError(f"a2v model runs at {lip_model.fps} fps but the stream at {fps}")
+        self.channels = tuple(channels)
+        self.fps = fps
+        self.sample_rate = sample_rate
+        self.samples_per_frame = sample_rate // fps
+        self._lip_model = lip_model
+        self._motion = MotionLayers(self.channels, fps, seed=seed)
+        self._queue: deque[_Utterance] = deque()
+        self._open: _Utterance | None = None  # the utterance receiving chunks
+        self._k = 0
+        self._state = "idle"
+        self._user_speaking = False
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._last_lip: np.ndarray | None = None
+        self.stats = StreamStats()
+
+    # --- events in ---------------------------------------------------------------------------------
+    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def frame_index(self) -> int:
+        """Index of the next frame :meth:`next_frame_job` returns."""
+        return self._k
+
+    @property
+    def pending_utterances(self) -> int:
+        return len(self._queue)
+
+    def push_tts_audio(
+        self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
+    ) -> None:
+        """Add one TTS chunk to the current reply (a new reply starts after :meth:`end_utterance`)."""
+        if not isinstance(sample_rate, int | np.integer) or not 4_000 <= int(sample_rate) <= 192_000:
+            self.stats.dropped_chunks += 1
+            raise AvatarStreamError(f"sample rate must be 4000..192000 Hz, got {sample_rate!r}")
+        audio = _to_float_mono(pcm)
+        if alignments is not None:
+            bad = [
+                a for a in alignments if not hasattr(a, "phoneme") or int(getattr(a, "num_samples", -1)) < 0
+            ]
+            if bad:
+                self.stats.dropped_chunks += 1
+                raise AvatarStreamError("alignments need .phoneme and .num_samples >= 0")
+        if not len(audio):
+            return
+        if self._open is None:
+            self._open = _Utterance(
+                self.fps, self.samples_per_frame, self._lip_model, aligned=alignments is not None
+            )
+            self._queue.append(self._open)
+        self._open.push(audio, int(sample_rate), alignments)
+
+    def end_utterance(self) -> None:
+        """All audio of the current reply was pushed."""
+        if self._open is not None:
+            self._open.end()
+            self._open = None
+
+    def interrupt(self) -> None:
+        """Drop pending audio and frames now; the mouth relaxes closed; the avatar listens."""
+        had_speech = bool(self._queue)
+        self._queue.clear()
+        self._open = None
+        self._last_lip = None
+        self._motion.interrupt(self._k)
+        self.stats.interrupts += 1
+        self._emit({"type": "interrupted", "frame": self._k, "had_speech": had_speech})
+        self._set_state("listening" if self._user_speaking or had_speech else "idle")
+
+    def set_user_speaking(self, speaking: bool) -> None:
+        self._user_speaking = bool(speaking)
+        self._motion.set_listening(self._user_speaking, self._k)
+        if self._state != "speaking":
+            self._set_state("listening" if self._user_speaking else "idle")
+
+    def set_emotion(self, name: str, intensity: float = 1.0) -> None:
+        if not math.isfinite(intensity) or not 0.0 <= intensity <= 1.0:
+            raise AvatarStreamError(f"emotion intensity must be within 0..1, got {intensity}")
+        self._motion.set_emotion(name, float(intensity), self._k)  # ValueError on unknown names
+        self._emit({"type": "emotion", "name": name, "intensity": intensity})
+
+    # --- frames out --------------------------------------------------------------------------------
+    def next_frame_job(self) -> FrameJob:
+        """The next frame's rig parameters and its audio; advances the media clock by one frame."""
+        k = self._k
+        self._k += 1
+        utt = self._current()
+        speech: SpeechFrame | None = None
+        mouth_open = 0.0
+        if utt is None:
+            audio = np.zeros(self.samples_per_frame, np.float32)
+        else:
+            i = utt.frame
+            utt.frame += 1
+            audio, missing = utt.take_audio()
+            if missing and not utt.ended:
+                self.stats.underrun_samples += missing
+            if i < utt.lip_ready:
+                lip = utt.lip[i]
+                self._last_lip = lip
+            else:
+                lip = (
+                    self._last_lip if self._last_lip is not None else np.zeros(len(A2V_CHANNELS), np.float32)
+                )
+                self.stats.lip_late_frames += 1
+            rms = float(np.sqrt(np.mean(audio * audio))) if len(audio) else 0.0
+            speech = SpeechFrame(
+                mouth={name: float(v) for name, v in zip(A2V_ARKIT_CHANNELS, lip[ARKIT_SLICE], strict=True)},
+                activity=float(lip[SPEECH_INDEX]),
+                stress=i in utt.stress_frames,
+                energy=min(1.0, rms * 4.0),
+            )
+            mouth_open = float(lip[JAW_OPEN_INDEX])
+            self.stats.speaking_frames += 1
+            if utt.finished():
+                self._queue.popleft()
+                self.stats.utterances += 1
+                self._emit({"type": "utterance_done", "frame": k})
+                if not self._queue:
+                    self._set_state("listening" if self._user_speaking else "idle")
+        params = self._motion.frame(k, speech)
+        self.stats.frames += 1
+        # the resampler may ring slightly past full scale: clip, or int16 would wrap around
+        pcm16 = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+        return FrameJob(
+            index=k,
+            pts=k * self.samples_per_frame * VIDEO_CLOCK_RATE // self.sample_rate,
+            params=params,
+            audio=pcm16,
+            speaking=speech is not None,
+            mouth_open=mouth_open,
+        )
+
+    def _current(self) -> _Utterance | None:
+        """The utterance that plays in the next frame, starting it when it is ready."""
+        while self._queue:
+            utt = self._queue[0]
+            if utt.started:
+                return utt
+            if utt.finished() and utt.total_samples == 0:
+                self._queue.popleft()
+                continue
+            if utt.can_start():
+                utt.started = True
+                self._set_state("speaking")
+                self._emit({"type": "utterance_start", "frame": self._k - 1, "aligned": utt.aligned})
+                return utt
+            return None
+        return None
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self._emit({"type": "state", "state": state})
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(event)
+            except Exception:
+                logger.exception("avatar-stream: event listener failed on %s", event.get("type"))

@@ -1,0 +1,75 @@
+"""Process-wide shared parts: the avatar, its renderer, the render scheduler and the lip-sync model.
+
+Built once by ``splatcast serve`` (and by tests) from the settings and passed to
+the session manager; sessions share these and own only their per-session
+state. Nothing here is global.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engines import assets
+from realtime.avatar_stream import AvatarStream, LipModel
+from realtime.scheduler import Renderer, Scheduler
+from realtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    avatar: Any  # engines.splat.avatar.Avatar
+    renderer: Renderer
+    scheduler: Scheduler
+    lip_model: LipModel | None
+
+    @classmethod
+    def load(cls, settings: Settings, warmup: bool = True) -> Engine:
+        from engines.splat.avatar import load_avatar
+
+        t = time.perf_counter()
+        path = Path(settings.avatar) if settings.avatar else assets.default_avatar()
+        avatar = load_avatar(path)
+        renderer = Renderer(avatar, (settings.size, settings.size), backend=settings.render_backend)
+        scheduler = Scheduler(fps=settings.fps)
+        lip_model = load_lip_model(settings)
+        engine = cls(settings, avatar, renderer, scheduler, lip_model)
+        if warmup:
+            compile_s = renderer.warmup()
+            logger.info("engine: renderer warmed up in %.1f s", compile_s)
+        logger.info(
+            "engine: avatar %s (%d Gaussians, %d channels), %s backend at %d px, %d fps, ready in %.1f s",
+            path.name,
+            len(avatar.means),
+            len(avatar.channels),
+            settings.render_backend,
+            settings.size,
+            settings.fps,
+            time.perf_counter() - t,
+        )
+        return engine
+
+    def new_stream(self, seed: int = 0) -> AvatarStream:
+        return AvatarStream(
+            self.renderer.channels, fps=self.settings.fps, lip_model=self.lip_model, seed=seed
+        )
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+
+def load_lip_model(settings: Settings) -> LipModel | None:
+    """The a2v network for audio that comes without alignments (None: mouth follows alignments only)."""
+    try:
+        from engines.a2v.runtime import load_a2v
+    except ImportError as exc:
+        logger.warning("engine: a2v runtime unavailable (%s); unaligned audio will not move the mouth", exc)
+        return None
+    model: LipModel = load_a2v(runtime=settings.a2v_runtime, fps=settings.fps)
+    return model

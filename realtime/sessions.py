@@ -1,0 +1,331 @@
+"""Sessions: one browser call each — peer connection, AvatarStream, frame clock, tracks, conversation.
+
+A :class:`Session` owns everything of one call and frees all of it in
+:meth:`Session.close` (tasks, peer connection, buffers). The
+:class:`SessionManager` creates sessions from SDP offers (after admission
+control), finds them by id, and closes them on ``DELETE``, disconnect, ICE
+failure or idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+
+from realtime.avatar_stream import AvatarStream
+from realtime.engine import Engine
+from realtime.scheduler import FrameClock
+from realtime.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaOutlet
+
+logger = logging.getLogger(__name__)
+
+MAX_SDP_BYTES = 64 * 1024
+
+
+class SessionError(Exception):
+    """A request about a session cannot be served; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Talker(Protocol):
+    """The conversation loop of a session (realtime.conversation.Conversation)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def say(self, text: str) -> None: ...
+
+    def interrupt(self) -> None: ...
+
+    def consume_track(self, track: MediaStreamTrack) -> None: ...
+
+
+TalkerFactory = Callable[[AvatarStream, Callable[[dict[str, Any]], None]], Talker]
+
+
+@dataclass
+class SessionInfo:
+    id: str
+    state: str
+    connection: str
+    age_s: float
+    frames: int
+    repeated: int
+    level: int
+
+
+class Session:
+    def __init__(
+        self, engine: Engine, talker_factory: TalkerFactory | None, ice_servers: tuple[str, ...]
+    ) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self.token = secrets.token_urlsafe(24)
+        self.engine = engine
+        self.created = time.monotonic()
+        self.last_activity = self.created
+        self.stream = engine.new_stream(seed=int.from_bytes(secrets.token_bytes(4), "big"))
+        self.outlet = MediaOutlet(engine.settings.fps, self.stream.sample_rate, on_start=self._on_clock_start)
+        self.outlet.encode_timer = lambda ms: engine.scheduler.timings.observe("encode", ms)
+        self.clock = FrameClock(self.stream, engine.scheduler, engine.renderer, self.outlet.release)
+        self.video = AvatarVideoTrack(self.outlet)
+        self.audio = AvatarAudioTrack(self.outlet)
+        config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+        self.pc = RTCPeerConnection(configuration=config)
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.closed = asyncio.Event()
+        self._closing = False
+        self.talker = talker_factory(self.stream, self.publish) if talker_factory else None
+        self.stream.add_listener(self.publish)
+        self._stats_task: asyncio.Task[None] | None = None
+
+    # --- signalling --------------------------------------------------------------------------------
+    async def answer(self, sdp: str, kind: str, on_end: Callable[[Session], Any]) -> RTCSessionDescription:
+        @self.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = self.pc.connectionState
+            logger.info("session %s: connection %s", self.id, state)
+            self.publish({"type": "connection", "state": state})
+            if state in ("failed", "closed"):
+                await on_end(self)
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and self.talker is not None:
+                self.talker.consume_track(track)
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        self._attach_tracks()
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        if self.talker is not None:
+            await self.talker.start()
+        self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop(), name=f"stats-{self.id}")
+        return self.pc.localDescription
+
+    def _attach_tracks(self) -> None:
+        """Put our tracks on the offered transceivers (the browser offers audio sendrecv, video recvonly)."""
+        kinds = {t.kind for t in self.pc.getTransceivers()}
+        if "video" not in kinds:
+            raise SessionError("the offer has no video m-line: offer to receive video (recvonly or sendrecv)")
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "video":
+                self.pc.addTrack(self.video)
+                _prefer_vp8(transceiver)
+            elif transceiver.kind == "audio":
+                self.pc.addTrack(self.audio)
+
+    def _on_clock_start(self, t0: float) -> None:
+        self.clock.start(t0)
+
+    # --- commands --------------------------------------------------------------------------------
+    async def say(self, text: str) -> None:
+        self.touch()
+        if self.talker is None:
+            raise SessionError("this server runs without a conversation loop; say is unavailable", 503)
+        await self.talker.say(text)
+
+    def interrupt(self) -> None:
+        self.touch()
+        if self.talker is not None:
+            self.talker.interrupt()
+        self.stream.interrupt()
+
+    def set_emotion(self, name: str, intensity: float) -> None:
+        self.touch()
+        try:
+            self.stream.set_emotion(name, intensity)
+        except ValueError as exc:
+            raise SessionError(str(exc), 400) from exc
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    # --- events ----------------------------------------------------------------------------------
+    def publish(self, event: dict[str, Any]) -> None:
+        if event.get("type") in ("transcript", "utterance_start"):
+            self.touch()  # talking counts as activity for the idle timeout
+        for q in list(self._subscribers):
+            if q.qsize() < 256:  # a slow websocket loses events rather than growing memory
+                q.put_nowait(event)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._subscribers.add(q)
+        q.put_nowait({"type": "state", "state": self.stream.state})
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(q)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.publish({"type": "stats", **self.stats()})
+
+    def stats(self) -> dict[str, Any]:
+        c, o, s = self.clock.stats, self.outlet.stats, self.stream.stats
+        return {
+            "frames": c.frames,
+            "repeated": c.repeated,
+            "ladder_level": c.level,
+            "video_sent": o.video_sent,
+            "audio_gap_packets": o.audio_gap_packets,
+            "utterances": s.utterances,
+            "underrun_samples": s.underrun_samples,
+            "state": self.stream.state,
+        }
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            id=self.id,
+            state=self.stream.state,
+            connection=self.pc.connectionState,
+            age_s=round(time.monotonic() - self.created, 1),
+            frames=self.clock.stats.frames,
+            repeated=self.clock.stats.repeated,
+            level=self.clock.stats.level,
+        )
+
+    # --- teardown --------------------------------------------------------------------------------
+    async def close(self) -> None:
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        self.publish({"type": "closed"})
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+        if self.talker is not None:
+            try:
+                await self.talker.stop()
+            except Exception:
+                logger.exception("session %s: conversation did not stop cleanly", self.id)
+        await self.clock.stop()
+        self.outlet.close()
+        self.video.stop()
+        self.audio.stop()
+        await self.pc.close()
+        self._subscribers.clear()
+        self.closed.set()
+        logger.info("session %s: closed", self.id)
+
+
+def _prefer_vp8(transceiver: Any) -> None:
+    """VP8 encodes 4× faster than H.264 here (FACTS.md); keep H.264 as a fallback."""
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    ordered = [c for c in codecs if c.mimeType == "video/VP8"] + [
+        c for c in codecs if c.mimeType != "video/VP8"
+    ]
+    with contextlib.suppress(Exception):
+        transceiver.setCodecPreferences(ordered)
+
+
+class SessionManager:
+    def __init__(
+        self,
+        engine: Engine,
+        talker_factory: TalkerFactory | None = None,
+        idle_timeout_s: float = 600.0,
+        max_sessions: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.talker_factory = talker_factory
+        self.idle_timeout_s = idle_timeout_s
+        self.max_sessions = max_sessions
+        self.sessions: dict[str, Session] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.draining = False
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="session-reaper")
+
+    def capacity(self) -> int:
+        cap = self.engine.scheduler.capacity()
+        return min(cap, self.max_sessions) if self.max_sessions else cap
+
+    async def create(self, sdp: str, kind: str) -> tuple[Session, RTCSessionDescription]:
+        if self.draining:
+            raise SessionError("the server is shutting down", 503, retry_after=30)
+        if kind != "offer":
+            raise SessionError(f"expected an SDP of type 'offer', got {kind!r}")
+        if not sdp.strip() or len(sdp.encode()) > MAX_SDP_BYTES or "v=0" not in sdp:
+            raise SessionError("the body's 'sdp' is not an SDP offer")
+        if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
+            raise SessionError("the server is at its session limit", 503, retry_after=30)
+        admitted, retry = self.engine.scheduler.admit()
+        if not admitted:
+            raise SessionError("this machine is at capacity for 25 FPS sessions", 503, retry_after=retry)
+        session = Session(self.engine, self.talker_factory, self.engine.settings.ice_servers)
+        self.sessions[session.id] = session
+        self.engine.scheduler.sessions = len(self.sessions)
+        try:
+            answer = await session.answer(sdp, kind, self._ended)
+        except SessionError:
+            await self.close(session.id)
+            raise
+        except Exception as exc:  # aiortc raises ValueError and friends on malformed SDP
+            await self.close(session.id)
+            raise SessionError(f"cannot use this SDP offer: {exc}") from exc
+        logger.info("session %s: created (%d active)", session.id, len(self.sessions))
+        return session, answer
+
+    def get(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise SessionError(f"no session {session_id!r}", 404)
+        return session
+
+    async def _ended(self, session: Session) -> None:
+        await self.close(session.id)
+
+    async def close(self, session_id: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        self.engine.scheduler.sessions = len(self.sessions)
+        if session is None:
+            return False
+        await session.close()
+        return True
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.close(sid) for sid in list(self.sessions)), return_exceptions=True)
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            now = time.monotonic()
+            for sid, session in list(self.sessions.items()):
+                connected = session.pc.connectionState == "connected"
+                idle = now - session.last_activity
+                if (not connected and now - session.created > 30) or idle > self.idle_timeout_s:
+                    logger.info(
+                        "session %s: closing (connection %s, idle %.0f s)",
+                        sid,
+                        session.pc.connectionState,
+                        idle,
+                    )
+                    await self.close(sid)
