@@ -208,17 +208,16 @@ def rasterize_tensors(
             dv = pyf[part].unsqueeze(2) - p[:, None, :, 1]
             d = p[:, None, :, 2] * du * du + 2.0 * p[:, None, :, 3] * du * dv + p[:, None, :, 4] * dv * dv
             alpha = torch.clamp(p[:, None, :, 5] * torch.exp(-0.5 * d), max=ALPHA_MAX)
-            hit = (d <= MAX_D) & (alpha >= ALPHA_MIN) & in_list.unsqueeze(1)
-            alpha = torch.where(hit, alpha, torch.zeros_like(alpha))
-            keep = 1.0 - alpha
-            front = torch.cumprod(keep, dim=2)
-            t_before = trans[part].unsqueeze(2) * torch.cat(
-                [torch.ones_like(front[..., :1]), front[..., :-1]], dim=2
-            )
+            alpha = alpha * ((d <= MAX_D) & (alpha >= ALPHA_MIN) & in_list.unsqueeze(1))
+            keep = 1.0 - alpha  # ≥ 0.01, so dividing by it below is safe
+            t_after = trans[part].unsqueeze(2) * torch.cumprod(keep, dim=2)  # [A, 256, K]
+            t_before = t_after / keep
+            # a Gaussian counts iff the pixel had not stopped in front of it (T is non-increasing)
             counted = t_before >= T_STOP
-            weight = torch.where(counted, alpha * t_before, torch.zeros_like(alpha))  # [A, 256, K]
+            weight = alpha * t_before * counted
             acc[part] += torch.einsum("apk,akc->apc", weight, color_flat[gsel])
-            trans[part] = trans[part] * torch.where(counted, keep, torch.ones_like(keep)).prod(dim=2)
+            # the pixel's T after the chunk: after its last counted Gaussian (the smallest counted T)
+            trans[part] = torch.where(counted, t_after, trans[part].unsqueeze(2)).amin(dim=2)
 
     # assemble tiles into images
     trans = torch.where(inside, trans, torch.ones_like(trans))
@@ -247,7 +246,7 @@ def rasterize_torch(
     with torch.no_grad():
 
         def put(a: np.ndarray) -> Any:
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)
+            return torch.from_numpy(np.require(a, np.float32, ["C", "W"])).to(dev)  # copies read-only views
 
         rgb, alpha = rasterize_tensors(
             put(g.means),
