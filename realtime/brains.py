@@ -1,0 +1,108 @@
+"""The conversation's brain: what the avatar answers to what it heard.
+
+A brain is a Pipecat processor in the LLM's place: it receives the
+``LLMContextFrame`` that the user aggregator pushes at the end of a user turn
+and answers with ``LLMFullResponseStartFrame``, ``LLMTextFrame``s and
+``LLMFullResponseEndFrame``, which the TTS service aggregates into sentences.
+
+* ``echo`` (default): repeats the user's last utterance, so the whole loop
+  works offline with no keys.
+* ``openai``: Pipecat's ``OpenAILLMService`` pointed at any OpenAI-compatible
+  ``/v1/chat/completions`` endpoint (``--llm-url``, ``--llm-model``,
+  ``--llm-key``); tokens stream, and the first sentence is spoken while the
+  rest is generated.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from realtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# Sent when no key is configured: a local server ignores it, and we never fall back
+# to OPENAI_API_KEY, which would hand an OpenAI key to whatever --llm-url names.
+NO_KEY = "no-key"
+
+
+class BrainError(ValueError):
+    """The brain settings cannot make a brain (the message says which flag to set)."""
+
+
+def _message_text(message: Any) -> str:
+    """Plain text of an OpenAI-style message (string content or a list of text parts)."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+class EchoBrain(FrameProcessor):
+    """Answers each new user message with the same words.
+
+    A context whose last user message was already answered (an empty user turn
+    after a barge-in, say) gets no answer, so a cough never replays old words.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._answered_index = -1
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, LLMContextFrame):
+            await self.push_frame(frame, direction)
+            return
+        messages = frame.context.get_messages()
+        last_user = max(
+            (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+            default=-1,
+        )
+        if last_user <= self._answered_index:
+            return
+        self._answered_index = last_user
+        text = _message_text(messages[last_user]).strip()
+        if not text:
+            return
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.push_frame(LLMTextFrame(text))
+        await self.push_frame(LLMFullResponseEndFrame())
+
+
+def make_brain(settings: Settings) -> FrameProcessor:
+    """The brain processor that ``settings.brain`` names (a new one per session)."""
+    if settings.brain == "echo":
+        return EchoBrain()
+    if settings.brain == "openai":
+        if not settings.llm_url:
+            raise BrainError("brain 'openai' needs --llm-url (or SPLATCAST_LLM_URL)")
+        if not settings.llm_model:
+            raise BrainError("brain 'openai' needs --llm-model (or SPLATCAST_LLM_MODEL)")
+        from pipecat.services.openai.llm import OpenAILLMService
+
+        logger.info("brain: OpenAI-compatible %s, model %s", settings.llm_url, settings.llm_model)
+        return OpenAILLMService(
+            api_key=settings.llm_key or NO_KEY,
+            base_url=settings.llm_url,
+            settings=OpenAILLMService.Settings(
+                model=settings.llm_model, system_instruction=settings.system_prompt or None
+            ),
+        )
+    raise BrainError(f"unknown brain {settings.brain!r}; use echo or openai")

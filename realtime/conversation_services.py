@@ -1,0 +1,137 @@
+"""Pipecat services around our shared speech models: Whisper STT and Piper TTS with alignments.
+
+Pipecat's own ``WhisperSTTService`` loads its model in its constructor (one
+copy per session) and ``PiperTTSService`` downloads voices and drops Piper's
+phoneme alignments. These two subclasses of Pipecat's base services do the
+same jobs with models loaded once per process (:class:`SpeechModels`) and keep
+the alignments:
+
+* :class:`AlignedTTSAudioRawFrame` is a ``TTSAudioRawFrame`` with one more
+  field, ``alignments``: the phonemes of exactly this chunk of audio, their
+  ``num_samples`` summing to the frame's ``num_frames``. Every Pipecat
+  processor treats it as ordinary TTS audio; the avatar sink reads the field.
+  One frame carries one Piper sentence at Piper's own rate (22 050 Hz), so the
+  alignments stay exact (no resampling, no re-chunking).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame, TTSAudioRawFrame
+from pipecat.services.settings import STTSettings, TTSSettings
+from pipecat.services.stt_service import SegmentedSTTService
+from pipecat.services.tts_service import TTSService
+from pipecat.transcriptions.language import Language
+from pipecat.utils.time import time_now_iso8601
+
+from engines.stt import SAMPLE_RATE as STT_SAMPLE_RATE
+from engines.stt import WhisperSTT
+from engines.tts import Alignment, PiperTTS, SpeechChunk, SynthesisOptions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AlignedTTSAudioRawFrame(TTSAudioRawFrame):
+    """TTS audio (16-bit mono PCM) with the phoneme alignments that cover it exactly."""
+
+    alignments: tuple[Alignment, ...] = field(default=())
+
+
+@dataclass
+class SpeechModels:
+    """The speech models one process shares between its sessions (load once, pass to each)."""
+
+    stt: WhisperSTT
+    tts: PiperTTS
+    # espeak-ng (Piper's phonemizer) keeps global state in C: one synthesis at a time.
+    tts_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls) -> SpeechModels:
+        """Load the bundled Whisper tiny.en and Piper voice (offline; about 2.5 s)."""
+        return cls(stt=WhisperSTT.load(), tts=PiperTTS.load())
+
+
+class SharedWhisperSTTService(SegmentedSTTService):
+    """Pipecat segmented STT (one transcript per VAD segment) on a shared :class:`WhisperSTT`."""
+
+    def __init__(self, stt: WhisperSTT, **kwargs: object) -> None:
+        super().__init__(
+            sample_rate=STT_SAMPLE_RATE,
+            settings=STTSettings(model="whisper-tiny.en", language=Language.EN),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self._stt = stt
+
+    @property
+    def wants_wav_segments(self) -> bool:
+        return False  # raw 16-bit PCM, as Whisper reads it
+
+    def language_to_service_language(self, language: Language) -> str | None:
+        return "en"
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        pcm = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0  # [N] 16 kHz
+        try:
+            text = await asyncio.to_thread(self._stt.transcribe, pcm)
+        except Exception as exc:  # a failed segment must not end the session
+            logger.exception("SharedWhisperSTTService: transcription failed")
+            yield ErrorFrame(error=f"transcription failed: {exc}")
+            return
+        if text:
+            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+
+
+def _next_chunk(chunks: Iterator[SpeechChunk], lock: threading.Lock) -> SpeechChunk | None:
+    with lock:
+        return next(chunks, None)
+
+
+class AlignedPiperTTSService(TTSService):
+    """Pipecat TTS on a shared :class:`PiperTTS`: one :class:`AlignedTTSAudioRawFrame` per sentence.
+
+    Pipecat's sentence aggregation hands each sentence to :meth:`run_tts` as
+    soon as the LLM has produced it, so the first sentence is spoken while the
+    rest is still being generated. A text with several sentences (``say()``)
+    is streamed sentence by sentence as Piper finishes each.
+    """
+
+    def __init__(
+        self, models: SpeechModels, options: SynthesisOptions | None = None, **kwargs: object
+    ) -> None:
+        super().__init__(
+            push_start_frame=True,
+            push_stop_frames=True,
+            sample_rate=models.tts.sample_rate,
+            settings=TTSSettings(model="piper", voice="en_US-joe-medium", language=None),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self._models = models
+        self._options = options
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
+        chunks = self._models.tts.synthesize(text, self._options)
+        try:
+            while True:
+                chunk = await asyncio.to_thread(_next_chunk, chunks, self._models.tts_lock)
+                if chunk is None:
+                    break
+                pcm16 = (np.clip(chunk.pcm, -1.0, 1.0) * 32767.0).astype(np.int16)  # [N]
+                await self.stop_ttfb_metrics()
+                yield AlignedTTSAudioRawFrame(
+                    audio=pcm16.tobytes(),
+                    sample_rate=chunk.sample_rate,
+                    num_channels=1,
+                    context_id=context_id,
+                    alignments=chunk.alignments,
+                )
+        except Exception as exc:  # a failed sentence must not end the session
+            logger.exception("AlignedPiperTTSService: synthesis failed for %r", text[:60])
+            yield ErrorFrame(error=f"speech synthesis failed: {exc}")

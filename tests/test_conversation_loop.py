@@ -1,0 +1,401 @@
+"""The conversation loop end to end with the real bundled models (Piper, Whisper, Silero, Smart Turn).
+
+No WebRTC: user audio is Piper speech resampled to 48 kHz and fed in 20 ms
+frames on a real-time schedule, as aiortc would deliver a browser's mic.
+
+The avatar is :class:`RecordingAvatar`, a test double that records the
+AvatarStream calls (the contract of issue 5). It stands in for
+``realtime.avatar_stream.AvatarStream`` only until that class lands; these
+tests then switch to the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import soxr
+from aiohttp import web
+
+from engines.tts import Alignment
+from realtime.conversation import Conversation
+from realtime.conversation_services import SpeechModels
+from realtime.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+MIC_RATE = 48_000
+FRAME = MIC_RATE // 50  # 20 ms
+WAIT_S = 20.0  # generous: the 2-core dev box is shared
+
+
+# --------------------------------------------------------------------------- doubles and helpers
+
+
+class RecordingAvatar:
+    """Records AvatarStream calls; 'speaking' while pushed audio would still be playing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.audio: list[tuple[np.ndarray, int, Sequence[Any] | None]] = []
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._speaking_until = 0.0
+        self._user_speaking = False
+        self.changed = asyncio.Event()
+
+    @property
+    def state(self) -> str:
+        if time.monotonic() < self._speaking_until:
+            return "speaking"
+        return "listening" if self._user_speaking else "idle"
+
+    def _record(self, name: str, value: Any = None) -> None:
+        self.calls.append((name, value))
+        self.changed.set()
+
+    def push_tts_audio(
+        self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
+    ) -> None:
+        now = time.monotonic()
+        self._speaking_until = max(now, self._speaking_until) + len(pcm) / sample_rate
+        self.audio.append((np.array(pcm), sample_rate, alignments))
+        self._record("push_tts_audio", len(self.audio) - 1)
+
+    def end_utterance(self) -> None:
+        self._record("end_utterance")
+
+    def interrupt(self) -> None:
+        self._speaking_until = 0.0
+        self._record("interrupt")
+
+    def set_user_speaking(self, speaking: bool) -> None:
+        self._user_speaking = speaking
+        self._record("set_user_speaking", speaking)
+
+    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        self.listeners.append(fn)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out; avatar calls so far: {self.names()}")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=min(left, 0.2))
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
+
+
+@pytest.fixture(scope="session")
+def speech_models() -> SpeechModels:
+    return SpeechModels.load()
+
+
+def speech_at_48k(models: SpeechModels, text: str) -> np.ndarray:
+    """[N] float32 mic signal: Piper speech at 48 kHz."""
+    chunks = list(models.tts.synthesize(text))
+    pcm = np.concatenate([c.pcm for c in chunks])
+    return np.asarray(soxr.resample(pcm, chunks[0].sample_rate, MIC_RATE), dtype=np.float32)
+
+
+class MicFeeder:
+    """Plays queued signals into the conversation in 20 ms frames on a real-time schedule, silence between."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self._conversation = conversation
+        self._pending: list[np.ndarray] = []
+        self.speech_ended_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def play(self, signal: np.ndarray) -> None:
+        self._pending.append(signal)
+
+    async def __aenter__(self) -> MicFeeder:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        start = time.monotonic()
+        k = 0
+        buffer = np.zeros(0, np.float32)
+        silence = np.zeros(FRAME, np.float32)
+        while True:
+            if buffer.size == 0 and self._pending:
+                buffer = self._pending.pop(0)
+            if buffer.size:
+                frame, buffer = buffer[:FRAME], buffer[FRAME:]
+                frame = np.pad(frame, (0, FRAME - frame.size))
+                if buffer.size == 0:
+                    self.speech_ended_at = start + (k + 1) * 0.02
+            else:
+                frame = silence
+            await asyncio.sleep(max(0.0, start + k * 0.02 - time.monotonic()))
+            await self._conversation.push_user_audio((frame * 32767).astype(np.int16), MIC_RATE)
+            k += 1
+
+
+@contextlib.asynccontextmanager
+async def running(conversation: Conversation) -> AsyncIterator[Conversation]:
+    await conversation.start()
+    try:
+        yield conversation
+    finally:
+        await conversation.stop()
+
+
+def assert_aligned(avatar: RecordingAvatar) -> None:
+    for pcm, rate, alignments in avatar.audio:
+        assert rate == 22050
+        assert alignments, "Piper audio must come with its phoneme alignments"
+        assert all(isinstance(a, Alignment) for a in alignments)
+        assert sum(a.num_samples for a in alignments) == len(pcm)
+        assert any(a.phoneme.isalpha() for a in alignments)
+
+
+# --------------------------------------------------------------------------- (a) echo loop
+
+
+async def test_echo_loop_hears_the_user_and_the_avatar_repeats_it(speech_models: SpeechModels) -> None:
+    said = "The quick brown fox jumps over the lazy dog."
+    avatar = RecordingAvatar()
+    events: list[dict[str, Any]] = []
+    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    async with running(conversation), MicFeeder(conversation) as mic:
+        mic.play(speech_at_48k(speech_models, said))
+        await avatar.wait_for(lambda: "end_utterance" in avatar.names())
+
+    user = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "user"]
+    assistant = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "assistant"]
+    assert [normalise(t) for t in user] == [normalise(said)]
+    assert normalise(" ".join(assistant)) == normalise(said)
+    names = avatar.names()
+    assert names.index("set_user_speaking") < names.index("push_tts_audio") < names.index("end_utterance")
+    assert ("set_user_speaking", False) in avatar.calls
+    assert_aligned(avatar)
+    spoken_s = sum(len(pcm) / rate for pcm, rate, _ in avatar.audio)
+    assert 1.0 < spoken_s < 6.0  # the sentence, not silence or a fragment
+    assert {"type": "user_speaking", "speaking": True} in events
+
+
+# --------------------------------------------------------------------------- (b) say
+
+
+async def test_say_streams_each_sentence_with_alignments_then_ends(speech_models: SpeechModels) -> None:
+    avatar = RecordingAvatar()
+    events: list[dict[str, Any]] = []
+    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    async with running(conversation):
+        await conversation.say("Hello there. This is the second sentence. And a third one!")
+        await avatar.wait_for(lambda: "end_utterance" in avatar.names())
+
+    names = avatar.names()
+    assert names.count("push_tts_audio") == 3  # one chunk per sentence, streamed
+    assert names[-1] == "end_utterance" and names.count("end_utterance") == 1
+    assert "set_user_speaking" not in names  # no STT, no user turn
+    assert_aligned(avatar)
+    spoken = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "assistant"]
+    assert normalise(" ".join(spoken)) == "hello there this is the second sentence and a third one"
+
+
+async def test_avatar_events_are_forwarded_and_stop_frees_every_task(speech_models: SpeechModels) -> None:
+    before = {t for t in asyncio.all_tasks()}
+    avatar = RecordingAvatar()
+    events: list[dict[str, Any]] = []
+    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    await conversation.start()
+    assert len(avatar.listeners) == 1
+    avatar.listeners[0]({"type": "state", "state": "speaking"})
+    await conversation.stop()
+    avatar.listeners[0]({"type": "state", "state": "idle"})  # after stop: not forwarded
+    assert events == [{"type": "state", "state": "speaking"}]
+    await asyncio.sleep(0)
+    left = {t for t in asyncio.all_tasks() if not t.done()} - before - {asyncio.current_task()}
+    assert left == set(), f"tasks left running after stop(): {left}"
+
+
+# --------------------------------------------------------------------------- (c) barge-in
+
+
+async def test_user_speech_over_the_avatar_interrupts_it(speech_models: SpeechModels) -> None:
+    avatar = RecordingAvatar()
+    events: list[dict[str, Any]] = []
+    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    long_text = " ".join(f"This is sentence number {n} of a long story." for n in range(1, 9))
+    async with running(conversation), MicFeeder(conversation) as mic:
+        await conversation.say(long_text)
+        await avatar.wait_for(lambda: "push_tts_audio" in avatar.names())
+        assert avatar.state == "speaking"
+        first_audio = avatar.names().index("push_tts_audio")
+        mic.play(speech_at_48k(speech_models, "Wait, stop talking please."))
+        await avatar.wait_for(lambda: "interrupt" in avatar.names()[first_audio:])
+
+    after = avatar.calls[first_audio:]
+    assert ("set_user_speaking", True) in after
+    assert avatar.state != "speaking"
+    assert {"type": "interrupted"} in events
+
+
+# --------------------------------------------------------------------------- (d) OpenAI-compatible brain
+
+
+class FakeChatServer:
+    """A loopback OpenAI-compatible /v1/chat/completions that streams SSE chunks."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.release = asyncio.Event()  # set by the test once the first sentence has reached the avatar
+        self.released_in_time: bool | None = None
+        self.fail_next = False
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> FakeChatServer:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    @staticmethod
+    def _chunk(content: str | None, finish: str | None = None) -> bytes:
+        delta = {"content": content} if content is not None else {}
+        body = {
+            "id": "chatcmpl-test",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "test-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(body)}\n\n".encode()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append({"headers": dict(request.headers), "body": body})
+        if self.fail_next:
+            self.fail_next = False
+            return web.json_response(
+                {"error": {"message": "the model crashed", "type": "server_error"}},
+                status=500,
+                headers={"x-should-retry": "false"},
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for token in ["Hello", " there", ".", " I", " am"]:
+            await response.write(self._chunk(token))
+        try:
+            await asyncio.wait_for(self.release.wait(), timeout=10.0)
+            self.released_in_time = True
+        except TimeoutError:
+            self.released_in_time = False
+        for token in [" the", " second", " sentence", "."]:
+            await response.write(self._chunk(token))
+        await response.write(self._chunk(None, "stop"))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+@pytest.fixture
+def secret_logs(caplog: pytest.LogCaptureFixture) -> Any:
+    """Everything logged (stdlib logging and Pipecat's loguru) while the test runs."""
+    from loguru import logger as loguru_logger
+
+    caplog.set_level(logging.DEBUG)
+    captured: list[str] = []
+    sink_id = loguru_logger.add(lambda message: captured.append(str(message)), level="TRACE")
+    yield lambda: caplog.text + "".join(captured)
+    loguru_logger.remove(sink_id)
+
+
+async def test_openai_brain_speaks_the_first_sentence_while_the_rest_streams(
+    speech_models: SpeechModels, secret_logs: Callable[[], str]
+) -> None:
+    key = "sk-test-very-secret-key-123"
+    avatar = RecordingAvatar()
+    events: list[dict[str, Any]] = []
+    async with FakeChatServer() as server:
+        settings = Settings(
+            brain="openai",
+            llm_url=server.url,
+            llm_model="test-model",
+            llm_key=key,
+            system_prompt="You are a test.",
+        )
+        conversation = Conversation(settings, avatar, events.append, models=speech_models)
+        async with running(conversation):
+            await conversation.send_text("Say hello.")
+            await avatar.wait_for(lambda: "push_tts_audio" in avatar.names())
+            server.release.set()
+            await avatar.wait_for(lambda: "end_utterance" in avatar.names())
+
+    assert server.released_in_time is True, "the first sentence must reach the avatar before the last token"
+    request = server.requests[0]
+    assert request["headers"]["Authorization"] == f"Bearer {key}"
+    assert request["body"]["model"] == "test-model"
+    assert request["body"]["stream"] is True
+    assert request["body"]["messages"][0] == {"role": "system", "content": "You are a test."}
+    assert request["body"]["messages"][-1] == {"role": "user", "content": "Say hello."}
+    spoken = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "assistant"]
+    assert [normalise(t) for t in spoken] == ["hello there", "i am the second sentence"]
+    assert avatar.names().count("push_tts_audio") == 2
+    assert_aligned(avatar)
+    logs = secret_logs()
+    assert "Conversation: started" in logs and "test-model" in logs  # both log systems were captured
+    assert key not in logs
+    assert key not in repr(settings)
+
+
+async def test_openai_brain_error_keeps_the_session_alive(
+    speech_models: SpeechModels, secret_logs: Callable[[], str]
+) -> None:
+    key = "sk-another-secret-456"
+    avatar = RecordingAvatar()
+    events: list[dict[str, Any]] = []
+    async with FakeChatServer() as server:
+        server.fail_next = True
+        server.release.set()
+        settings = Settings(brain="openai", llm_url=server.url, llm_model="m", llm_key=key)
+        conversation = Conversation(settings, avatar, events.append, models=speech_models)
+        async with running(conversation):
+            await conversation.send_text("First try.")
+            deadline = time.monotonic() + WAIT_S
+            while not any(e["type"] == "error" for e in events) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert conversation.running
+            await conversation.send_text("Second try.")
+            await avatar.wait_for(lambda: "end_utterance" in avatar.names())
+
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 1 and "500" in errors[0]["message"]
+    assert len(server.requests) == 2  # no retry storm, and the next turn still reached the endpoint
+    assert "push_tts_audio" in avatar.names()
+    assert key not in secret_logs()
+    assert key not in json.dumps(events)
