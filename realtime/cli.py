@@ -54,6 +54,10 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--llm-key", dest="llm_key", default=None, help="API key (prefer SPLATCAST_LLM_KEY)")
     g.add_argument("--system-prompt", dest="system_prompt", default=None)
     g.add_argument("--ice-servers", dest="ice_servers", default=None, help="comma-separated STUN/TURN URLs")
+    g.add_argument("--max-sessions", dest="max_sessions", type=int, default=None, help="hard session cap")
+    g.add_argument(
+        "--capacity", type=int, default=None, help="sessions this machine holds (default: measured per frame)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,13 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = command(a2v, "data", "realtime.commands.a2v:data_command", "synthesise the training corpus")
     p.add_argument("--out", type=Path, default=Path("build/a2v-corpus"))
-    p.add_argument("--sentences", type=int, default=3000)
+    p.add_argument("--sentences", type=int, default=800)
     p.add_argument("--seed", type=int, default=0)
     p = command(a2v, "train", "realtime.commands.a2v:train_command", "train a2v on CPU and write ONNX + card")
     p.add_argument("--data", type=Path, default=Path("build/a2v-corpus"))
     p.add_argument("--out", type=Path, default=Path("build/a2v"))
     p.add_argument("--minutes", type=float, default=25.0, help="training time budget")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--install", action="store_true", help="copy the ONNX + card into engines/data (shipped)")
     p = command(a2v, "eval", "realtime.commands.a2v:eval_command", "evaluate on the held-out split")
     p.add_argument("--data", type=Path, default=Path("build/a2v-corpus"))
     p.add_argument("--weights", type=Path, default=None, help="ONNX weights (default: bundled)")

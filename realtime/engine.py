@@ -66,10 +66,12 @@ class Engine:
 
 def load_lip_model(settings: Settings) -> LipModel | None:
     """The a2v network for audio that comes without alignments (None: mouth follows alignments only)."""
+    from engines.a2v.runtime import A2VError, load_a2v
+
     try:
-        from engines.a2v.runtime import load_a2v
-    except ImportError as exc:
-        logger.warning("engine: a2v runtime unavailable (%s); unaligned audio will not move the mouth", exc)
+        model: LipModel = load_a2v(runtime=settings.a2v_runtime, fps=settings.fps)
+    except A2VError as exc:
+        # Piper's alignments still drive the mouth; only audio without alignments stays mouth-closed
+        logger.warning("engine: a2v network unavailable (%s); only aligned TTS audio moves the mouth", exc)
         return None
-    model: LipModel = load_a2v(runtime=settings.a2v_runtime, fps=settings.fps)
     return model

@@ -237,9 +237,9 @@ class Scheduler:
         budget = self.period * 1000.0 * self.headroom * len(self._threads)
         return max(1, int(budget // cost))
 
-    def admit(self) -> tuple[bool, float]:
-        """(admitted, retry_after_s) for one more session."""
-        if self.sessions + 1 <= self.capacity():
+    def admit(self, capacity: int | None = None) -> tuple[bool, float]:
+        """(admitted, retry_after_s) for one more session; ``capacity`` overrides the measured one."""
+        if self.sessions + 1 <= (capacity or self.capacity()):
             return True, 0.0
         return False, 10.0
 

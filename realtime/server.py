@@ -1,49 +1,292 @@
-"""The HTTP server: the browser client at ``/`` and ``/healthz``.
+"""The HTTP server (aiohttp): browser client, WebRTC signalling, session API, events, health, metrics.
 
-The WebRTC session API (``/api/offer`` and the session routes) lands with the
-real-time server work; this module already owns the app, its start-up and its
-shutdown so that everything else plugs into one place.
+Routes::
+
+    GET    /                              the browser client (realtime/static/)
+    GET    /api/config                    {ice_servers}
+    POST   /api/offer                     {sdp, type} → {sdp, type, session_id, token}
+    GET    /api/sessions                  [{id, state, connection, age_s, frames, repeated, level}]
+    POST   /api/sessions/{id}/say         {text} → 202
+    POST   /api/sessions/{id}/interrupt   → 200
+    POST   /api/sessions/{id}/emotion     {name, intensity} → 200
+    DELETE /api/sessions/{id}             → 200
+    GET    /api/sessions/{id}/events      websocket: state, transcript, stats, error events (JSON)
+    GET    /healthz                       {status, sessions, capacity}
+    GET    /metrics                       Prometheus text
+
+Every error is JSON ``{"error": message}`` with a 4xx/5xx status (and
+``Retry-After`` on 503); a bad request never disturbs other sessions.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from importlib import resources
+from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
+from realtime.metrics import gauge
+from realtime.sessions import SessionError, SessionManager
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
+MANAGER_KEY = web.AppKey("manager", SessionManager)
+MAX_BODY_BYTES = 256 * 1024
+MAX_SAY_CHARS = 5_000
+MAX_WS_MESSAGE = 4 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _error(status: int, message: str, retry_after: float | None = None) -> web.Response:
+    headers = {"Retry-After": str(int(max(1, retry_after)))} if retry_after is not None else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SessionError as exc:
+        return _error(exc.status, str(exc), exc.retry_after)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return _error(exc.status, exc.reason)
+        raise
+    except Exception:
+        logger.exception("server: %s %s failed", request.method, request.path)
+        return _error(500, "internal error (logged on the server)")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise SessionError(f"request body over {MAX_BODY_BYTES} bytes", 413)
+    raw = await request.read()
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SessionError("request body is not UTF-8") from exc
+    except json.JSONDecodeError as exc:
+        raise SessionError(f"request body is not JSON: {exc.msg} at {exc.pos}") from exc
+    if not isinstance(body, dict):
+        raise SessionError("request body must be a JSON object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise SessionError(f"missing field '{name}'")
+        return None
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise SessionError(f"field '{name}' must be a {kind.__name__}")
+    return value
+
+
+# --- routes ------------------------------------------------------------------------------------------
 async def _index(request: web.Request) -> web.Response:
     page = resources.files("realtime").joinpath("static/index.html").read_text(encoding="utf-8")
     return web.Response(text=page, content_type="text/html")
 
 
+async def _config(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    return web.json_response({"ice_servers": [{"urls": url} for url in settings.ice_servers]})
+
+
+async def _offer(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    sdp = _field(body, "sdp", str)
+    kind = _field(body, "type", str)
+    manager = request.app[MANAGER_KEY]
+    session, answer = await manager.create(sdp, kind)
+    return web.json_response(
+        {"sdp": answer.sdp, "type": answer.type, "session_id": session.id, "token": session.token}
+    )
+
+
+async def _list(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER_KEY]
+    return web.json_response([asdict(s.info()) for s in manager.sessions.values()])
+
+
+async def _say(request: web.Request) -> web.Response:
+    session = request.app[MANAGER_KEY].get(request.match_info["id"])
+    body = await _json_body(request)
+    text = _field(body, "text", str).strip()
+    if not text:
+        raise SessionError("field 'text' is empty")
+    if len(text) > MAX_SAY_CHARS:
+        raise SessionError(f"field 'text' is over {MAX_SAY_CHARS} characters", 413)
+    await session.say(text)
+    return web.json_response({"status": "accepted", "chars": len(text)}, status=202)
+
+
+async def _interrupt(request: web.Request) -> web.Response:
+    session = request.app[MANAGER_KEY].get(request.match_info["id"])
+    await session.interrupt()
+    return web.json_response({"status": "interrupted"})
+
+
+async def _emotion(request: web.Request) -> web.Response:
+    session = request.app[MANAGER_KEY].get(request.match_info["id"])
+    body = await _json_body(request)
+    name = _field(body, "name", str)
+    intensity = _field(body, "intensity", float, required=False)
+    session.set_emotion(name, 1.0 if intensity is None else intensity)
+    return web.json_response({"status": "ok", "name": name})
+
+
+async def _delete(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER_KEY]
+    if not await manager.close(request.match_info["id"]):
+        raise SessionError(f"no session {request.match_info['id']!r}", 404)
+    return web.json_response({"status": "closed"})
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    session = request.app[MANAGER_KEY].get(request.match_info["id"])
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_WS_MESSAGE)
+    await ws.prepare(request)
+    queue = session.subscribe()
+
+    async def pump() -> None:
+        while True:
+            event = await queue.get()
+            await ws.send_json(event)
+            if event.get("type") == "closed":
+                await ws.close()
+                return
+
+    sender = asyncio.get_running_loop().create_task(pump())
+    try:
+        async for msg in ws:  # the client may send commands too: {"type": "say"|"interrupt"|"emotion", ...}
+            if msg.type != WSMsgType.TEXT:
+                continue
+            await _ws_command(session, msg.data, ws)
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        session.unsubscribe(queue)
+    return ws
+
+
+async def _ws_command(session: Any, data: str, ws: web.WebSocketResponse) -> None:
+    try:
+        cmd = json.loads(data)
+        if not isinstance(cmd, dict):
+            raise ValueError("not an object")
+        kind = cmd.get("type")
+        if kind == "say" and isinstance(cmd.get("text"), str) and 0 < len(cmd["text"]) <= MAX_SAY_CHARS:
+            await session.say(cmd["text"])
+        elif kind == "interrupt":
+            await session.interrupt()
+        elif kind == "emotion" and isinstance(cmd.get("name"), str):
+            session.set_emotion(cmd["name"], float(cmd.get("intensity", 1.0)))
+        else:
+            raise ValueError(f"unknown or malformed command {kind!r}")
+    except (ValueError, TypeError, SessionError) as exc:
+        await ws.send_json({"type": "error", "message": f"bad command: {exc}"})
+
+
 async def _healthz(request: web.Request) -> web.Response:
-    # sessions/capacity become real with the session manager and scheduler
-    return web.json_response({"status": "ok", "sessions": 0, "capacity": 0})
+    manager = request.app[MANAGER_KEY]
+    status = "draining" if manager.draining else "ok"
+    return web.json_response(
+        {"status": status, "sessions": len(manager.sessions), "capacity": manager.capacity()},
+        status=503 if manager.draining else 200,
+    )
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=1 << 20)
+async def _metrics(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER_KEY]
+    sched = manager.engine.scheduler
+    lines = sched.timings.prometheus()
+    lines += gauge("splatcast_sessions", "active sessions", len(manager.sessions))
+    lines += gauge("splatcast_capacity", "sessions this machine holds at full frame rate", manager.capacity())
+    lines += gauge("splatcast_frames_rendered_total", "frames rendered", sched.rendered, "counter")
+    lines += gauge(
+        "splatcast_frames_stale_total",
+        "render jobs skipped past their deadline",
+        sched.skipped_stale,
+        "counter",
+    )
+    lines += gauge("splatcast_render_batches_total", "render batches", sched.batches, "counter")
+    repeated = sum(s.clock.stats.repeated for s in manager.sessions.values())
+    lines += gauge(
+        "splatcast_frames_repeated", "late frames replaced by the previous one (active sessions)", repeated
+    )
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def create_app(settings: Settings, manager: SessionManager) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
     app[SETTINGS_KEY] = settings
+    app[MANAGER_KEY] = manager
+    static = resources.files("realtime").joinpath("static")
     app.router.add_get("/", _index)
+    app.router.add_get("/api/config", _config)
+    app.router.add_post("/api/offer", _offer)
+    app.router.add_get("/api/sessions", _list)
+    app.router.add_post("/api/sessions/{id}/say", _say)
+    app.router.add_post("/api/sessions/{id}/interrupt", _interrupt)
+    app.router.add_post("/api/sessions/{id}/emotion", _emotion)
+    app.router.add_delete("/api/sessions/{id}", _delete)
+    app.router.add_get("/api/sessions/{id}/events", _events)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_static("/static/", resources.files("realtime").joinpath("static"))  # type: ignore[arg-type]
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_static("/static/", str(static))
+
+    async def on_startup(app: web.Application) -> None:
+        app[MANAGER_KEY].start()
+
+    async def on_shutdown(app: web.Application) -> None:
+        await app[MANAGER_KEY].close_all()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     return app
+
+
+def build_manager(settings: Settings) -> SessionManager:
+    """The engine and the conversation loop for this process (models loaded once, shared by sessions)."""
+    from realtime.engine import Engine
+
+    engine = Engine.load(settings)
+    return SessionManager(engine, talker_factory=conversation_factory(settings))
+
+
+def conversation_factory(settings: Settings) -> Any:
+    from realtime.conversation import Conversation
+    from realtime.conversation_services import SpeechModels
+
+    models = SpeechModels.load()
+
+    def make(stream: Any, publish: Callable[[dict[str, Any]], None]) -> Any:
+        return Conversation(settings, stream, publish, models=models)
+
+    return make
 
 
 async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM."""
-    app = create_app(settings)
+    loop = asyncio.get_running_loop()
+    manager = await loop.run_in_executor(None, build_manager, settings)
+    app = create_app(settings, manager)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -53,7 +296,6 @@ async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
     logger.info("server: listening on %s:%s", settings.host, settings.port)
     print(f"splatcast is serving the avatar at {url}  (Ctrl+C to stop)", flush=True)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
@@ -62,7 +304,9 @@ async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         logger.info("server: shutting down")
+        manager.draining = True
         await runner.cleanup()
+        manager.engine.close()
 
 
 def serve_command(settings: Settings, args: argparse.Namespace) -> int:

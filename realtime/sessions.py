@@ -50,9 +50,9 @@ class Talker(Protocol):
 
     async def say(self, text: str) -> None: ...
 
-    def interrupt(self) -> None: ...
+    async def interrupt(self) -> None: ...
 
-    def consume_track(self, track: MediaStreamTrack) -> None: ...
+    async def consume_track(self, track: MediaStreamTrack) -> None: ...
 
 
 TalkerFactory = Callable[[AvatarStream, Callable[[dict[str, Any]], None]], Talker]
@@ -92,6 +92,8 @@ class Session:
         self.talker = talker_factory(self.stream, self.publish) if talker_factory else None
         self.stream.add_listener(self.publish)
         self._stats_task: asyncio.Task[None] | None = None
+        self._mic_task: asyncio.Task[None] | None = None
+        self._talker_start: asyncio.Task[None] | None = None
 
     # --- signalling --------------------------------------------------------------------------------
     async def answer(self, sdp: str, kind: str, on_end: Callable[[Session], Any]) -> RTCSessionDescription:
@@ -105,15 +107,19 @@ class Session:
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio" and self.talker is not None:
-                self.talker.consume_track(track)
+            if track.kind == "audio" and self.talker is not None and self._mic_task is None:
+                self._mic_task = asyncio.get_running_loop().create_task(
+                    self.talker.consume_track(track), name=f"mic-{self.id}"
+                )
 
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         self._attach_tracks()
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
-        if self.talker is not None:
-            await self.talker.start()
+        if self.talker is not None:  # the conversation warms up while the media connects
+            self._talker_start = asyncio.get_running_loop().create_task(
+                self.talker.start(), name=f"talk-{self.id}"
+            )
         self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop(), name=f"stats-{self.id}")
         return self.pc.localDescription
 
@@ -133,17 +139,29 @@ class Session:
         self.clock.start(t0)
 
     # --- commands --------------------------------------------------------------------------------
+    async def _talker_ready(self) -> Talker:
+        if self.talker is None or self._talker_start is None:
+            raise SessionError("this server runs without a conversation loop", 503)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._talker_start), timeout=60)
+        except TimeoutError as exc:
+            raise SessionError(
+                "the conversation loop is still starting; try again", 503, retry_after=5
+            ) from exc
+        except Exception as exc:
+            raise SessionError(f"the conversation loop failed to start: {exc}", 503) from exc
+        return self.talker
+
     async def say(self, text: str) -> None:
         self.touch()
-        if self.talker is None:
-            raise SessionError("this server runs without a conversation loop; say is unavailable", 503)
-        await self.talker.say(text)
+        talker = await self._talker_ready()
+        await talker.say(text)
 
-    def interrupt(self) -> None:
+    async def interrupt(self) -> None:
         self.touch()
-        if self.talker is not None:
-            self.talker.interrupt()
-        self.stream.interrupt()
+        self.stream.interrupt()  # at once: pending audio and frames are dropped here
+        if self.talker is not None and self._talker_start is not None and self._talker_start.done():
+            await self.talker.interrupt()  # and the reply in flight stops upstream
 
     def set_emotion(self, name: str, intensity: float) -> None:
         self.touch()
@@ -208,10 +226,13 @@ class Session:
             return
         self._closing = True
         self.publish({"type": "closed"})
-        if self._stats_task is not None:
-            self._stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stats_task
+        for task in (self._stats_task, self._mic_task, self._talker_start):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(
+                    asyncio.CancelledError, Exception
+                ):  # its failure was already reported
+                    await task
         if self.talker is not None:
             try:
                 await self.talker.stop()
@@ -239,18 +260,33 @@ def _prefer_vp8(transceiver: Any) -> None:
         transceiver.setCodecPreferences(ordered)
 
 
+def _check_offer(sdp: str) -> None:
+    """Refuse what is not an SDP offer with media before any resource is spent on it."""
+    from aiortc.sdp import SessionDescription
+
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        raise SessionError(f"the SDP offer is over {MAX_SDP_BYTES} bytes", 413)
+    if not sdp.lstrip().startswith("v=0"):
+        raise SessionError("the body's 'sdp' is not an SDP offer (it must start with v=0)")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # the parser raises ValueError, KeyError, IndexError... on garbage
+        raise SessionError(f"the SDP offer does not parse: {exc}") from exc
+    if not parsed.media:
+        raise SessionError("the SDP offer has no media sections")
+
+
 class SessionManager:
     def __init__(
         self,
         engine: Engine,
         talker_factory: TalkerFactory | None = None,
         idle_timeout_s: float = 600.0,
-        max_sessions: int | None = None,
     ) -> None:
         self.engine = engine
         self.talker_factory = talker_factory
         self.idle_timeout_s = idle_timeout_s
-        self.max_sessions = max_sessions
+        self.max_sessions = engine.settings.max_sessions
         self.sessions: dict[str, Session] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
@@ -260,7 +296,7 @@ class SessionManager:
             self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="session-reaper")
 
     def capacity(self) -> int:
-        cap = self.engine.scheduler.capacity()
+        cap = self.engine.settings.capacity or self.engine.scheduler.capacity()
         return min(cap, self.max_sessions) if self.max_sessions else cap
 
     async def create(self, sdp: str, kind: str) -> tuple[Session, RTCSessionDescription]:
@@ -268,11 +304,10 @@ class SessionManager:
             raise SessionError("the server is shutting down", 503, retry_after=30)
         if kind != "offer":
             raise SessionError(f"expected an SDP of type 'offer', got {kind!r}")
-        if not sdp.strip() or len(sdp.encode()) > MAX_SDP_BYTES or "v=0" not in sdp:
-            raise SessionError("the body's 'sdp' is not an SDP offer")
+        _check_offer(sdp)
         if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
             raise SessionError("the server is at its session limit", 503, retry_after=30)
-        admitted, retry = self.engine.scheduler.admit()
+        admitted, retry = self.engine.scheduler.admit(self.engine.settings.capacity)
         if not admitted:
             raise SessionError("this machine is at capacity for 25 FPS sessions", 503, retry_after=retry)
         session = Session(self.engine, self.talker_factory, self.engine.settings.ice_servers)

@@ -42,7 +42,11 @@ class Settings:
     llm_model: str | None = None
     llm_key: str | None = field(default=None, repr=False)  # a secret: never in logs
     system_prompt: str = "You are a friendly, concise assistant. Answer in one or two short sentences."
-    ice_servers: tuple[str, ...] = ("stun:stun.l.google.com:19302",)
+    max_sessions: int | None = None  # hard cap on concurrent sessions (None: admission control alone)
+    capacity: int | None = None  # override the measured capacity (sessions at 25 FPS); None: measured
+    ice_servers: tuple[
+        str, ...
+    ] = ()  # e.g. ("stun:stun.example.org:3478", "turn:user:pass@turn.example.org")
     # process
     log_level: str = "INFO"
     numba_threads: int | None = None
@@ -166,5 +170,9 @@ def _validate(s: Settings) -> None:
         raise SettingsError("brain 'openai' needs --llm-url (or SPLATCAST_LLM_URL)")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
+    for name in ("max_sessions", "capacity"):
+        value = getattr(s, name)
+        if value is not None and value < 1:
+            raise SettingsError(f"{name} must be >= 1, got {value}")
     if s.numba_threads is not None and s.numba_threads < 1:
         raise SettingsError(f"numba_threads must be >= 1, got {s.numba_threads}")

@@ -1,0 +1,186 @@
+"""A real aiortc client for benchmarks and tests: connects to a splatcast server and records what arrives.
+
+Every received video frame and audio packet is kept with its receive time
+(``time.monotonic()``), so tests can measure frame rate, audio energy, mouth
+motion and interrupt latency on the receiving side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame, VideoFrame
+
+
+@dataclass
+class Received:
+    video_t: list[float] = field(default_factory=list)
+    video_pts: list[int] = field(default_factory=list)
+    mouth: list[float] = field(default_factory=list)  # mean luminance of the mouth box per frame
+    audio_t: list[float] = field(default_factory=list)
+    audio_rms: list[float] = field(default_factory=list)  # per received packet, int16 full scale = 1
+
+
+class Client:
+    def __init__(self, base: str, mouth_box: tuple[int, int, int, int] | None = None) -> None:
+        self.base = base.rstrip("/")
+        self.mouth_box = mouth_box
+        self.pc = RTCPeerConnection()
+        self.rx = Received()
+        self.session_id: str | None = None
+        self.token: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.http = aiohttp.ClientSession()
+        self.connected_at: float | None = None
+
+    async def connect(self) -> None:
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            reader = self._video if track.kind == "video" else self._audio
+            self._tasks.append(asyncio.get_running_loop().create_task(reader(track)))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.connected_at = time.monotonic()
+        async with self.http.post(
+            f"{self.base}/api/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        ) as resp:
+            body = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"offer refused: {resp.status} {body}")
+        self.session_id, self.token = body["session_id"], body.get("token")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+
+    async def _video(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                t = time.monotonic()
+                assert isinstance(frame, VideoFrame)
+                self.rx.video_t.append(t)
+                self.rx.video_pts.append(int(frame.pts or 0))
+                if self.mouth_box is not None:
+                    x0, y0, x1, y1 = self.mouth_box
+                    gray = frame.to_ndarray(format="gray")
+                    self.rx.mouth.append(float(gray[y0:y1, x0:x1].mean()))
+
+    async def _audio(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                t = time.monotonic()
+                assert isinstance(frame, AudioFrame)
+                samples = frame.to_ndarray().astype(np.float32) / 32768.0
+                self.rx.audio_t.append(t)
+                self.rx.audio_rms.append(float(np.sqrt(np.mean(samples * samples))))
+
+    async def post(self, path: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
+        async with self.http.post(
+            f"{self.base}/api/sessions/{self.session_id}/{path}", json=payload or {}
+        ) as r:
+            return r.status, await r.json()
+
+    async def wait_video(self, frames: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.rx.video_t) < frames:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.rx.video_t)} video frames after {timeout} s")
+            await asyncio.sleep(0.05)
+
+    async def close(self, delete: bool = True) -> None:
+        if delete and self.session_id:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with self.http.delete(f"{self.base}/api/sessions/{self.session_id}"):
+                    pass
+        await self.pc.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.http.close()
+
+
+def fps_between(times: list[float], start: float, end: float) -> float:
+    ts = [t for t in times if start <= t <= end]
+    if len(ts) < 2:
+        return 0.0
+    return (len(ts) - 1) / (ts[-1] - ts[0])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``splatcast serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "realtime.cli", "serve", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.log: list[str] = []
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("server exited:\n" + "".join(self.log))
+            self.log.append(line)
+            if "serving the avatar at" in line:
+                return
+        raise TimeoutError("server did not start:\n" + "".join(self.log))
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return -9
+
+    def health(self) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.base}/healthz", timeout=10) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+
+
+def write_synthetic_avatar(path: Path) -> tuple[float, float, float, float]:
+    """A small procedural avatar file for fast tests; returns its mouth box at the reference size."""
+    from engines.splat.avatar import save_avatar
+    from engines.splat.synthetic import make_test_avatar
+
+    avatar = make_test_avatar()
+    save_avatar(avatar, path)
+    x0, y0, x1, y1 = avatar.metadata["mouth_box"]
+    return (
+        float(x0) / avatar.camera.width,
+        float(y0) / avatar.camera.height,
+        float(x1) / avatar.camera.width,
+        float(y1) / avatar.camera.height,
+    )
