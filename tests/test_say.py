@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import av
@@ -46,7 +47,7 @@ def test_text_to_mp4_in_sync(settings, tmp_path: Path) -> None:  # type: ignore[
     assert np.abs(audio[: lead - 2048]).max() < 0.01
     assert np.sqrt(np.mean(audio[lead : lead + 48_000] ** 2)) > 0.02
     # the face changes while speaking, not during the lead-in
-    diffs = [float(np.abs(b.astype(int) - a.astype(int)).mean()) for a, b in zip(frames, frames[1:])]
+    diffs = [float(np.abs(b.astype(int) - a.astype(int)).mean()) for a, b in itertools.pairwise(frames)]
     assert max(diffs[10:-10]) > 3 * max(max(diffs[:5]), 0.05)
 
 
@@ -66,7 +67,7 @@ def test_audio_file_to_mp4_through_a2v(settings, tmp_path: Path) -> None:  # typ
         c.mux(s.encode(None))
     out = tmp_path / "dub.mp4"
     result = render_mp4(settings, out, audio=wav, progress=False)
-    frames, audio, video_s, audio_s = probe(out)
+    frames, _audio, video_s, audio_s = probe(out)
     assert abs(video_s - (0.3 + chunk.duration_s + 0.6)) < 0.2
     assert abs(video_s - audio_s) < 0.05
     assert result.frames == len(frames)
