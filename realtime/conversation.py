@@ -19,15 +19,14 @@ the shared-model STT/TTS services whose audio frames carry Piper's phoneme
 alignments (:mod:`realtime.conversation_services`), and :class:`AvatarOutput`,
 which turns frames into :class:`AvatarSink` calls and events.
 
-Events (``on_event(dict)``, called on the session's loop, for the websocket):
+Events (``on_event(dict)``, called on the session's loop, for the websocket;
+the avatar's own events, ``state`` speaking/listening/idle, ``interrupted``,
+``utterance_done``, come from ``AvatarStream.add_listener``):
 
-* ``{"type": "state", "state": "idle" | "speaking" | "listening"}`` and any
-  other event of the avatar (forwarded from ``avatar.add_listener``)
 * ``{"type": "user_speaking", "speaking": bool}``
 * ``{"type": "transcript", "role": "user" | "assistant", "text": str}``
   (user: the whole turn as the brain gets it; assistant: each sentence once
   it is synthesised and handed to the avatar)
-* ``{"type": "interrupted"}`` the user spoke over the avatar
 * ``{"type": "error", "message": str}`` a stage failed; the session goes on
 """
 
@@ -77,10 +76,7 @@ class ConversationError(RuntimeError):
 
 
 class AvatarSink(Protocol):
-    """What the conversation needs from the avatar: the AvatarStream contract (issue 5)."""
-
-    @property
-    def state(self) -> str: ...  # "idle" | "speaking" | "listening"
+    """What the conversation needs from the avatar: part of the AvatarStream contract (issue 5)."""
 
     def push_tts_audio(
         self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
@@ -92,8 +88,6 @@ class AvatarSink(Protocol):
 
     def set_user_speaking(self, speaking: bool) -> None: ...
 
-    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None: ...
-
 
 class AvatarOutput(FrameProcessor):
     """The pipeline's last stage before the assistant aggregator: frames → avatar calls and events.
@@ -102,8 +96,9 @@ class AvatarOutput(FrameProcessor):
       alignments only from :class:`AlignedTTSAudioRawFrame` (other TTS → None,
       the a2v network path)
     * ``TTSStoppedFrame`` → ``end_utterance()``
-    * ``InterruptionFrame`` → ``interrupt()`` (always: audio already handed to
-      the avatar may still be waiting to play)
+    * ``InterruptionFrame`` → ``interrupt()`` (at every user turn start, whatever
+      the avatar's state: audio already handed over may still wait to play;
+      the avatar reports ``{"type": "interrupted", "had_speech": ...}`` itself)
     * ``UserStarted/StoppedSpeakingFrame`` → ``set_user_speaking(True/False)``
     * ``TTSTextFrame`` → an assistant transcript event
     """
@@ -126,14 +121,15 @@ class AvatarOutput(FrameProcessor):
             if frame.num_channels > 1:
                 pcm = pcm.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)  # [N]
             alignments = frame.alignments if isinstance(frame, AlignedTTSAudioRawFrame) else None
-            avatar.push_tts_audio(pcm, frame.sample_rate, alignments)
+            try:
+                avatar.push_tts_audio(pcm, frame.sample_rate, alignments)
+            except ValueError as exc:  # AvatarStreamError: this chunk is lost, the session goes on
+                logger.warning("AvatarOutput: the avatar refused a TTS chunk: %s", exc)
+                self._emit({"type": "error", "message": f"the avatar refused a TTS chunk: {exc}"})
         elif isinstance(frame, TTSStoppedFrame):
             avatar.end_utterance()
         elif isinstance(frame, InterruptionFrame):
-            was_speaking = avatar.state == "speaking"
             avatar.interrupt()
-            if was_speaking:
-                self._emit({"type": "interrupted"})
         elif isinstance(frame, UserStartedSpeakingFrame):
             avatar.set_user_speaking(True)
             self._emit({"type": "user_speaking", "speaking": True})
@@ -189,9 +185,6 @@ class Conversation:
             self._on_event(event)
         except Exception:  # a broken listener must not break the pipeline
             logger.exception("Conversation: event callback failed for %s", event.get("type"))
-
-    def _on_avatar_event(self, event: dict[str, Any]) -> None:
-        self._emit(event)
 
     def _build_pipeline(self, models: SpeechModels) -> tuple[Any, Any]:
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
@@ -283,7 +276,6 @@ class Conversation:
             waiter.cancel()
             await self.stop()
             raise ConversationError("the conversation pipeline did not start")
-        self._avatar.add_listener(self._on_avatar_event)
         logger.info("Conversation: started (brain %s)", self._settings.brain)
 
     async def stop(self) -> None:

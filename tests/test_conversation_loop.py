@@ -3,10 +3,9 @@
 No WebRTC: user audio is Piper speech resampled to 48 kHz and fed in 20 ms
 frames on a real-time schedule, as aiortc would deliver a browser's mic.
 
-The avatar is :class:`RecordingAvatar`, a test double that records the
-AvatarStream calls (the contract of issue 5). It stands in for
-``realtime.avatar_stream.AvatarStream`` only until that class lands; these
-tests then switch to the real one.
+The avatar is the real :class:`realtime.avatar_stream.AvatarStream`, wrapped
+to record the calls the conversation makes on it, and its frame jobs are taken
+at 25 FPS as the session's frame clock would (nothing is rendered).
 """
 
 from __future__ import annotations
@@ -25,8 +24,10 @@ import pytest
 import soxr
 from aiohttp import web
 
+from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from engines.tts import Alignment
-from realtime.conversation import Conversation
+from realtime.avatar_stream import AvatarStream
+from realtime.conversation import Conversation, ConversationError
 from realtime.conversation_services import SpeechModels
 from realtime.settings import Settings
 
@@ -35,27 +36,22 @@ pytestmark = pytest.mark.slow
 MIC_RATE = 48_000
 FRAME = MIC_RATE // 50  # 20 ms
 WAIT_S = 20.0  # generous: the 2-core dev box is shared
+CHANNELS = (*ARKIT_BLENDSHAPES, *POSE_CHANNELS)
 
 
 # --------------------------------------------------------------------------- doubles and helpers
 
 
-class RecordingAvatar:
-    """Records AvatarStream calls; 'speaking' while pushed audio would still be playing."""
+class RecordingAvatar(AvatarStream):
+    """The real AvatarStream, recording every call the conversation makes on it."""
 
     def __init__(self) -> None:
+        super().__init__(CHANNELS, fps=25)
         self.calls: list[tuple[str, Any]] = []
         self.audio: list[tuple[np.ndarray, int, Sequence[Any] | None]] = []
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._speaking_until = 0.0
-        self._user_speaking = False
+        self.events: list[dict[str, Any]] = []
+        self.add_listener(self.events.append)
         self.changed = asyncio.Event()
-
-    @property
-    def state(self) -> str:
-        if time.monotonic() < self._speaking_until:
-            return "speaking"
-        return "listening" if self._user_speaking else "idle"
 
     def _record(self, name: str, value: Any = None) -> None:
         self.calls.append((name, value))
@@ -64,24 +60,22 @@ class RecordingAvatar:
     def push_tts_audio(
         self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
     ) -> None:
-        now = time.monotonic()
-        self._speaking_until = max(now, self._speaking_until) + len(pcm) / sample_rate
+        super().push_tts_audio(pcm, sample_rate, alignments)
         self.audio.append((np.array(pcm), sample_rate, alignments))
         self._record("push_tts_audio", len(self.audio) - 1)
 
     def end_utterance(self) -> None:
+        super().end_utterance()
         self._record("end_utterance")
 
     def interrupt(self) -> None:
-        self._speaking_until = 0.0
-        self._record("interrupt")
+        super().interrupt()
+        reported = [e for e in self.events if e["type"] == "interrupted"][-1]
+        self._record("interrupt", reported["had_speech"])
 
     def set_user_speaking(self, speaking: bool) -> None:
-        self._user_speaking = speaking
+        super().set_user_speaking(speaking)
         self._record("set_user_speaking", speaking)
-
-    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
-        self.listeners.append(fn)
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -94,7 +88,25 @@ class RecordingAvatar:
                 raise AssertionError(f"timed out; avatar calls so far: {self.names()}")
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout=min(left, 0.2))
+                await asyncio.wait_for(self.changed.wait(), timeout=min(left, 0.1))
+
+
+@contextlib.asynccontextmanager
+async def frames_played(avatar: AvatarStream) -> AsyncIterator[None]:
+    """Take the avatar's frame jobs at its frame rate, as the session's FrameClock does (no rendering)."""
+
+    async def pump() -> None:
+        start = time.monotonic()
+        while True:
+            await asyncio.sleep(max(0.0, start + avatar.frame_index / avatar.fps - time.monotonic()))
+            avatar.next_frame_job()
+
+    task = asyncio.create_task(pump())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def normalise(text: str) -> str:
@@ -217,20 +229,19 @@ async def test_say_streams_each_sentence_with_alignments_then_ends(speech_models
     assert normalise(" ".join(spoken)) == "hello there this is the second sentence and a third one"
 
 
-async def test_avatar_events_are_forwarded_and_stop_frees_every_task(speech_models: SpeechModels) -> None:
-    before = {t for t in asyncio.all_tasks()}
+async def test_stop_frees_every_task_and_refuses_more_work(speech_models: SpeechModels) -> None:
+    before = set(asyncio.all_tasks())
     avatar = RecordingAvatar()
-    events: list[dict[str, Any]] = []
-    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    conversation = Conversation(Settings(), avatar, lambda event: None, models=speech_models)
     await conversation.start()
-    assert len(avatar.listeners) == 1
-    avatar.listeners[0]({"type": "state", "state": "speaking"})
+    await conversation.say("Hello.")
     await conversation.stop()
-    avatar.listeners[0]({"type": "state", "state": "idle"})  # after stop: not forwarded
-    assert events == [{"type": "state", "state": "speaking"}]
     await asyncio.sleep(0)
     left = {t for t in asyncio.all_tasks() if not t.done()} - before - {asyncio.current_task()}
     assert left == set(), f"tasks left running after stop(): {left}"
+    assert not conversation.running
+    with pytest.raises(ConversationError):
+        await conversation.say("Anyone there?")
 
 
 # --------------------------------------------------------------------------- (c) barge-in
@@ -241,18 +252,21 @@ async def test_user_speech_over_the_avatar_interrupts_it(speech_models: SpeechMo
     events: list[dict[str, Any]] = []
     conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
     long_text = " ".join(f"This is sentence number {n} of a long story." for n in range(1, 9))
-    async with running(conversation), MicFeeder(conversation) as mic:
+    async with running(conversation), frames_played(avatar), MicFeeder(conversation) as mic:
         await conversation.say(long_text)
-        await avatar.wait_for(lambda: "push_tts_audio" in avatar.names())
-        assert avatar.state == "speaking"
+        await avatar.wait_for(lambda: avatar.state == "speaking")
         first_audio = avatar.names().index("push_tts_audio")
         mic.play(speech_at_48k(speech_models, "Wait, stop talking please."))
         await avatar.wait_for(lambda: "interrupt" in avatar.names()[first_audio:])
+        interrupted_at = avatar.frame_index
+        assert avatar.state == "listening"
 
     after = avatar.calls[first_audio:]
     assert ("set_user_speaking", True) in after
-    assert avatar.state != "speaking"
-    assert {"type": "interrupted"} in events
+    assert ("interrupt", True) in after  # it dropped speech that was still to play
+    spoken_s = sum(len(pcm) / rate for pcm, rate, _ in avatar.audio)
+    assert interrupted_at / avatar.fps < spoken_s  # cut off before the story was told
+    assert {"type": "user_speaking", "speaking": True} in events
 
 
 # --------------------------------------------------------------------------- (d) OpenAI-compatible brain
