@@ -18,7 +18,9 @@ ColorFn = Callable[[np.ndarray], np.ndarray]  # [K, 3] camera-space points → [
 TEETH = np.array([0.86, 0.83, 0.76])
 TEETH_LOWER = np.array([0.78, 0.75, 0.68])
 TONGUE = np.array([0.62, 0.28, 0.30])
-CAVITY = np.array([0.16, 0.05, 0.06])
+CAVITY = np.array([0.24, 0.08, 0.09])
+#: Gaussian σ per grid spacing: at 0.75 a single grid layer is opaque (α ≥ 0.99) between its centres.
+SIGMA_PER_STEP = 0.75
 
 
 @dataclass
@@ -76,7 +78,7 @@ def disc_quats(normals: np.ndarray) -> np.ndarray:
     return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
-def disc_scales(sigma: np.ndarray, thickness: float = 0.08) -> np.ndarray:
+def disc_scales(sigma: np.ndarray, thickness: float = 0.25) -> np.ndarray:
     """Flat Gaussians: [N, 3] with σ along the local x, y axes and ``thickness``·σ along the normal."""
     return np.stack([sigma, sigma, thickness * sigma], axis=1).astype(np.float32)
 
@@ -99,7 +101,7 @@ def inner_mouth(
     neutral pose reproduces the picture; elsewhere procedural colours.
     """
     a = mouth.half_width
-    sigma = 0.62 * step * a
+    sigma = SIGMA_PER_STEP * step * a
     normal = -mouth.ez
 
     def place(mx: np.ndarray, my: np.ndarray, mz: float) -> np.ndarray:
@@ -130,7 +132,8 @@ def inner_mouth(
     part.add(tpts, normal, sigma * 1.2, TONGUE, LAYER_JAW, FLAG_TONGUE)
     # dark cavity: deepest, large enough for the widest jaw opening
     cx, cy = _grid(-0.98, 0.98, -0.8, 1.4, step * 1.6)
-    part.add(place(cx, cy, depth + 0.45), normal, sigma * 1.6, CAVITY, LAYER_MOUTH)
+    oval = (cx / 0.98) ** 2 + ((cy - 0.3) / 1.1) ** 2 < 1.0
+    part.add(place(cx[oval], cy[oval], depth + 0.45), normal, sigma * 1.6, CAVITY, LAYER_MOUTH)
 
 
 def eyeball(
@@ -155,7 +158,7 @@ def eyeball(
         photo = color_fn(pts)
         known = np.all(np.isfinite(photo), axis=1)
         col = np.where(known[:, None], photo, col)
-    part.add(pts, -eye.ez, 0.62 * step * a, col, LAYER_EYES)
+    part.add(pts, -eye.ez, SIGMA_PER_STEP * step * a, col, LAYER_EYES)
 
 
 def to_avatar(

@@ -91,7 +91,7 @@ class FaceFeatures:
     nose_tip: Vec  # [3]
     head_pivot: Vec  # [3]
     jaw_pivot: Vec  # [3]
-    jaw_max_angle: float = 0.32  # radians at jawOpen = 1
+    jaw_max_angle: float = 0.45  # radians at jawOpen = 1
 
 
 def _band(d: np.ndarray, t: float, s: float) -> np.ndarray:
@@ -160,20 +160,27 @@ def _mouth_fields(fx: _Fields, jaw_delta: np.ndarray) -> None:
 
     # jaw: lower lip and chin follow the rigid jaw rotation
     ramp = 0.05 + 0.6 * np.clip(np.abs(mx) - 0.8, 0.0, 2.0)
+    # near the lips the opening tapers to the corners (an oval, not a box); the chin moves fully
+    taper = 0.3 + 0.7 * np.clip(1.0 - mx * mx, 0.0, 1.0)
+    t_chin = _smoothstep((my - lo) / 2.0)
     w_jaw = np.where(lower, _smoothstep((my - mid) / ramp), 0.0) * _lateral(mx, 1.2, 0.9)
-    fx.add("jawOpen", jaw_delta * w_jaw[:, None])
+    w_jaw *= (1.0 - t_chin) * taper + t_chin
+    fx.add("jawOpen", jaw_delta * w_jaw[:, None] + vec(0.0, -0.1 * band_u * taper, 0.0))
     # mouthClose undoes the jaw on the lower lip (ARKit: lips closed over an open jaw)
     fx.add("mouthClose", -jaw_delta * (w_jaw * band_l)[:, None])
 
     bulge = 0.12 + 0.10 * (1.0 - np.clip(mx, -1, 1) ** 2)
-    fx.add("mouthFunnel", vec(-0.22 * mx * lips, -bulge * band_u + bulge * band_l, -0.15 * lips))
-    fx.add("mouthPucker", vec(-0.35 * mx * lips, 0.0, -0.25 * lips) + 0.7 * close)
+    # horizontal lip motions fade out slowly past the corners so that the skin stretches smoothly
+    wide = (np.where(lower, _band(my - lo, LIP_T, 0.9), _band(up - my, LIP_T, 0.9))) * _lateral(mx, 0.9, 0.8)
+    squeeze = -np.clip(mx, -1.0, 1.0) * wide
+    fx.add("mouthFunnel", vec(0.22 * squeeze, -bulge * band_u + bulge * band_l, -0.15 * lips))
+    fx.add("mouthPucker", vec(0.35 * squeeze, 0.0, -0.25 * lips) + 0.7 * close)
     region = _band(np.abs(my) - 0.3, 0.5, 0.6) * _lateral(mx, 1.1, 0.5)
     fx.add("mouthLeft", vec(0.25 * region, 0.0, 0.0))
     fx.add("mouthRight", vec(-0.25 * region, 0.0, 0.0))
     for side, sgn in (("Left", 1.0), ("Right", -1.0)):
         corner = np.exp(-(((mx - sgn) / 0.75) ** 2) - (my / 0.6) ** 2)
-        fx.add(f"mouthSmile{side}", vec(sgn * 0.16 * corner, -0.22 * corner, 0.04 * corner))
+        fx.add(f"mouthSmile{side}", vec(sgn * 0.2 * corner, -0.3 * corner, 0.04 * corner))
         fx.add(f"mouthFrown{side}", vec(sgn * 0.03 * corner, 0.2 * corner, 0.0))
         fx.add(f"mouthStretch{side}", vec(sgn * 0.22 * corner, 0.05 * corner, 0.0))
         fx.add(f"mouthDimple{side}", vec(sgn * 0.08 * corner, 0.0, 0.06 * corner))

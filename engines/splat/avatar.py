@@ -136,6 +136,17 @@ class Avatar:
             raise ValueError(f"batch must be ≥ 1, got {batch}")
         return np.zeros((batch, len(self.channels)), dtype=np.float32)
 
+    def rest(self, batch: int = 1) -> np.ndarray:
+        """The relaxed, closed-mouth expression: float32 [batch, C].
+
+        ``neutral`` reproduces the source photo; when the photo shows an open
+        mouth (a smile with teeth), ``metadata["rest_expression"]`` holds the
+        channel values that close it (e.g. ``mouthPressLeft/Right = 1``).
+        Speech targets (visemes) are added on top of this, not of ``neutral``.
+        """
+        values = self.metadata.get("rest_expression") or {}
+        return self.params({k: float(v) for k, v in values.items() if k in self.channels}, batch)
+
     def channel_index(self, name: str) -> int:
         """Column of channel ``name`` in the parameter matrix."""
         try:

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.create.layers import FLAG_DEFORM, Part, eyeball, face_metadata, inner_mouth, to_avatar
+from engines.create.layers import (
+    FLAG_DEFORM,
+    SIGMA_PER_STEP,
+    Part,
+    eyeball,
+    face_metadata,
+    inner_mouth,
+    to_avatar,
+)
 from engines.create.procedural_rig import FaceFeatures, Opening
 from engines.splat.avatar import LAYER_HEAD, LAYER_STATIC, Avatar
 from engines.splat.types import Camera
@@ -83,7 +91,7 @@ def make_test_avatar(n_gaussians: int = 4000, seed: int = 0) -> Avatar:
         brows.append(brow)
         d = np.min(np.linalg.norm(pts[:, None, :2] - brow[None, :, :2], axis=2), axis=1)
         colors[d < 0.004] = BROW
-    part.add(pts[keep], -nrm[keep], 0.6 * step, colors[keep], LAYER_HEAD, FLAG_DEFORM)
+    part.add(pts[keep], -nrm[keep], SIGMA_PER_STEP * step, colors[keep], LAYER_HEAD, FLAG_DEFORM)
 
     # explicit inner-lip Gaussians (tools measure the aperture on these)
     n0 = sum(len(m) for m in part.means)
@@ -136,6 +144,7 @@ def make_test_avatar(n_gaussians: int = 4000, seed: int = 0) -> Avatar:
     )
     means = np.concatenate(part.means)
     meta = face_metadata(feats, camera, means, lip_groups)
+    meta["rest_expression"] = {"mouthPressLeft": 1.0, "mouthPressRight": 1.0}
     meta["provenance"] = {
         "source": "engines.splat.synthetic.make_test_avatar",
         "seed": seed,
