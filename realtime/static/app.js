@@ -148,7 +148,7 @@
       el.mic.title = "Use the microphone in the next call";
     }
     el.mic.setAttribute("aria-pressed", String(on));
-    el.micLabel.textContent = on ? "Mic on" : "Mic off";
+    el.micLabel.textContent = el.mic.disabled ? "No mic" : on ? "Mic on" : "Mic off";
   }
 
   // ------------------------------------------------------------------ HTTP
@@ -584,11 +584,17 @@
     }
   });
 
-  el.statsToggle.addEventListener("click", () => {
-    const open = el.statsBody.hidden;
+  function showStats(open) {
     el.statsBody.hidden = !open;
     el.statsToggle.setAttribute("aria-expanded", String(open));
-  });
+  }
+  el.statsToggle.addEventListener("click", () => showStats(el.statsBody.hidden));
+  // on phones the overlay would cover the face: start folded (the numbers still update)
+  if (window.matchMedia) {
+    const narrow = window.matchMedia("(max-width: 600px)");
+    if (narrow.matches) showStats(false);
+    narrow.addEventListener("change", (event) => showStats(!event.matches));
+  }
 
   window.addEventListener("pagehide", () => {
     if (call) teardown(call, true);
