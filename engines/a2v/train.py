@@ -1,0 +1,209 @@
+"""Train the a2v network on CPU within a time budget; write the checkpoint, ONNX file and model card.
+
+``splatcast a2v train`` (after ``splatcast a2v data``) runs :func:`train`:
+random 4-second windows of the training stream (utterances back to back),
+AdamW with warm-up and cosine decay over an iteration count fixed after
+timing the first iterations against ``--minutes``, deterministic by seed.
+At the end the ONNX export is evaluated on the held-out split through the
+real runtime (:mod:`engines.a2v.evaluate`) and the figures go in the card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.a2v.data import LABEL_FPS, SplitArrays, load_split
+from engines.a2v.features import LOG_FLOOR
+from engines.a2v.visemes import JAW_OPEN_INDEX, N_VISEMES, SPEECH_INDEX
+
+logger = logging.getLogger(__name__)
+
+
+class TrainError(RuntimeError):
+    """Training could not start (missing torch or corpus)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    minutes: float = 25.0
+    seed: int = 0
+    batch: int = 16
+    window: int = 200  # steps (4 s)
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    threads: int = 2
+    eval_every: int = 400
+
+
+def _stack(feats: np.ndarray) -> np.ndarray:
+    """``[2S, N_MELS]`` (100 Hz) → ``[S, 2 * N_MELS]`` (50 Hz steps)."""
+    return feats.reshape(-1, 2 * feats.shape[1])
+
+
+def _validate(net: Any, split: SplitArrays, delay: int, max_utts: int = 400) -> dict[str, float]:
+    """Quick 50 Hz metrics on the held-out features (the real eval runs the ONNX runtime)."""
+    import torch
+
+    from engines.a2v.model import A2VNet
+
+    net.eval()
+    accs, jaw_p, jaw_t, closed, n_sil = [], [], [], 0, 0
+    with torch.no_grad():
+        for u in range(min(len(split.sentence_ids), max_utts)):
+            f = _stack(split.feats[split.feat_offsets[u] : split.feat_offsets[u + 1]].astype(np.float32))
+            lab = split.labels[split.label_offsets[u] : split.label_offsets[u + 1]].astype(np.float32)
+            pad = np.full((delay, f.shape[1]), np.log(LOG_FLOOR), np.float32)  # features of silence
+            x = torch.from_numpy(np.concatenate([f, pad]))[None]
+            y = A2VNet.activate(net(x))[0, delay:].numpy()
+            accs.append(np.mean(y[:, :N_VISEMES].argmax(1) == lab[:, :N_VISEMES].argmax(1)))
+            jaw_p.append(y[:, JAW_OPEN_INDEX])
+            jaw_t.append(lab[:, JAW_OPEN_INDEX])
+            sil = lab[:, SPEECH_INDEX] == 0
+            closed += int(np.sum(y[sil, JAW_OPEN_INDEX] < 0.1))
+            n_sil += int(sil.sum())
+    net.train()
+    jp, jt = np.concatenate(jaw_p), np.concatenate(jaw_t)
+    return {
+        "viseme_acc_50hz": float(np.mean(accs)),
+        "jaw_corr_50hz": float(np.corrcoef(jp, jt)[0, 1]),
+        "closed_in_silence_50hz": closed / max(n_sil, 1),
+    }
+
+
+def train(data: Path, out: Path, config: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    """Train, export and evaluate; returns the model card (also written to ``out/a2v.card.json``)."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise TrainError("training needs torch: pip install 'splatcast[train]'") from exc
+    from tqdm import tqdm
+
+    from engines.a2v.model import A2VConfig, A2VNet, LossWeights, a2v_loss, count_parameters
+    from export.onnx import export_onnx
+
+    t_start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    train_split = load_split(data, "train")
+    test_split = load_split(data, "test")
+    corpus_meta = json.loads((data / "meta.json").read_text())
+    feats = _stack(train_split.feats.astype(np.float32))  # [S, 80]
+    labels = train_split.labels.astype(np.float32)  # [S, C]
+    if len(feats) != len(labels):
+        raise TrainError(
+            f"corpus features ({len(feats)} steps) and labels ({len(labels)}) disagree; rebuild it"
+        )
+    net = A2VNet(A2VConfig())
+    net.feat_mean.copy_(torch.from_numpy(feats.mean(0)))
+    net.feat_std.copy_(torch.from_numpy(feats.std(0) + 1e-3))
+    cfg = net.config
+    weights = LossWeights()
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    feats_t, labels_t = torch.from_numpy(feats), torch.from_numpy(labels)
+    n_steps = len(feats)
+    budget = config.minutes * 60.0
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        starts = rng.integers(0, n_steps - config.window - 1, size=config.batch)
+        idx = torch.from_numpy(starts[:, None] + np.arange(config.window)[None, :])
+        return feats_t[idx], labels_t[idx]
+
+    def step(it: int, total: int) -> dict[str, float]:
+        warm = min(1.0, (it + 1) / config.warmup)
+        cos = 0.5 * (1 + math.cos(math.pi * min(1.0, it / max(total, 1))))
+        for g in opt.param_groups:
+            g["lr"] = config.lr * warm * (0.02 + 0.98 * cos)
+        x, y = batch()
+        logits = net(x)[:, cfg.delay :]
+        loss, parts = a2v_loss(logits, y[:, : config.window - cfg.delay], weights, JAW_OPEN_INDEX)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        parts["loss"] = float(loss)
+        return parts
+
+    # time a few iterations to fix the schedule length within the budget
+    probe = 20
+    t0 = time.perf_counter()
+    for it in range(probe):
+        step(it, 10**9)
+    per_iter = (time.perf_counter() - t0) / probe
+    eval_cost = 0.06 * budget  # validation passes + export + final eval
+    total = max(probe + 1, int((budget - eval_cost - (time.perf_counter() - t_start)) / per_iter))
+    logger.info(
+        "a2v train: %.0f ms/iteration → %d iterations in %.1f min", per_iter * 1e3, total, config.minutes
+    )
+    history: list[dict[str, Any]] = []
+    ema: dict[str, float] = {}
+    bar = tqdm(
+        range(probe, total), desc="a2v train", unit="it", disable=not progress, initial=probe, total=total
+    )
+    for it in bar:
+        parts = step(it, total)
+        for k, v in parts.items():
+            ema[k] = 0.98 * ema.get(k, v) + 0.02 * v
+        if it % 20 == 0:
+            bar.set_postfix(loss=f"{ema['loss']:.3f}", ce=f"{ema['ce']:.3f}", jaw=f"{ema['jaw']:.4f}")
+        if (it + 1) % config.eval_every == 0 or it == total - 1:
+            val = _validate(net, test_split, cfg.delay, max_utts=150 if it < total - 1 else 10**9)
+            history.append({"iteration": it + 1, **{k: round(v, 4) for k, v in {**ema, **val}.items()}})
+            logger.info("a2v train: it %d %s", it + 1, history[-1])
+    net.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    train_seconds = time.perf_counter() - t_start
+    meta = {
+        "seed": config.seed,
+        "iterations": total,
+        "train_seconds": round(train_seconds, 1),
+        "samples_seen_hours": round(total * config.batch * config.window / LABEL_FPS / 3600, 2),
+    }
+    torch.save({"config": cfg.to_dict(), "state_dict": net.state_dict(), "meta": meta}, out / "a2v.pt")
+    onnx_path = export_onnx(net, out / "a2v.onnx", {"training": meta})
+    card: dict[str, Any] = {
+        "model": "a2v causal dilated TCN (log-mel → visemes + ARKit mouth/jaw + speech)",
+        "parameters": count_parameters(net),
+        "onnx_bytes": onnx_path.stat().st_size,
+        "architecture": cfg.to_dict(),
+        "lookahead_ms": cfg.lookahead_ms,
+        "lookahead_note": "delay steps × 20 ms past the end of the video frame at 25 fps; up to +13 ms at 30 fps",
+        "train_config": asdict(config),
+        "training": meta,
+        "corpus": {k: corpus_meta[k] for k in ("config", "train", "test", "test_sentences", "train_sentences",
+                                                "augmentation", "voice")},
+        "validation_history": history,
+        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
+        "rebuild": "splatcast a2v data && splatcast a2v train --install",
+    }  # fmt: skip
+    from engines.a2v.evaluate import evaluate_corpus
+    from engines.a2v.runtime import load_a2v
+
+    card["eval"] = evaluate_corpus(load_a2v("onnx-cpu", weights=onnx_path), data, progress=progress)
+    (out / "a2v.card.json").write_text(json.dumps(card, indent=2))
+    logger.info("a2v train: done in %.1f min → %s", (time.perf_counter() - t_start) / 60, out)
+    return card
+
+
+def install(out: Path) -> tuple[Path, Path]:
+    """Copy ``out/a2v.onnx`` and its card into ``engines/data`` (the shipped weights)."""
+    import shutil
+
+    from engines.assets import DATA_DIR
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    onnx_dst, card_dst = DATA_DIR / "a2v.onnx", DATA_DIR / "a2v.card.json"
+    shutil.copyfile(out / "a2v.onnx", onnx_dst)
+    shutil.copyfile(out / "a2v.card.json", card_dst)
+    logger.info("a2v train: installed %s and %s", onnx_dst, card_dst)
+    return onnx_dst, card_dst
