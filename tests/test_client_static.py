@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from realtime.motion import EMOTIONS
 from realtime.server import create_app
-from realtime.sessions import SessionManager
 from realtime.settings import Settings
 
 STATIC = resources.files("realtime").joinpath("static")
@@ -23,9 +22,18 @@ def read(name: str) -> str:
     return STATIC.joinpath(name).read_text(encoding="utf-8")
 
 
+class _IdleManager:
+    """Stands in for the session manager: serving the page needs no engine, only start/close hooks."""
+
+    def start(self) -> None:
+        pass
+
+    async def close_all(self) -> None:
+        pass
+
+
 async def test_index_and_assets_are_served_with_their_types() -> None:
-    # serving static files needs no engine: the manager is only started and closed
-    app = create_app(Settings(), SessionManager(cast(Any, None)))
+    app = create_app(Settings(), cast(Any, _IdleManager()))
     async with TestClient(TestServer(app)) as client:
         index = await client.get("/")
         assert index.status == 200
