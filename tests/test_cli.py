@@ -89,17 +89,32 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_answers_healthz_and_page() -> None:
+def test_serve_answers_healthz_and_page(tmp_path: Path) -> None:
+    from benchmarks.webrtc_client import write_synthetic_avatar
+
+    avatar = tmp_path / "synthetic.safetensors"
+    write_synthetic_avatar(avatar)
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime.cli", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "realtime.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--avatar",
+            str(avatar),
+            "--size",
+            "128",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         printed = ""
         while f"http://127.0.0.1:{port}/" not in printed and time.monotonic() < deadline:
             line = proc.stdout.readline()
