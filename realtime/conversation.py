@@ -172,7 +172,8 @@ class Conversation:
         self._mic = MicAudioConverter(PIPELINE_SAMPLE_RATE)
         self._worker: Any = None
         self._run_task: asyncio.Task[None] | None = None
-        self._running = False
+        self._running = False  # the pipeline is ready for frames
+        self._stopped = False
 
     @property
     def running(self) -> bool:
@@ -266,7 +267,6 @@ class Conversation:
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)
         self._worker = worker
-        self._running = True
         self._run_task = asyncio.create_task(runner.run(), name="conversation-pipeline")
         waiter = asyncio.create_task(started.wait())
         done, _ = await asyncio.wait(
@@ -276,11 +276,13 @@ class Conversation:
             waiter.cancel()
             await self.stop()
             raise ConversationError("the conversation pipeline did not start")
+        self._running = True
         logger.info("Conversation: started (brain %s)", self._settings.brain)
 
     async def stop(self) -> None:
         """Cancel the pipeline and wait for every task it started to end."""
         self._running = False
+        self._stopped = True
         task, self._run_task = self._run_task, None
         if task is None:
             return
@@ -304,25 +306,30 @@ class Conversation:
             raise ConversationError("the conversation is not running; call start() first")
         return self._worker
 
-    async def push_user_audio(self, audio: Any, sample_rate: int | None = None, channels: int = 1) -> None:
-        """Feed one frame of the user's microphone.
+    async def push_user_audio(self, audio: Any, sample_rate: int | None = None, channels: int = 1) -> bool:
+        """Feed one frame of the user's microphone; False (audio dropped) while the loop is not running.
 
         audio: an ``av.AudioFrame`` (from aiortc; its own rate and layout are
         used) or a numpy array ([N] mono, [N*C] interleaved, [C, N] planar;
         int16 or float32) at ``sample_rate``. Resampled to 16 kHz mono.
         """
-        worker = self._require_running()
+        if not self._running or self._worker is None:
+            return False
         pcm = self._mic.convert(audio, sample_rate, channels)
         if pcm:
-            await worker.queue_frame(
-                InputAudioRawFrame(audio=pcm, sample_rate=PIPELINE_SAMPLE_RATE, num_channels=1)
-            )
+            frame = InputAudioRawFrame(audio=pcm, sample_rate=PIPELINE_SAMPLE_RATE, num_channels=1)
+            await self._worker.queue_frame(frame)
+        return True
 
     async def consume_track(self, track: Any) -> None:
-        """Feed an aiortc audio ``MediaStreamTrack`` until it ends or the conversation stops."""
+        """Feed an aiortc audio ``MediaStreamTrack`` until it ends or the conversation stops.
+
+        May start before :meth:`start` has finished: audio that arrives while
+        the loop warms up is dropped.
+        """
         from aiortc.mediastreams import MediaStreamError
 
-        while self._running:
+        while not self._stopped:
             try:
                 frame = await track.recv()
             except MediaStreamError:

@@ -70,12 +70,14 @@ class MicAudioConverter:
         mono = _to_mono_float(samples, channels)  # [N] float32
         if sample_rate != self._out_rate:
             mono = self._resample(mono, sample_rate)
-        return (np.clip(mono, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+        return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16).tobytes()
 
     def _resample(self, mono: np.ndarray, rate: int) -> np.ndarray:
         if rate != self._in_rate or self._resampler is None:
             import soxr  # ships with pipecat-ai
 
-            self._resampler = soxr.ResampleStream(rate, self._out_rate, 1, dtype="float32", quality="HQ")
+            self._resampler = soxr.ResampleStream(
+                rate, self._out_rate, 1, dtype="float32", quality="MQ"
+            )  # 15 ms delay
             self._in_rate = rate
         return np.asarray(self._resampler.resample_chunk(mono), dtype=np.float32).reshape(-1)
