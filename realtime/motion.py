@@ -30,7 +30,9 @@ gathered into the avatar's channel order at the end:
   then, and the mouth stays closed until speech frames resume.
 
 Head angles are soft-limited (``L · tanh(x / L)``, L = 0.1 rad ≈ 5.7°).
-Positive ``headPitch`` tips the face down (see :mod:`engines.splat.rig`).
+Positive ``headPitch`` tips the face down (see :mod:`engines.splat.rig`); positive ``eyeGazeY``
+looks down and positive ``eyeGazeX`` towards the image's right (image axes, as the rig builder
+:mod:`engines.create.procedural_rig` defines them).
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ MOUTH_CHANNELS: tuple[str, ...] = tuple(
 )
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "surprised", "thinking")
 
-#: Overlay per emotion at intensity 1: blendshapes 0..1, pose in radians, gaze -1..1. No jawOpen anywhere.
+#: Overlay per emotion at intensity 1: blendshapes 0..1, pose in radians, gaze -1..1 (+y looks down).
+#: No jawOpen anywhere: an emotion never opens the mouth.
 _EMOTION_OVERLAYS: dict[str, dict[str, float]] = {
     "neutral": {},
     "happy": {
@@ -81,7 +84,7 @@ _EMOTION_OVERLAYS: dict[str, dict[str, float]] = {
     "sad": {
         "mouthFrownLeft": 0.45, "mouthFrownRight": 0.45, "browInnerUp": 0.55, "browDownLeft": 0.15,
         "browDownRight": 0.15, "mouthShrugLower": 0.2, "mouthPressLeft": 0.1, "mouthPressRight": 0.1,
-        "eyeSquintLeft": 0.1, "eyeSquintRight": 0.1, "headPitch": 0.04, "eyeGazeY": -0.15,
+        "eyeSquintLeft": 0.1, "eyeSquintRight": 0.1, "headPitch": 0.04, "eyeGazeY": 0.2,
     },
     "surprised": {
         "eyeWideLeft": 0.6, "eyeWideRight": 0.6, "browInnerUp": 0.6, "browOuterUpLeft": 0.6,
@@ -90,7 +93,7 @@ _EMOTION_OVERLAYS: dict[str, dict[str, float]] = {
     "thinking": {
         "browDownLeft": 0.35, "browInnerUp": 0.2, "browOuterUpRight": 0.2, "eyeSquintLeft": 0.15,
         "eyeSquintRight": 0.1, "mouthPressLeft": 0.25, "mouthPressRight": 0.1, "mouthLeft": 0.15,
-        "mouthRollLower": 0.1, "headRoll": 0.04, "headYaw": 0.03, "eyeGazeX": 0.25, "eyeGazeY": 0.3,
+        "mouthRollLower": 0.1, "headRoll": 0.04, "headYaw": 0.03, "eyeGazeX": 0.35, "eyeGazeY": -0.35,
     },
 }  # fmt: skip
 
@@ -107,8 +110,8 @@ DOUBLE_BLINK_P = 0.12
 DOUBLE_BLINK_GAP_S = (0.12, 0.3)
 SACCADE_FIXATION_S = (0.5, 2.0)
 SACCADE_MOVE_S = 0.06
-GAZE_SPREAD = (0.1, 0.06)  # std of fixation targets (x, y)
-GAZE_LIMIT = 0.25
+GAZE_SPREAD = (0.16, 0.1)  # std of fixation targets (x, y); gaze 1 ≈ 0.28 eye half-widths of iris shift
+GAZE_LIMIT = 0.4
 HEAD_LIMIT_RAD = 0.1
 BREATH_PERIOD_S = 4.2
 BREATH_PITCH_RAD = 0.004

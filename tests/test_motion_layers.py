@@ -290,3 +290,20 @@ def test_channel_constants_use_canonical_names() -> None:
     assert set(MOTION_CHANNELS) == set(ARKIT_BLENDSHAPES) | set(POSE_CHANNELS)
     assert "jawOpen" in MOUTH_CHANNELS and "mouthClose" in MOUTH_CHANNELS
     assert not any(c.startswith(("eye", "brow", "head")) for c in MOUTH_CHANNELS)
+
+
+def test_idle_saccades_fixate_and_head_drifts_smoothly() -> None:
+    fps = 25
+    m = MotionLayers(CH, fps, seed=10)
+    out = np.stack([m.frame(k, None) for k in range(120 * fps)])
+    gaze = out[:, [CH.index("eyeGazeX"), CH.index("eyeGazeY")]]
+    moving = np.abs(np.diff(gaze, axis=0)).max(axis=1) > 1e-6
+    starts = np.flatnonzero(moving[1:] & ~moving[:-1]) + 1
+    fixations = np.diff(starts) / fps
+    assert 60 <= len(starts) <= 240  # a new fixation every 0.5-2 s over two minutes
+    assert fixations.min() >= 0.5 - 1.0 / fps and fixations.max() <= 2.0 + 2.0 / fps
+    assert np.abs(np.diff(gaze, axis=0)).max() <= 0.3  # small jumps, eased over a couple of frames
+    assert np.abs(gaze).max() <= 0.4
+    head = out[:, [CH.index(c) for c in HEAD]]
+    assert np.abs(np.diff(head, axis=0)).max() < 0.003  # drift and breathing only: slow
+    assert np.ptp(head[:, 1]) > 0.01  # but the head is not frozen
