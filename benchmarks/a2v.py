@@ -84,7 +84,7 @@ def run_benchmark(runtime: str = "onnx-cpu", fps: int = 25, repeats: int = 300) 
     rng = np.random.default_rng(1)
     for b in batches:
         feats = rng.standard_normal((b, 2, a2v.n_in)).astype(np.float32)
-        state = np.zeros((b, a2v.state_channels, a2v.state_len), np.float32)
+        state = a2v.zero_state(b)
 
         def call(f: np.ndarray = feats, s: np.ndarray = state) -> None:
             a2v._run(f, s)

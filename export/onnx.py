@@ -1,7 +1,7 @@
 """Export a trained a2v checkpoint (torch) to the streaming ONNX graph the runtimes load.
 
 The graph takes ``feats [B, T, 80]`` (50 Hz steps of two stacked log-mel
-frames) and ``state [B, channels, state_len]`` and returns
+frames) and ``state [B, state_len, channels]`` and returns
 ``out [B, T, 36]`` (probabilities, see ``A2V_CHANNELS``) and ``new_state``.
 Batch and time are dynamic. Model facts the runtime needs (channel names,
 lookahead, delay, state shape, feature setup) travel as ONNX metadata.

@@ -67,7 +67,7 @@ def build_engine(
     opt_b = opt_batch or min(max_batch, 16)
     profile = builder.create_optimization_profile()
     profile.set_shape("feats", (1, 1, n_in), (opt_b, OPT_STEPS, n_in), (max_batch, max_steps, n_in))
-    profile.set_shape("state", (1, ch, length), (opt_b, ch, length), (max_batch, ch, length))
+    profile.set_shape("state", (1, length, ch), (opt_b, length, ch), (max_batch, length, ch))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

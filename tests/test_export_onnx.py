@@ -39,7 +39,7 @@ def onnx_file(small_net: A2VNet, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_onnx_matches_torch(small_net: A2VNet, onnx_file: Path, batch: int, steps: int) -> None:
     rng = np.random.default_rng(batch * 100 + steps)
     feats = (rng.standard_normal((batch, steps, small_net.config.n_in)) * 3 - 8).astype(np.float32)
-    state = rng.standard_normal((batch, 32, small_net.config.state_len)).astype(np.float32)
+    state = rng.standard_normal((batch, small_net.config.state_len, 32)).astype(np.float32)
     out, new_state = OrtBackend(onnx_file).run(feats, state)
     with torch.no_grad():
         ref, ref_state = small_net.forward_stream(torch.from_numpy(feats), torch.from_numpy(state))
@@ -52,7 +52,7 @@ def test_chunked_onnx_equals_whole_torch(small_net: A2VNet, onnx_file: Path) -> 
     rng = np.random.default_rng(7)
     feats = (rng.standard_normal((2, 60, small_net.config.n_in)) - 8).astype(np.float32)
     backend = OrtBackend(onnx_file)
-    state = np.zeros((2, 32, small_net.config.state_len), np.float32)
+    state = np.zeros((2, small_net.config.state_len, 32), np.float32)
     parts = []
     for a, b in [(0, 1), (1, 9), (9, 10), (10, 41), (41, 60)]:
         out, state = backend.run(feats[:, a:b], state)
@@ -78,7 +78,7 @@ def test_checkpoint_round_trip(small_net: A2VNet, tmp_path: Path) -> None:
     path = export_checkpoint(ckpt, tmp_path / "b.onnx")
     rng = np.random.default_rng(3)
     feats = (rng.standard_normal((1, 12, small_net.config.n_in)) - 8).astype(np.float32)
-    state = np.zeros((1, 32, small_net.config.state_len), np.float32)
+    state = np.zeros((1, small_net.config.state_len, 32), np.float32)
     out, _ = OrtBackend(path).run(feats, state)
     with torch.no_grad():
         ref, _ = small_net.forward_stream(torch.from_numpy(feats), torch.from_numpy(state))

@@ -47,7 +47,7 @@ def test_tensorrt_matches_onnxruntime(tmp_path: Path, batch: int) -> None:
     assert trt_model.runtime == "tensorrt"
     rng = np.random.default_rng(batch)
     feats = (rng.standard_normal((batch, 50, trt_model.n_in)) * 3 - 8).astype(np.float32)
-    state = np.zeros((batch, trt_model.state_channels, trt_model.state_len), np.float32)
+    state = trt_model.zero_state(batch)
     ref, ref_state = OrtBackend(onnx_path).run(feats, state)
     out, new_state = trt_model.backend.run(feats, state)
     np.testing.assert_allclose(out, ref, rtol=0, atol=2e-2)  # FP16 engine

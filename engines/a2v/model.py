@@ -34,6 +34,7 @@ class A2VConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     kernel: int = 3
     delay: int = 4  # steps of lookahead (× 20 ms)
+    dropout: float = 0.1
     n_in: int = N_MELS * MELS_PER_STEP
     n_out: int = len(A2V_CHANNELS)
 
@@ -56,18 +57,33 @@ class A2VConfig:
 
 
 class _Block(nn.Module):
-    def __init__(self, channels: int, kernel: int, dilation: int) -> None:
+    """Residual causal dilated convolution, written channel-last as one matrix product over its taps.
+
+    ``Linear(k·C → C)`` on the ``k`` dilated taps is exactly a ``Conv1d(C, C, k, dilation)``; as a
+    MatMul over ``batch × time`` rows it keeps the many-streams, few-steps case (the scheduler's
+    batch of 40 ms chunks) one efficient GEMM in onnxruntime and TensorRT.
+    """
+
+    def __init__(self, channels: int, kernel: int, dilation: int, dropout: float = 0.0) -> None:
         super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.kernel, self.dilation = kernel, dilation
         self.context = (kernel - 1) * dilation
-        self.conv = nn.Conv1d(channels, channels, kernel, dilation=dilation)
+        self.conv = nn.Linear(kernel * channels, channels)
         self.norm = nn.BatchNorm1d(channels)
-        self.mix = nn.Conv1d(channels, channels, 1)
+        self.mix = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [B, C, T]``, ``state [B, C, context]`` (previous inputs) → (``y [B, C, T]``, new state)."""
-        full = torch.cat([state, x], dim=2)
-        y = x + self.mix(torch.relu(self.norm(self.conv(full))))
-        return y, full[:, :, full.shape[2] - self.context :]
+        """``x [B, T, C]``, ``state [B, context, C]`` (previous inputs) → (``y [B, T, C]``, new state)."""
+        t = x.shape[1]
+        full = torch.cat([state, x], dim=1)  # [B, context + T, C]
+        taps = torch.cat(
+            [full[:, i * self.dilation : i * self.dilation + t] for i in range(self.kernel)], dim=2
+        )
+        h = self.conv(taps)  # [B, T, C]
+        h = self.norm(h.reshape(-1, h.shape[2])).reshape(h.shape)
+        y = x + self.mix(self.drop(torch.relu(h)))
+        return y, full[:, full.shape[1] - self.context :]
 
 
 class A2VNet(nn.Module):
@@ -82,24 +98,24 @@ class A2VNet(nn.Module):
         c = self.config
         self.register_buffer("feat_mean", torch.zeros(c.n_in))
         self.register_buffer("feat_std", torch.ones(c.n_in))
-        self.inp = nn.Conv1d(c.n_in, c.channels, 1)
-        self.blocks = nn.ModuleList([_Block(c.channels, c.kernel, d) for d in c.dilations])
-        self.head = nn.Conv1d(c.channels, c.n_out, 1)
+        self.inp = nn.Linear(c.n_in, c.channels)
+        self.blocks = nn.ModuleList([_Block(c.channels, c.kernel, d, c.dropout) for d in c.dilations])
+        self.head = nn.Linear(c.channels, c.n_out)
 
     def initial_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(batch, self.config.channels, self.config.state_len)
+        """Silence so far: ``[batch, state_len, channels]`` zeros."""
+        return torch.zeros(batch, self.config.state_len, self.config.channels)
 
     def logits_stream(self, feats: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw outputs ``[B, T, n_out]`` and the new state ``[B, channels, state_len]``."""
-        x = (feats - self.feat_mean) / self.feat_std
-        h = self.inp(x.transpose(1, 2))
+        """Raw outputs ``[B, T, n_out]`` and the new state ``[B, state_len, channels]``."""
+        h = self.inp((feats - self.feat_mean) / self.feat_std)
         new_states = []
         offset = 0
         for block, size in zip(self.blocks, self.config.state_sizes, strict=True):
-            h, s = block(h, state[:, :, offset : offset + size])
+            h, s = block(h, state[:, offset : offset + size])
             new_states.append(s)
             offset += size
-        return self.head(h).transpose(1, 2), torch.cat(new_states, dim=2)
+        return self.head(h), torch.cat(new_states, dim=1)
 
     @staticmethod
     def activate(logits: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ class A2VError(RuntimeError):
 
 
 class Backend(Protocol):
-    """Runs the streaming graph: ``feats [B, T, n_in]``, ``state [B, ch, len]`` → ``(out [B, T, C], new_state)``."""
+    """Runs the streaming graph: ``feats [B, T, n_in]``, ``state [B, len, ch]`` → ``(out [B, T, C], new_state)``."""
 
     name: str
 
@@ -105,7 +105,7 @@ class A2VStream:
         self._resampler = Resampler(self.sample_rate)
         self._mel = LogMelStream()
         self._pending = np.zeros((0, N_MELS), np.float32)  # odd mel frame waiting for its pair
-        self.state = np.zeros((1, a.state_channels, a.state_len), np.float32)
+        self.state = a.zero_state(1)
         self._net_steps = 0  # network steps run so far
         self._outs = np.zeros((0, len(a.channels)), np.float32)  # label-step outputs not yet pooled
         self._out_base = 0  # label-step index of _outs[0]
@@ -220,6 +220,10 @@ class A2V:
             raise A2VError("a2v weights were trained for other channels; retrain with: splatcast a2v train")
         self.metadata = metadata
 
+    def zero_state(self, batch: int) -> np.ndarray:
+        """Network state of ``batch`` streams that heard only silence: ``[batch, state_len, channels]``."""
+        return np.zeros((batch, self.state_len, self.state_channels), np.float32)
+
     @property
     def runtime(self) -> str:
         return self.backend.name
@@ -257,7 +261,7 @@ class A2V:
         feats = np.full((len(steps), t_max, self.n_in), silence, np.float32)
         for i, x in enumerate(steps):
             feats[i, : len(x)] = x  # the network is causal: padding at the end changes nothing before it
-        state = np.zeros((len(steps), self.state_channels, self.state_len), np.float32)
+        state = self.zero_state(len(steps))
         out, _ = self._run(feats, state)
         return [s._accept(out[i, : len(x)]) for i, (s, x) in enumerate(zip(streams, steps, strict=True))]
 

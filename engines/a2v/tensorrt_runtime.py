@@ -136,7 +136,7 @@ class TensorRTBackend:
         return out, new_state
 
     def run(self, feats: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``feats [B, T, n_in]``, ``state [B, ch, len]`` → ``(out [B, T, C], new_state)`` in profile-sized pieces."""
+        """``feats [B, T, n_in]``, ``state [B, len, ch]`` → ``(out [B, T, C], new_state)`` in profile-sized pieces."""
         outs, states = [], []
         for b0 in range(0, feats.shape[0], self.max_batch):
             f, s = feats[b0 : b0 + self.max_batch], state[b0 : b0 + self.max_batch]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from engines.a2v.data import LABEL_FPS, SplitArrays, load_split
-from engines.a2v.features import LOG_FLOOR
+from engines.a2v.features import LOG_FLOOR, N_MELS
 from engines.a2v.visemes import JAW_OPEN_INDEX, N_VISEMES, SPEECH_INDEX
 
 logger = logging.getLogger(__name__)
@@ -114,10 +114,25 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True) -> 
     n_steps = len(feats)
     budget = config.minutes * 60.0
 
+    floor = float(np.log(LOG_FLOOR))
+
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
         starts = rng.integers(0, n_steps - config.window - 1, size=config.batch)
         idx = torch.from_numpy(starts[:, None] + np.arange(config.window)[None, :])
-        return feats_t[idx], labels_t[idx]
+        x = feats_t[idx]  # [B, W, 2 * N_MELS]
+        # on-the-fly feature augmentation: level (±11 dB, floor kept), spectral tilt, one masked mel band
+        b = config.batch
+        gain = torch.from_numpy(rng.uniform(-2.5, 2.5, size=(b, 1, 1)).astype(np.float32))
+        tilt = torch.from_numpy(rng.uniform(-1.0, 1.0, size=(b, 1, 1)).astype(np.float32))
+        ramp = torch.linspace(-0.5, 0.5, N_MELS).repeat(2)[None, None, :]
+        x = torch.clamp(x + gain + tilt * ramp, min=floor)
+        lo = rng.integers(0, N_MELS, size=b)
+        width = rng.integers(0, 6, size=b)
+        for i in range(b):
+            if width[i]:
+                for off in (0, N_MELS):
+                    x[i, :, off + lo[i] : off + lo[i] + width[i]] = x[i, :, off : off + N_MELS].mean()
+        return x, labels_t[idx]
 
     def step(it: int, total: int) -> dict[str, float]:
         warm = min(1.0, (it + 1) / config.warmup)
