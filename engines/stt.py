@@ -76,6 +76,7 @@ class WhisperSTT:
             beam_size=1,
             condition_on_previous_text=False,
             vad_filter=False,  # the conversation's Silero VAD already cut the segment
+            without_timestamps=True,
         )
         parts = [s.text.strip() for s in segments if s.no_speech_prob < self._no_speech_threshold]
         return " ".join(p for p in parts if p)

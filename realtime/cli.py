@@ -168,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(bench, "a2v", "benchmarks.a2v:bench_a2v_command", "a2v inference latency")
     p.add_argument("--json", action="store_true")
     _settings_flags(p)
+    p = command(
+        bench,
+        "conversation",
+        "benchmarks.conversation:bench_conversation_command",
+        "conversation loop latencies",
+    )
+    p.add_argument("--repeats", type=int, default=5, help="user turns to time")
+    p.add_argument("--json", action="store_true")
+    _settings_flags(p)
     for name, help_text in (
         ("latency", "end-to-end latency and A/V sync with aiortc clients"),
         ("load", "find how many sessions hold 25 FPS"),
