@@ -39,6 +39,8 @@ from typing import Any, Protocol
 
 import numpy as np
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     ErrorFrame,
     Frame,
     InputAudioRawFrame,
@@ -88,6 +90,10 @@ class AvatarSink(Protocol):
 
     def set_user_speaking(self, speaking: bool) -> None: ...
 
+    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None: ...
+
+    def remove_listener(self, fn: Callable[[dict[str, Any]], None]) -> None: ...
+
 
 class AvatarOutput(FrameProcessor):
     """The pipeline's last stage before the assistant aggregator: frames → avatar calls and events.
@@ -101,12 +107,39 @@ class AvatarOutput(FrameProcessor):
       the avatar reports ``{"type": "interrupted", "had_speech": ...}`` itself)
     * ``UserStarted/StoppedSpeakingFrame`` → ``set_user_speaking(True/False)``
     * ``TTSTextFrame`` → an assistant transcript event
+
+    And back: the avatar's ``state`` events (speaking or not, as its media
+    clock plays the audio) become ``BotStarted/StoppedSpeakingFrame`` broadcast
+    both ways, as Pipecat's output transports do, so the aggregators know
+    whether the avatar is talking (e.g. a noise-only user turn then counts as
+    an interruption only while it talks).
     """
 
     def __init__(self, avatar: AvatarSink, emit: EventCallback, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._avatar = avatar
         self._emit = emit
+        self._bot_speaking = False
+        self._broadcasts: set[asyncio.Task[None]] = set()
+
+    def on_avatar_event(self, event: dict[str, Any]) -> None:
+        """Listener for ``AvatarStream.add_listener`` (called on the session's loop)."""
+        if event.get("type") != "state":
+            return
+        speaking = event.get("state") == "speaking"
+        if speaking == self._bot_speaking:
+            return
+        self._bot_speaking = speaking
+        frame_cls = BotStartedSpeakingFrame if speaking else BotStoppedSpeakingFrame
+        task = asyncio.get_running_loop().create_task(self.broadcast_frame(frame_cls))
+        self._broadcasts.add(task)
+        task.add_done_callback(self._broadcasts.discard)
+
+    async def cancel_broadcasts(self) -> None:
+        tasks = list(self._broadcasts)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -171,6 +204,7 @@ class Conversation:
         self._brain = make_brain(settings)  # fails early on bad brain settings
         self._mic = MicAudioConverter(PIPELINE_SAMPLE_RATE)
         self._worker: Any = None
+        self._output: AvatarOutput | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._running = False  # the pipeline is ready for frames
         self._stopped = False
@@ -220,13 +254,14 @@ class Conversation:
             if text:
                 self._emit({"type": "transcript", "role": "user", "text": text})
 
+        self._output = AvatarOutput(self._avatar, self._emit)
         pipeline = Pipeline(
             [
                 SharedWhisperSTTService(models.stt),
                 user_aggregator,
                 self._brain,
                 AlignedPiperTTSService(models),
-                AvatarOutput(self._avatar, self._emit),
+                self._output,
                 aggregators.assistant(),
             ]
         )
@@ -277,12 +312,17 @@ class Conversation:
             await self.stop()
             raise ConversationError("the conversation pipeline did not start")
         self._running = True
+        if self._output is not None:
+            self._avatar.add_listener(self._output.on_avatar_event)
         logger.info("Conversation: started (brain %s)", self._settings.brain)
 
     async def stop(self) -> None:
         """Cancel the pipeline and wait for every task it started to end."""
         self._running = False
         self._stopped = True
+        if self._output is not None:
+            self._avatar.remove_listener(self._output.on_avatar_event)
+            await self._output.cancel_broadcasts()
         task, self._run_task = self._run_task, None
         if task is None:
             return

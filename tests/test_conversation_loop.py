@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import soxr
 from aiohttp import web
+from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from engines.tts import Alignment
@@ -212,13 +214,29 @@ async def test_echo_loop_hears_the_user_and_the_avatar_repeats_it(speech_models:
 # --------------------------------------------------------------------------- (b) say
 
 
+class BotSpeakingSeen(BaseObserver):
+    """Which processors saw the avatar start and stop talking (Pipecat's Bot*SpeakingFrames)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if isinstance(data.frame, BotStartedSpeakingFrame | BotStoppedSpeakingFrame):
+            self.seen.append((type(data.frame).__name__, type(data.destination).__name__))
+
+
 async def test_say_streams_each_sentence_with_alignments_then_ends(speech_models: SpeechModels) -> None:
     avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
     conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
-    async with running(conversation):
+    observer = BotSpeakingSeen()
+    async with running(conversation), frames_played(avatar):
+        conversation._worker.add_observer(observer)
         await conversation.say("Hello there. This is the second sentence. And a third one!")
-        await avatar.wait_for(lambda: "end_utterance" in avatar.names())
+        await avatar.wait_for(lambda: any(e["type"] == "utterance_done" for e in avatar.events), timeout=30)
+        await avatar.wait_for(lambda: avatar.state == "idle")
+        await asyncio.sleep(0.1)
 
     names = avatar.names()
     assert names.count("push_tts_audio") == 3  # one chunk per sentence, streamed
@@ -227,6 +245,13 @@ async def test_say_streams_each_sentence_with_alignments_then_ends(speech_models
     assert_aligned(avatar)
     spoken = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "assistant"]
     assert normalise(" ".join(spoken)) == "hello there this is the second sentence and a third one"
+    # the avatar's talking state reaches both aggregators, as an output transport's would
+    for frame in ("BotStartedSpeakingFrame", "BotStoppedSpeakingFrame"):
+        assert (frame, "LLMUserAggregator") in observer.seen
+        assert (frame, "LLMAssistantAggregator") in observer.seen
+    started = [i for i, (f, _) in enumerate(observer.seen) if f == "BotStartedSpeakingFrame"]
+    stopped = [i for i, (f, _) in enumerate(observer.seen) if f == "BotStoppedSpeakingFrame"]
+    assert max(started) < min(stopped)
 
 
 async def test_stop_frees_every_task_and_refuses_more_work(speech_models: SpeechModels) -> None:

@@ -138,6 +138,12 @@ class CallLog:
     def set_user_speaking(self, speaking: bool) -> None:
         self.calls.append(("set_user_speaking", speaking))
 
+    def add_listener(self, fn: Any) -> None:
+        self.calls.append(("add_listener", None))
+
+    def remove_listener(self, fn: Any) -> None:
+        self.calls.append(("remove_listener", None))
+
 
 async def test_avatar_output_maps_frames_to_avatar_calls_and_events() -> None:
     avatar = CallLog()
