@@ -29,7 +29,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,12 @@ class TimingAvatar:
 
     def set_user_speaking(self, speaking: bool) -> None:
         self._mark("user_speaking" if speaking else "user_stopped")
+
+    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        pass  # no media clock here: the avatar never reports speaking
+
+    def remove_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        pass
 
 
 def _voice_at_48k(models: Any, text: str) -> np.ndarray:
