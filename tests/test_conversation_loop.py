@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import json
 import logging
 import re
@@ -19,10 +20,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 import soxr
 from aiohttp import web
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
@@ -189,13 +192,43 @@ def assert_aligned(avatar: RecordingAvatar) -> None:
 # --------------------------------------------------------------------------- (a) echo loop
 
 
+class SpeechTrack(MediaStreamTrack):
+    """An aiortc audio track, as a browser's mic arrives: 48 kHz stereo s16 frames of 20 ms, real time."""
+
+    kind = "audio"
+
+    def __init__(self, signal: np.ndarray) -> None:
+        super().__init__()
+        self._signal = signal  # [N] float32 at 48 kHz
+        self._k = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        if (self._k + 1) * FRAME > len(self._signal):
+            self.stop()
+            raise MediaStreamError
+        await asyncio.sleep(max(0.0, self._start + self._k * 0.02 - time.monotonic()))
+        x = self._signal[self._k * FRAME : (self._k + 1) * FRAME]
+        stereo = np.stack([x, x], axis=1).reshape(1, -1)  # [1, 2*960] interleaved
+        frame = av.AudioFrame.from_ndarray((stereo * 32767).astype(np.int16), format="s16", layout="stereo")
+        frame.sample_rate = MIC_RATE
+        frame.pts = self._k * FRAME
+        frame.time_base = fractions.Fraction(1, MIC_RATE)
+        self._k += 1
+        return frame
+
+
 async def test_echo_loop_hears_the_user_and_the_avatar_repeats_it(speech_models: SpeechModels) -> None:
     said = "The quick brown fox jumps over the lazy dog."
     avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
     conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
-    async with running(conversation), MicFeeder(conversation) as mic:
-        mic.play(speech_at_48k(speech_models, said))
+    silence = np.zeros(MIC_RATE // 2, np.float32)
+    mic = SpeechTrack(np.concatenate([silence, speech_at_48k(speech_models, said), *[silence] * 6]))
+    async with running(conversation):
+        await conversation.consume_track(mic)  # returns when the track ends
         await avatar.wait_for(lambda: "end_utterance" in avatar.names())
 
     user = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "user"]
