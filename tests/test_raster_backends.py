@@ -154,8 +154,9 @@ def test_cpu_handles_no_visible_gaussians() -> None:
     assert np.all(alpha == 0.0)
 
 
-def test_torch_small_chunks_and_step_limits_match_reference() -> None:
-    """Many compositing steps and split tile groups give the same picture as one big step."""
+@pytest.mark.parametrize(("chunk", "max_elements"), [(3, 256 * 3 * 5), (128, 1 << 26)])
+def test_torch_chunking_matches_reference(chunk: int, max_elements: int) -> None:
+    """Many small steps with split tile groups, and the few large steps used on CUDA, draw the same picture."""
     torch = pytest.importorskip("torch")
     from engines.splat.raster_torch import rasterize_tensors
 
@@ -165,7 +166,7 @@ def test_torch_small_chunks_and_step_limits_match_reference() -> None:
     ref_rgb, ref_alpha = rasterize_reference(g, cam, bg)
     t = [torch.from_numpy(a) for a in (g.means, g.quats, g.scales, g.opacities, g.colors)]
     rgb, alpha = rasterize_tensors(
-        t[0], t[1], t[2], t[3], t[4], cam, torch.from_numpy(bg), chunk=3, max_elements=256 * 3 * 5
+        t[0], t[1], t[2], t[3], t[4], cam, torch.from_numpy(bg), chunk=chunk, max_elements=max_elements
     )
     assert_close_to_reference(rgb.numpy(), alpha.numpy(), ref_rgb, ref_alpha)
 

@@ -93,16 +93,21 @@ def rasterize_tensors(
     colors: torch.Tensor,  # [B, N, 3] float32
     camera: Camera,
     background: torch.Tensor,  # [3] float32
-    chunk: int = 32,
-    max_elements: int = 1 << 24,
+    chunk: int | None = None,
+    max_elements: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw on the tensors' device: rgb uint8 [B, H, W, 3] and alpha float32 [B, H, W].
 
     ``chunk`` list entries are composited per step; ``max_elements`` bounds the
     (tiles × 256 × chunk) working set of one step (memory vs. launch count).
+    Defaults: 128 entries and 2^26 elements on CUDA (few, large steps: kernel
+    launches and the per-step sync dominate there), 32 and 2^24 on the CPU.
     """
     torch = import_torch()
     dev = means.device
+    on_gpu = dev.type == "cuda"
+    chunk = chunk or (128 if on_gpu else 32)
+    max_elements = max_elements or (1 << 26 if on_gpu else 1 << 24)
     b, n = means.shape[0], means.shape[1]
     h, w = camera.height, camera.width
     tiles_x = (w + TILE - 1) // TILE
