@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,16 @@ class Received:
     mouth: list[float] = field(default_factory=list)  # mean luminance of the mouth box per frame
     audio_t: list[float] = field(default_factory=list)
     audio_rms: list[float] = field(default_factory=list)  # per received packet, int16 full scale = 1
+    video_diff: list[float] = field(default_factory=list)  # mean |gray - previous gray| (every 4th pixel)
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (receive time, event)
 
 
 class Client:
-    def __init__(self, base: str, mouth_box: tuple[int, int, int, int] | None = None) -> None:
+    def __init__(
+        self, base: str, mouth_box: tuple[int, int, int, int] | None = None, api_token: str | None = None
+    ) -> None:
         self.base = base.rstrip("/")
+        self.api_token = api_token  # the server's token, when it has one
         self.mouth_box = mouth_box
         self.pc = RTCPeerConnection()
         self.rx = Received()
@@ -45,6 +51,7 @@ class Client:
         self._tasks: list[asyncio.Task[None]] = []
         self.http = aiohttp.ClientSession()
         self.connected_at: float | None = None
+        self._prev_gray: np.ndarray | None = None
 
     async def connect(self) -> None:
         self.pc.addTransceiver("video", direction="recvonly")
@@ -57,9 +64,9 @@ class Client:
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.connected_at = time.monotonic()
-        async with self.http.post(
-            f"{self.base}/api/offer", json={"sdp": self.pc.localDescription.sdp, "type": "offer"}
-        ) as resp:
+        headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
+        offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        async with self.http.post(f"{self.base}/api/offer", json=offer, headers=headers) as resp:
             body = await resp.json()
             if resp.status != 200:
                 raise RuntimeError(f"offer refused: {resp.status} {body}")
@@ -74,10 +81,14 @@ class Client:
                 assert isinstance(frame, VideoFrame)
                 self.rx.video_t.append(t)
                 self.rx.video_pts.append(int(frame.pts or 0))
+                gray = frame.to_ndarray(format="gray")
                 if self.mouth_box is not None:
                     x0, y0, x1, y1 = self.mouth_box
-                    gray = frame.to_ndarray(format="gray")
                     self.rx.mouth.append(float(gray[y0:y1, x0:x1].mean()))
+                small = gray[::4, ::4].astype(np.int16)  # [h/4, w/4]
+                prev, self._prev_gray = self._prev_gray, small
+                diff = np.abs(small - prev).mean() if prev is not None and prev.shape == small.shape else -1.0
+                self.rx.video_diff.append(float(diff))
 
     async def _audio(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
@@ -89,11 +100,33 @@ class Client:
                 self.rx.audio_t.append(t)
                 self.rx.audio_rms.append(float(np.sqrt(np.mean(samples * samples))))
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The session's own token as a Bearer header (session routes need it)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     async def post(self, path: str, payload: dict[str, Any] | None = None) -> tuple[int, Any]:
-        async with self.http.post(
-            f"{self.base}/api/sessions/{self.session_id}/{path}", json=payload or {}
-        ) as r:
+        url = f"{self.base}/api/sessions/{self.session_id}/{path}"
+        async with self.http.post(url, json=payload or {}, headers=self.auth) as r:
             return r.status, await r.json()
+
+    def watch_events(self) -> None:
+        """Record the session's websocket events (``rx.events``) until :meth:`close`."""
+        self._tasks.append(asyncio.get_running_loop().create_task(self._events()))
+
+    async def _events(self) -> None:
+        url = f"{self.base}/api/sessions/{self.session_id}/events"
+        params = {"token": self.token} if self.token else None
+        with contextlib.suppress(aiohttp.ClientError):
+            async with self.http.ws_connect(url, params=params) as ws:
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        self.rx.events.append((time.monotonic(), json.loads(msg.data)))
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """GET a server path (e.g. ``/metrics``): (status, body text)."""
+        async with self.http.get(f"{self.base}{path}") as r:
+            return r.status, await r.text()
 
     async def wait_video(self, frames: int, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -105,7 +138,7 @@ class Client:
     async def close(self, delete: bool = True) -> None:
         if delete and self.session_id:
             with contextlib.suppress(aiohttp.ClientError):
-                async with self.http.delete(f"{self.base}/api/sessions/{self.session_id}"):
+                async with self.http.delete(f"{self.base}/api/sessions/{self.session_id}", headers=self.auth):
                     pass
         await self.pc.close()
         for task in self._tasks:
@@ -141,6 +174,11 @@ class ServerProcess:
             env=env,
         )
         self.log: list[str] = []
+        self._drain: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         assert self.proc.stdout is not None
@@ -151,8 +189,18 @@ class ServerProcess:
                 raise RuntimeError("server exited:\n" + "".join(self.log))
             self.log.append(line)
             if "serving the avatar at" in line:
+                # keep reading its output, or a chatty server blocks on a full pipe
+                self._drain = threading.Thread(target=self._read_rest, daemon=True)
+                self._drain.start()
                 return
         raise TimeoutError("server did not start:\n" + "".join(self.log))
+
+    def _read_rest(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+            if len(self.log) > 4000:
+                del self.log[:2000]
 
     def stop(self) -> int:
         self.proc.terminate()

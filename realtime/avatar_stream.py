@@ -318,6 +318,8 @@ class AvatarStream:
                 self.fps, self.samples_per_frame, self._lip_model, aligned=alignments is not None
             )
             self._queue.append(self._open)
+            # the first TTS audio of a reply is here: the session times it to the reply's first frame
+            self._emit({"type": "utterance_queued", "frame": self._k, "ahead": len(self._queue) - 1})
         self._open.push(audio, int(sample_rate), alignments)
 
     def end_utterance(self) -> None:

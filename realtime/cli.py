@@ -55,6 +55,17 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--system-prompt", dest="system_prompt", default=None)
     g.add_argument("--ice-servers", dest="ice_servers", default=None, help="comma-separated STUN/TURN URLs")
     g.add_argument("--max-sessions", dest="max_sessions", type=int, default=None, help="hard session cap")
+    g.add_argument("--token", default=None, help="bearer token for the API (prefer SPLATCAST_TOKEN)")
+    g.add_argument(
+        "--insecure",
+        action="store_const",
+        const=True,
+        default=None,
+        help="allow a public bind without a token",
+    )
+    g.add_argument(
+        "--cors-origins", dest="cors_origins", default=None, help="comma-separated allowed origins"
+    )
     g.add_argument(
         "--capacity", type=int, default=None, help="sessions this machine holds (default: measured per frame)"
     )
@@ -191,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", dest="json_out", type=Path, default=None)
         p.add_argument("--report", type=Path, default=None)
         p.add_argument("--compare", type=Path, default=None)
+        _settings_flags(p)  # the local server's avatar, size, fps, backend (ignored with --url but --avatar)
 
     # doctor
     p = command(
@@ -215,12 +227,16 @@ def resolve(target: str) -> Handler:
     return handler
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, secrets: Sequence[str | None] = ()) -> None:
+    from realtime.security import SecretFilter
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SecretFilter(secrets))  # tokens and keys never reach a log line
     # chatty libraries stay quiet unless we debug
     if level.upper() != "DEBUG":
         for noisy in ("aioice", "aiortc", "numba", "faster_whisper", "matplotlib", "PIL"):
@@ -234,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(flags=vars(args), config=args.config)
     except SettingsError as exc:
         parser.error(str(exc))
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, secrets=(settings.token, settings.llm_key))
     if settings.numba_threads is not None:
         import os
 

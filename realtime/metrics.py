@@ -79,7 +79,8 @@ class Histogram:
 class StageTimings:
     """One histogram per pipeline stage, rendered together as one Prometheus metric family."""
 
-    STAGES = ("lipsync", "motion", "render", "encode", "frame_lateness")
+    # tts_to_frame: once per reply, first TTS audio in AvatarStream → its first frame released to the tracks
+    STAGES = ("lipsync", "motion", "render", "encode", "frame_lateness", "tts_to_frame")
 
     def __init__(self, metric: str = "splatcast_stage_ms") -> None:
         self.metric = metric

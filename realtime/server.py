@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from importlib import resources
@@ -34,6 +35,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from realtime.metrics import gauge
+from realtime.openapi import openapi_spec
+from realtime.security import RateLimiter, auth_middleware, origin_middleware
 from realtime.sessions import SessionError, SessionManager
 from realtime.settings import Settings
 
@@ -41,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 MANAGER_KEY = web.AppKey("manager", SessionManager)
+LIMITER_KEY = web.AppKey("offer_limiter", RateLimiter)
+WS_MESSAGES_PER_S = 20
 MAX_BODY_BYTES = 256 * 1024
 MAX_SAY_CHARS = 5_000
 MAX_WS_MESSAGE = 4 * 1024
@@ -108,6 +113,9 @@ async def _config(request: web.Request) -> web.Response:
 
 
 async def _offer(request: web.Request) -> web.Response:
+    wait = request.app[LIMITER_KEY].take(request.remote or "?")
+    if wait > 0:
+        raise SessionError("too many new sessions from this address", 429, retry_after=wait)
     body = await _json_body(request)
     sdp = _field(body, "sdp", str)
     kind = _field(body, "type", str)
@@ -172,8 +180,19 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 return
 
     sender = asyncio.get_running_loop().create_task(pump())
+    window_start, count = time.monotonic(), 0
     try:
         async for msg in ws:  # the client may send commands too: {"type": "say"|"interrupt"|"emotion", ...}
+            now = time.monotonic()
+            if now - window_start >= 1.0:
+                window_start, count = now, 0
+            count += 1
+            if count > WS_MESSAGES_PER_S:
+                await ws.send_json(
+                    {"type": "error", "message": f"over {WS_MESSAGES_PER_S} messages per second"}
+                )
+                await ws.close(code=1008, message=b"rate limit")
+                break
             if msg.type != WSMsgType.TEXT:
                 continue
             await _ws_command(session, msg.data, ws)
@@ -233,10 +252,26 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_spec())
+
+
 def create_app(settings: Settings, manager: SessionManager) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+    def session_token(session_id: str) -> str | None:
+        session = manager.sessions.get(session_id)
+        return session.token if session is not None else None
+
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[
+            _errors,
+            origin_middleware(settings.cors_origins),
+            auth_middleware(settings.token, session_token),
+        ],
+    )
     app[SETTINGS_KEY] = settings
     app[MANAGER_KEY] = manager
+    app[LIMITER_KEY] = RateLimiter(settings.offer_rate_per_minute)
     static = resources.files("realtime").joinpath("static")
     app.router.add_get("/", _index)
     app.router.add_get("/api/config", _config)
@@ -249,6 +284,7 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app.router.add_get("/api/sessions/{id}/events", _events)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
     app.router.add_static("/static/", str(static))
 
     async def on_startup(app: web.Application) -> None:
@@ -302,6 +338,7 @@ async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
         ready.set()
     try:
         await stop.wait()
+        await drain(manager, settings.drain_s)
     finally:
         logger.info("server: shutting down")
         manager.draining = True
@@ -309,7 +346,29 @@ async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
         manager.engine.close()
 
 
+async def drain(manager: SessionManager, seconds: float) -> None:
+    """Refuse new sessions and let current ones finish for up to ``seconds``."""
+    manager.draining = True
+    if manager.sessions:
+        logger.info("server: draining %d session(s) for up to %.0f s", len(manager.sessions), seconds)
+    deadline = time.monotonic() + seconds
+    while manager.sessions and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+    await manager.close_all()
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def serve_command(settings: Settings, args: argparse.Namespace) -> int:
+    if not _is_loopback(settings.host) and settings.token is None and not settings.insecure:
+        logger.error(
+            "server: refusing to listen on %s without a token: set SPLATCAST_TOKEN (or --token), "
+            "or pass --insecure if something in front of this server does authentication",
+            settings.host,
+        )
+        return 2
     try:
         asyncio.run(run(settings))
     except OSError as exc:

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from av import VideoFrame
 
-from realtime.avatar_stream import AvatarStream
+from realtime.avatar_stream import AvatarStream, FrameJob
 from realtime.engine import Engine
 from realtime.scheduler import FrameClock
 from realtime.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaOutlet
@@ -81,7 +82,7 @@ class Session:
         self.stream = engine.new_stream(seed=int.from_bytes(secrets.token_bytes(4), "big"))
         self.outlet = MediaOutlet(engine.settings.fps, self.stream.sample_rate, on_start=self._on_clock_start)
         self.outlet.encode_timer = lambda ms: engine.scheduler.timings.observe("encode", ms)
-        self.clock = FrameClock(self.stream, engine.scheduler, engine.renderer, self.outlet.release)
+        self.clock = FrameClock(self.stream, engine.scheduler, engine.renderer, self._release)
         self.video = AvatarVideoTrack(self.outlet)
         self.audio = AvatarAudioTrack(self.outlet)
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
@@ -94,6 +95,8 @@ class Session:
         self._stats_task: asyncio.Task[None] | None = None
         self._mic_task: asyncio.Task[None] | None = None
         self._talker_start: asyncio.Task[None] | None = None
+        self._reply_in_at: float | None = None  # monotonic time the current reply's first TTS audio arrived
+        self._reply_first_frame: int | None = None  # index of that reply's first frame, once it starts
 
     # --- signalling --------------------------------------------------------------------------------
     async def answer(self, sdp: str, kind: str, on_end: Callable[[Session], Any]) -> RTCSessionDescription:
@@ -138,6 +141,24 @@ class Session:
     def _on_clock_start(self, t0: float) -> None:
         self.clock.start(t0)
 
+    def _release(self, job: FrameJob, frame: VideoFrame, repeated: bool) -> None:
+        """Hand a frame to the tracks; time a reply's first TTS audio → its first frame (tts_to_frame)."""
+        if job.index == self._reply_first_frame and self._reply_in_at is not None:
+            ms = (time.monotonic() - self._reply_in_at) * 1000.0
+            self.engine.scheduler.timings.observe("tts_to_frame", ms)
+            self.publish({"type": "lip_latency", "frame": job.index, "ms": round(ms, 2)})
+            self._reply_in_at = self._reply_first_frame = None
+        self.outlet.release(job, frame, repeated)
+
+    def _time_reply(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "utterance_queued" and event.get("ahead") == 0 and self._reply_in_at is None:
+            self._reply_in_at = time.monotonic()  # a reply that waits behind another is not timed
+        elif kind == "utterance_start" and self._reply_in_at is not None:
+            self._reply_first_frame = int(event["frame"])
+        elif kind == "interrupted":
+            self._reply_in_at = self._reply_first_frame = None
+
     # --- commands --------------------------------------------------------------------------------
     async def _talker_ready(self) -> Talker:
         if self.talker is None or self._talker_start is None:
@@ -160,6 +181,7 @@ class Session:
     async def interrupt(self) -> None:
         self.touch()
         self.stream.interrupt()  # at once: pending audio and frames are dropped here
+        self.outlet.drop_pending_audio()  # and what was released but not yet sent goes silent
         if self.talker is not None and self._talker_start is not None and self._talker_start.done():
             await self.talker.interrupt()  # and the reply in flight stops upstream
 
@@ -175,6 +197,7 @@ class Session:
 
     # --- events ----------------------------------------------------------------------------------
     def publish(self, event: dict[str, Any]) -> None:
+        self._time_reply(event)
         if event.get("type") in ("transcript", "utterance_start"):
             self.touch()  # talking counts as activity for the idle timeout
         for q in list(self._subscribers):
@@ -281,11 +304,11 @@ class SessionManager:
         self,
         engine: Engine,
         talker_factory: TalkerFactory | None = None,
-        idle_timeout_s: float = 600.0,
     ) -> None:
         self.engine = engine
         self.talker_factory = talker_factory
-        self.idle_timeout_s = idle_timeout_s
+        self.idle_timeout_s = engine.settings.idle_timeout_s
+        self.session_max_s = engine.settings.session_max_s
         self.max_sessions = engine.settings.max_sessions
         self.sessions: dict[str, Session] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -356,7 +379,8 @@ class SessionManager:
             for sid, session in list(self.sessions.items()):
                 connected = session.pc.connectionState == "connected"
                 idle = now - session.last_activity
-                if (not connected and now - session.created > 30) or idle > self.idle_timeout_s:
+                age = now - session.created
+                if (not connected and age > 30) or idle > self.idle_timeout_s or age > self.session_max_s:
                     logger.info(
                         "session %s: closing (connection %s, idle %.0f s)",
                         sid,

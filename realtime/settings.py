@@ -42,6 +42,14 @@ class Settings:
     llm_model: str | None = None
     llm_key: str | None = field(default=None, repr=False)  # a secret: never in logs
     system_prompt: str = "You are a friendly, concise assistant. Answer in one or two short sentences."
+    # access and limits (see README "Deploying")
+    token: str | None = field(default=None, repr=False)  # bearer token for /api and the websocket; a secret
+    insecure: bool = False  # allow a non-loopback bind without a token
+    cors_origins: tuple[str, ...] = ()  # other origins allowed to call the API (the page's own always is)
+    offer_rate_per_minute: int = 20  # new sessions per client IP per minute
+    idle_timeout_s: int = 600  # a session nobody drives or talks to ends after this
+    session_max_s: int = 3600  # and every session ends after this
+    drain_s: int = 30  # on SIGTERM: how long current sessions may finish before they are closed
     max_sessions: int | None = None  # hard cap on concurrent sessions (None: admission control alone)
     capacity: int | None = None  # override the measured capacity (sessions at 25 FPS); None: measured
     ice_servers: tuple[
@@ -69,7 +77,7 @@ class Settings:
         return out
 
 
-SECRET_FIELDS = frozenset({"llm_key"})
+SECRET_FIELDS = frozenset({"llm_key", "token"})
 FIELD_NAMES = frozenset(f.name for f in fields(Settings))
 
 
@@ -86,6 +94,15 @@ def _coerce(name: str, raw: Any) -> Any:
     try:
         if base is Path:
             return Path(raw).expanduser()
+        if base is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError("not a boolean (use true/false)")
         if base is int:
             if isinstance(raw, bool):
                 raise TypeError("bool is not an int")
@@ -170,9 +187,15 @@ def _validate(s: Settings) -> None:
         raise SettingsError("brain 'openai' needs --llm-url (or SPLATCAST_LLM_URL)")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
-    for name in ("max_sessions", "capacity"):
+    for name in ("max_sessions", "capacity", "offer_rate_per_minute", "idle_timeout_s", "session_max_s"):
         value = getattr(s, name)
         if value is not None and value < 1:
             raise SettingsError(f"{name} must be >= 1, got {value}")
+    if s.drain_s < 0:
+        raise SettingsError(f"drain_s must be >= 0, got {s.drain_s}")
+    if s.token is not None and len(s.token) < 16:
+        raise SettingsError(
+            "token must be at least 16 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
+        )
     if s.numba_threads is not None and s.numba_threads < 1:
         raise SettingsError(f"numba_threads must be >= 1, got {s.numba_threads}")

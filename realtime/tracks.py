@@ -60,6 +60,7 @@ class MediaOutlet:
         self._audio: deque[tuple[int, np.ndarray]] = deque()  # (first sample, int16 samples)
         self._audio_event = asyncio.Event()
         self._released_until = 0  # audio samples released so far (end position)
+        self._sent_until = 0  # audio samples handed to the audio track so far
         self.stats = OutletStats()
         self.closed = False
         self.encode_timer: Callable[[float], None] | None = None  # records ms between video recv() calls
@@ -86,6 +87,18 @@ class MediaOutlet:
             self._audio.popleft()
         self._video_event.set()
         self._audio_event.set()
+
+    def drop_pending_audio(self) -> int:
+        """Silence released audio that has not been sent yet (interrupt); returns samples dropped."""
+        dropped = 0
+        for i, (start, samples) in enumerate(self._audio):
+            cut = max(0, self._sent_until - start)
+            if cut < len(samples) and samples[cut:].any():
+                kept = samples.copy()
+                kept[cut:] = 0
+                dropped += len(samples) - cut
+                self._audio[i] = (start, kept)
+        return dropped
 
     def close(self) -> None:
         self.closed = True
@@ -143,6 +156,7 @@ class MediaOutlet:
             if b > a:
                 out[a - first : b - first] = samples[a - start : b - start]
                 got += b - a
+        self._sent_until = max(self._sent_until, last)
         if got < self.samples_per_packet:
             self.stats.audio_gap_packets += 1
         self.stats.audio_sent += 1

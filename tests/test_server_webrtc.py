@@ -8,6 +8,7 @@ the real conversation loop (Piper, Whisper, Silero VAD), real VP8/Opus.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 
@@ -30,7 +31,9 @@ def server(
     box = (int(fx0 * SIZE), int(fy0 * SIZE), int(np.ceil(fx1 * SIZE)), int(np.ceil(fy1 * SIZE)))
     # --capacity: these tests are about behaviour; on a busy 2-core box the measured cost may admit only
     # one session (`splatcast bench load` measures capacity)
-    srv = ServerProcess("--avatar", str(path), "--size", str(SIZE), "--capacity", "4")
+    # and a high offer rate: these tests open many sessions from one address (test_security covers the limit)
+    env = {**os.environ, "SPLATCAST_OFFER_RATE_PER_MINUTE": "600"}
+    srv = ServerProcess("--avatar", str(path), "--size", str(SIZE), "--capacity", "4", env=env)
     try:
         srv.wait_ready()
         yield srv, box
@@ -154,7 +157,7 @@ async def test_bad_requests_get_clear_errors_and_others_keep_streaming(
                 ),
             ]
             for method, path, body, expected in cases:
-                async with http.request(method, base + path, data=body) as resp:
+                async with http.request(method, base + path, data=body, headers=client.auth) as resp:
                     payload = await resp.json()
                     assert resp.status == expected, (path, body[:40], resp.status, payload)
                     assert isinstance(payload.get("error"), str) and payload["error"]

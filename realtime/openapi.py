@@ -1,0 +1,196 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``GET /openapi.json``.
+
+A test checks that every route the app registers is described here and that
+nothing described is missing from the app, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_SESSION_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "bad request (malformed JSON, SDP or fields)",
+        401: "missing token",
+        403: "wrong token or origin not allowed",
+        404: "no such session",
+        413: "body or text too large",
+        429: "too many new sessions from this address (Retry-After)",
+        503: "at capacity or shutting down (Retry-After)",
+    }
+    return {str(c): {"description": text[c], **_json(_ERROR)} for c in codes}
+
+
+def _session_op(summary: str, body: dict[str, Any] | None, ok: str = "200") -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [_SESSION_ID],
+        "responses": {
+            ok: {"description": "done", **_json({"type": "object"})},
+            **_errors(400, 401, 403, 404),
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    return op
+
+
+def openapi_spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "splatcast",
+            "version": "1",
+            "description": "Real-time conversational avatar server. Session routes need the session's token "
+            "(from /api/offer) or the server token as `Authorization: Bearer`; with --token set, every /api "
+            "route needs the server token.",
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
+                "Offer": {
+                    "type": "object",
+                    "required": ["sdp", "type"],
+                    "properties": {"sdp": {"type": "string", "maxLength": 65536}, "type": {"const": "offer"}},
+                },
+                "Answer": {
+                    "type": "object",
+                    "required": ["sdp", "type", "session_id", "token"],
+                    "properties": {
+                        "sdp": {"type": "string"},
+                        "type": {"const": "answer"},
+                        "session_id": {"type": "string"},
+                        "token": {"type": "string"},
+                    },
+                },
+                "SessionInfo": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "state": {"enum": ["idle", "speaking", "listening"]},
+                        "connection": {"type": "string"},
+                        "age_s": {"type": "number"},
+                        "frames": {"type": "integer"},
+                        "repeated": {"type": "integer"},
+                        "level": {"type": "integer"},
+                    },
+                },
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+        "paths": {
+            "/": {
+                "get": {"summary": "the browser client", "responses": {"200": {"description": "HTML page"}}}
+            },
+            "/openapi.json": {
+                "get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "health and free capacity (for load balancers)",
+                    "responses": {
+                        "200": {
+                            "description": "serving",
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {"type": "string"},
+                                        "sessions": {"type": "integer"},
+                                        "capacity": {"type": "integer"},
+                                    },
+                                }
+                            ),
+                        },
+                        "503": {"description": "draining"},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (stage timing histograms, sessions, frames)",
+                    "responses": {"200": {"description": "text/plain exposition"}, **_errors(401, 403)},
+                }
+            },
+            "/api/config": {
+                "get": {
+                    "summary": "client configuration (ICE servers)",
+                    "responses": {
+                        "200": {"description": "config", **_json({"type": "object"})},
+                        **_errors(401),
+                    },
+                }
+            },
+            "/api/offer": {
+                "post": {
+                    "summary": "start a session: SDP offer in, SDP answer + session id + session token out",
+                    "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/Offer"})},
+                    "responses": {
+                        "200": {"description": "answer", **_json({"$ref": "#/components/schemas/Answer"})},
+                        **_errors(400, 401, 403, 413, 429, 503),
+                    },
+                }
+            },
+            "/api/sessions": {
+                "get": {
+                    "summary": "active sessions",
+                    "responses": {
+                        "200": {
+                            "description": "list",
+                            **_json({"type": "array", "items": {"$ref": "#/components/schemas/SessionInfo"}}),
+                        },
+                        **_errors(401, 403),
+                    },
+                }
+            },
+            "/api/sessions/{id}": {"delete": _session_op("end a session", None)},
+            "/api/sessions/{id}/say": {
+                "post": _session_op(
+                    "the avatar speaks this text",
+                    {
+                        "type": "object",
+                        "required": ["text"],
+                        "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 5000}},
+                    },
+                    ok="202",
+                )
+            },
+            "/api/sessions/{id}/interrupt": {"post": _session_op("stop speaking now", None)},
+            "/api/sessions/{id}/emotion": {
+                "post": _session_op(
+                    "set the emotion overlay",
+                    {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"enum": ["neutral", "happy", "sad", "surprised", "thinking"]},
+                            "intensity": {"type": "number", "minimum": 0, "maximum": 1},
+                        },
+                    },
+                )
+            },
+            "/api/sessions/{id}/events": {
+                "get": {
+                    "summary": "websocket of JSON events: state, transcript, stats, error, utterance_*",
+                    "parameters": [
+                        _SESSION_ID,
+                        {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+                    ],
+                    "responses": {"101": {"description": "websocket upgrade"}, **_errors(401, 403, 404)},
+                }
+            },
+        },
+    }
