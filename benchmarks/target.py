@@ -1,0 +1,188 @@
+"""The server a benchmark measures: a local ``splatcast serve`` it starts, or a URL; plus its CPU/RSS.
+
+A local server gets the benchmark's settings (avatar, size, fps, backend), a
+``--capacity`` high enough that admission control never hides the real limit
+(``bench load`` finds that one), and a relaxed per-IP offer rate (every client
+connects from 127.0.0.1). Its CPU and memory are sampled with psutil; a remote
+server reports only what its ``/metrics`` exposes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from benchmarks.webrtc_client import ServerProcess, write_synthetic_avatar
+from engines import assets
+from realtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+LOCAL_CAPACITY = 64  # admission control off for all practical purposes: load finds the real capacity
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (server did not start, no frames arrived, ...)."""
+
+
+def avatar_path(settings: Settings, scratch: Path) -> tuple[Path, bool]:
+    """(avatar file, synthetic?) — the settings' avatar, else the bundled one, else a synthetic stand-in."""
+    if settings.avatar is not None:
+        return Path(settings.avatar), False
+    try:
+        return assets.default_avatar(), False
+    except assets.AssetMissingError:
+        logger.warning(
+            "bench: the default avatar is not shipped yet; measuring a synthetic avatar instead "
+            "(figures are not comparable with the default avatar's)"
+        )
+        path = scratch / "synthetic-avatar.safetensors"
+        write_synthetic_avatar(path)
+        return path, True
+
+
+def mouth_box_pixels(path: Path, size: int) -> tuple[int, int, int, int] | None:
+    """The avatar's mouth box (x0, y0, x1, y1) in pixels of a ``size``×``size`` video, if it has one."""
+    from engines.splat.avatar import load_avatar
+
+    avatar = load_avatar(path)
+    box = avatar.metadata.get("mouth_box")
+    if not box:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in box)
+    sx, sy = size / avatar.camera.width, size / avatar.camera.height
+    return int(x0 * sx), int(y0 * sy), int(np.ceil(x1 * sx)), int(np.ceil(y1 * sy))
+
+
+@dataclass
+class ResourceSamples:
+    t: list[float] = field(default_factory=list)
+    cpu_percent: list[float] = field(default_factory=list)  # 100 = one core
+    rss_mb: list[float] = field(default_factory=list)
+
+    def window(self, start: float, end: float) -> dict[str, float | None]:
+        idx = [i for i, t in enumerate(self.t) if start <= t <= end]
+        cpu = [self.cpu_percent[i] for i in idx]
+        rss = [self.rss_mb[i] for i in idx]
+        return {
+            "cpu_percent_mean": float(np.mean(cpu)) if cpu else None,
+            "cpu_percent_max": float(np.max(cpu)) if cpu else None,
+            "rss_mb_max": float(np.max(rss)) if rss else None,
+        }
+
+
+class ResourceSampler:
+    """Samples a process's CPU % and RSS every ``period`` seconds on a daemon thread."""
+
+    def __init__(self, pid: int, period: float = 0.5) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.period = period
+        self.samples = ResourceSamples()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-psutil", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psutil
+
+        try:
+            self.proc.cpu_percent(None)
+            while not self._stop.wait(self.period):
+                cpu = self.proc.cpu_percent(None)
+                rss = self.proc.memory_info().rss / 1e6
+                self.samples.t.append(time.monotonic())
+                self.samples.cpu_percent.append(cpu)
+                self.samples.rss_mb.append(rss)
+        except psutil.Error:
+            return  # the server exited
+
+
+class Target:
+    """Context manager: ``base`` URL, ``mouth_box``, ``sampler`` (None for a remote server), ``info``."""
+
+    def __init__(self, settings: Settings, url: str | None) -> None:
+        self.settings = settings
+        self.url = url
+        self._tmp = tempfile.TemporaryDirectory(prefix="splatcast-bench-")
+        self.server: ServerProcess | None = None
+        self.sampler: ResourceSampler | None = None
+        self.base = ""
+        self.mouth_box: tuple[int, int, int, int] | None = None
+        self.info: dict[str, Any] = {}
+
+    def __enter__(self) -> Target:
+        s = self.settings
+        path: Path | None
+        synthetic = False
+        try:
+            if self.url is None:
+                path, synthetic = avatar_path(s, Path(self._tmp.name))
+            else:  # remote: the mouth box comes from --avatar (the same file the server uses) if given
+                path = Path(s.avatar) if s.avatar else None
+                if path is None:
+                    try:
+                        path = assets.default_avatar()
+                    except assets.AssetMissingError:
+                        path = None
+            self.mouth_box = mouth_box_pixels(path, s.size) if path is not None else None
+            self.info = {
+                "url": self.url or "local",
+                "avatar": path.name if path is not None else None,
+                "synthetic_avatar": synthetic,
+                "size": s.size,
+                "fps": s.fps,
+                "render_backend": s.render_backend,
+                "mouth_box": list(self.mouth_box) if self.mouth_box else None,
+            }
+            if self.url is not None:
+                self.base = self.url.rstrip("/")
+                return self
+            assert path is not None
+            args = ["--avatar", str(path), "--size", str(s.size), "--fps", str(s.fps)]
+            args += ["--render-backend", s.render_backend, "--capacity", str(LOCAL_CAPACITY)]
+            if s.numba_threads:
+                args += ["--numba-threads", str(s.numba_threads)]
+            env = dict(os.environ, SPLATCAST_OFFER_RATE_PER_MINUTE="10000", SPLATCAST_LOG_LEVEL="WARNING")
+            env.pop("SPLATCAST_TOKEN", None)
+            self.server = ServerProcess(*args, env=env)
+            try:
+                self.server.wait_ready()
+            except (RuntimeError, TimeoutError) as exc:
+                raise BenchError(f"the local server did not start: {exc}") from exc
+            self.base = self.server.base
+            self.sampler = ResourceSampler(self.server.pid)
+            self.sampler.start()
+            return self
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+        if self.server is not None:
+            code = self.server.stop()
+            if code not in (0, -15):
+                logger.warning(
+                    "bench: the local server exited with %s:\n%s", code, "".join(self.server.log[-20:])
+                )
+        self._tmp.cleanup()
