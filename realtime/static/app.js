@@ -174,9 +174,13 @@
     return new ApiError(message, response.status);
   }
 
+  // A server started with --token needs it on /api/config and /api/offer: open the page as /?token=...
+  const serverToken = new URLSearchParams(location.search).get("token");
+
   function authHeaders(extra) {
     const headers = Object.assign({}, extra || {});
-    if (call && call.token) headers.Authorization = `Bearer ${call.token}`;
+    const token = (call && call.token) || serverToken;
+    if (token) headers.Authorization = `Bearer ${token}`;
     return headers;
   }
 
