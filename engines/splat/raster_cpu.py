@@ -206,6 +206,8 @@ def _blend_rows(
     acc_g: np.ndarray,
     acc_b: np.ndarray,
     trans: np.ndarray,  # [TILE·TILE] float32, transmittance
+    col_of: np.ndarray,  # [TILE·HALF] float32: q % HALF (column within the half) of run pixel q
+    row_of: np.ndarray,  # [TILE·HALF] float32: q // HALF (row offset) of run pixel q
     start: int,  # flat index of the run's first pixel (a half-row start)
     rows: int,  # number of 8-pixel half-rows in the run
     du0: float,  # u-offset of the half's first column from the Gaussian's centre
@@ -229,13 +231,15 @@ def _blend_rows(
     one = np.float32(1.0)
     zero = np.float32(0.0)
     two_cb = np.float32(2.0) * cb
-    stopped = 0
+    stopped = np.int32(0)
     for q in range(rows * HALF):
         # an unsigned index spares numba's negative-index wraparound, which would
         # otherwise stop LLVM from vectorising the loop
         p = np.uint64(start + q)
-        du = np.float32(du0) + np.float32(q & (HALF - 1))
-        dv = np.float32(dv0) + np.float32(q >> 3)  # q // HALF
+        # offsets from small tables rather than int → float conversions of q, which
+        # made LLVM pick narrower vectors
+        du = np.float32(du0) + col_of[q]
+        dv = np.float32(dv0) + row_of[q]
         d = (ca * du + two_cb * dv) * du + cc * dv * dv
         # exp(-d/2) = exp(-d/32)^16, exp(-y) by its degree-6 Taylor polynomial on
         # y = d/32 ≤ 0.29: relative error < 3e-7 over d ≤ 9
@@ -267,8 +271,8 @@ def _blend_rows(
         acc_b[p] += cbl * w
         after = tr * (one - a)
         trans[p] = after
-        stopped += 1 if (hit and after < np.float32(_T_STOP)) else 0
-    return stopped
+        stopped += np.int32(1) if (hit and after < np.float32(_T_STOP)) else np.int32(0)
+    return int(stopped)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
@@ -283,6 +287,11 @@ def _composite(
     out_rgb: np.ndarray,  # [H, W, 3] uint8
     out_alpha: np.ndarray,  # [H, W] float32
 ) -> None:
+    col_of = np.empty(TILE * HALF, dtype=np.float32)
+    row_of = np.empty(TILE * HALF, dtype=np.float32)
+    for q in range(TILE * HALF):
+        col_of[q] = q % HALF
+        row_of[q] = q // HALF
     height = out_rgb.shape[0]
     width = out_rgb.shape[1]
     n_tiles = starts.shape[0] - 1
@@ -320,6 +329,8 @@ def _composite(
                     acc_g,
                     acc_b,
                     trans,
+                    col_of,
+                    row_of,
                     h * TILE * HALF + (gi0 - y0) * HALF,
                     gi1 - gi0 + 1,
                     np.float32(x0 + h * HALF) + half - u,
