@@ -241,6 +241,10 @@ def setup_logging(level: str, secrets: Sequence[str | None] = ()) -> None:
     if level.upper() != "DEBUG":
         for noisy in ("aioice", "aiortc", "numba", "faster_whisper", "matplotlib", "PIL"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Pipecat logs through loguru: route it here, so the level and the secret filter apply to it too
+    from realtime.log_bridge import route_loguru_to_logging
+
+    route_loguru_to_logging()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

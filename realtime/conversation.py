@@ -296,8 +296,11 @@ class Conversation:
 
         @worker.event_handler("on_pipeline_error")
         async def _on_error(_worker: Any, frame: ErrorFrame) -> None:
-            logger.warning("Conversation: %s", frame.error)
-            self._emit({"type": "error", "message": str(frame.error)})
+            message = str(frame.error)
+            if self._settings.llm_key:  # an endpoint may echo the key back in its error text
+                message = message.replace(self._settings.llm_key, "***")
+            logger.warning("Conversation: %s", message)
+            self._emit({"type": "error", "message": message})
 
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)

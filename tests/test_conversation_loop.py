@@ -373,8 +373,9 @@ class FakeChatServer:
         self.requests.append({"headers": dict(request.headers), "body": body})
         if self.fail_next:
             self.fail_next = False
-            return web.json_response(
-                {"error": {"message": "the model crashed", "type": "server_error"}},
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return web.json_response(  # a careless endpoint that echoes the key
+                {"error": {"message": f"the model crashed (key {key})", "type": "server_error"}},
                 status=500,
                 headers={"x-should-retry": "false"},
             )
@@ -396,19 +397,20 @@ class FakeChatServer:
 
 
 @pytest.fixture
-def secret_logs(caplog: pytest.LogCaptureFixture) -> Any:
-    """Everything logged (stdlib logging and Pipecat's loguru) while the test runs."""
+def logs_as_cli(caplog: pytest.LogCaptureFixture) -> Any:
+    """Everything logged, Pipecat's loguru records included, routed to stdlib logging as the CLI does."""
     from loguru import logger as loguru_logger
 
+    from realtime.log_bridge import route_loguru_to_logging
+
     caplog.set_level(logging.DEBUG)
-    captured: list[str] = []
-    sink_id = loguru_logger.add(lambda message: captured.append(str(message)), level="TRACE")
-    yield lambda: caplog.text + "".join(captured)
+    sink_id = route_loguru_to_logging(replace_default=False, level=logging.DEBUG)
+    yield caplog
     loguru_logger.remove(sink_id)
 
 
 async def test_openai_brain_speaks_the_first_sentence_while_the_rest_streams(
-    speech_models: SpeechModels, secret_logs: Callable[[], str]
+    speech_models: SpeechModels, logs_as_cli: pytest.LogCaptureFixture
 ) -> None:
     key = "sk-test-very-secret-key-123"
     avatar = RecordingAvatar()
@@ -439,16 +441,19 @@ async def test_openai_brain_speaks_the_first_sentence_while_the_rest_streams(
     assert [normalise(t) for t in spoken] == ["hello there", "i am the second sentence"]
     assert avatar.names().count("push_tts_audio") == 2
     assert_aligned(avatar)
-    logs = secret_logs()
-    assert "Conversation: started" in logs and "test-model" in logs  # both log systems were captured
+    logs = logs_as_cli.text
+    assert "Conversation: started" in logs and "OpenAILLMService" in logs  # ours and Pipecat's, at DEBUG
     assert key not in logs
     assert key not in repr(settings)
 
 
 async def test_openai_brain_error_keeps_the_session_alive(
-    speech_models: SpeechModels, secret_logs: Callable[[], str]
+    speech_models: SpeechModels, logs_as_cli: pytest.LogCaptureFixture
 ) -> None:
+    from realtime.security import SecretFilter
+
     key = "sk-another-secret-456"
+    logs_as_cli.handler.addFilter(SecretFilter([key]))  # as the CLI's handlers have
     avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
     async with FakeChatServer() as server:
@@ -469,5 +474,6 @@ async def test_openai_brain_error_keeps_the_session_alive(
     assert len(errors) == 1 and "500" in errors[0]["message"]
     assert len(server.requests) == 2  # no retry storm, and the next turn still reached the endpoint
     assert "push_tts_audio" in avatar.names()
-    assert key not in secret_logs()
+    assert key not in logs_as_cli.text  # the endpoint echoed it: Pipecat's error lines are masked
+    assert "***" in logs_as_cli.text
     assert key not in json.dumps(events)

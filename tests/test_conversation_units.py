@@ -206,3 +206,34 @@ def test_openai_brain_needs_a_model_and_keeps_the_key_out_of_repr() -> None:
     assert type(brain).__name__ == "OpenAILLMService"
     assert "sk-secret" not in repr(settings) and "sk-secret" not in str(settings.public_dict())
     assert isinstance(make_brain(Settings()), EchoBrain)
+
+
+# --------------------------------------------------------------------------- loguru → logging
+
+
+def test_loguru_records_reach_stdlib_logging_under_their_module_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from loguru import logger as loguru_logger
+
+    from realtime.log_bridge import route_loguru_to_logging
+
+    caplog.set_level(logging.INFO)
+    sink_id = route_loguru_to_logging(replace_default=False, level=logging.INFO)
+    try:
+        loguru_logger.debug("too quiet to pass")
+        loguru_logger.warning("the model crashed")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            loguru_logger.exception("it failed")
+    finally:
+        loguru_logger.remove(sink_id)
+    got = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert got == [
+        (__name__, logging.WARNING, "the model crashed"),
+        (__name__, logging.ERROR, "it failed"),
+    ]
+    assert caplog.records[1].exc_info is not None and caplog.records[1].exc_info[0] is RuntimeError
