@@ -378,16 +378,20 @@ def plot_load(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = report["steps"]
     n = [s["sessions"] for s in steps]
+
+    def col(key: str) -> list[float]:
+        return [float("nan") if s.get(key) is None else float(s[key]) for s in steps]
+
     fig, ax1 = plt.subplots(figsize=(7, 4))
-    ax1.plot(n, [s["effective_fps_min"] for s in steps], "o-", label="worst session: unique FPS")
-    ax1.plot(n, [s["received_fps_min"] for s in steps], "s--", label="worst session: received FPS")
+    ax1.plot(n, col("effective_fps_min"), "o-", label="worst session: unique FPS")
+    ax1.plot(n, col("received_fps_min"), "s--", label="worst session: received FPS")
     ax1.axhline(25.0, color="k", ls="--", lw=1)
     ax1.set_xlabel("concurrent sessions")
     ax1.set_ylabel("FPS")
     ax1.set_ylim(0, 32)
     ax2 = ax1.twinx()
-    ax2.plot(n, [s["frame_interval_p95_ms"] for s in steps], "r^-", label="worst p95 frame interval (ms)")
-    ax2.plot(n, [s["server_cpu_percent_mean"] for s in steps], "gx:", label="server CPU % (100 = 1 core)")
+    ax2.plot(n, col("frame_interval_p95_ms"), "r^-", label="worst p95 frame interval (ms)")
+    ax2.plot(n, col("server_cpu_percent_mean"), "gx:", label="server CPU % (100 = 1 core)")
     ax2.axhline(60.0, color="r", ls=":", lw=1)
     ax2.set_ylabel("ms / CPU %")
     h1, l1 = ax1.get_legend_handles_labels()

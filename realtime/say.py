@@ -43,6 +43,7 @@ class SayResult:
     frames: int
     duration_s: float
     render_s: float
+    mouth_open: tuple[float, ...] = ()  # per frame: jawOpen of the lip-sync source (bench reference)
 
     @property
     def realtime_factor(self) -> float:
@@ -141,6 +142,7 @@ def render_mp4(
     output.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     frames = 0
+    mouth_open: list[float] = []
     try:
         container = av.open(str(output), mode="w")
     except (av.error.FFmpegError, OSError) as exc:
@@ -176,6 +178,7 @@ def render_mp4(
                 aframe.pts = job.index * stream.samples_per_frame
                 aframe.time_base = fractions.Fraction(1, stream.sample_rate)
                 container.mux(astream.encode(aframe))
+                mouth_open.append(job.mouth_open)
                 frames += 1
             bar.update(len(batch))
             batch.clear()
@@ -189,7 +192,7 @@ def render_mp4(
         container.mux(astream.encode(None))
         bar.close()
     render_s = time.perf_counter() - t0
-    return SayResult(output, frames, frames / fps, render_s)
+    return SayResult(output, frames, frames / fps, render_s, tuple(mouth_open))
 
 
 def say_command(settings: Settings, args: argparse.Namespace) -> int:

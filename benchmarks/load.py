@@ -1,0 +1,254 @@
+"""``splatcast bench load``: add talking sessions one at a time until one of them cannot hold 25 FPS.
+
+Against one server (a local ``splatcast serve`` with admission control lifted
+to ``--capacity 64``, or ``--url``), step ``n = 1, 2, ...``: connect one more
+aiortc client, let every client keep talking (``say`` sentence after
+sentence), warm up, then measure for ``--duration`` seconds. A step fails
+when any session's *unique* frame rate — received FPS × (1 − the share of
+frames the server repeated because their render missed the deadline) — drops
+below 24.5 (25 FPS within measurement tolerance) or its p95 interval between
+received frames exceeds 60 ms. The capacity is the last step that passed. A
+repeated frame still arrives on time, so received FPS alone would hide an
+overloaded renderer: the server's per-session ``repeated`` counter (events
+websocket) is what exposes it. Each step also records the server's CPU and
+the per-stage time per second from ``/metrics`` (which stage dominates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import analysis
+from benchmarks.latency import LOUD, SENTENCES, _last_stats, _scrape
+from benchmarks.metrics_scrape import stage_summaries
+from benchmarks.report import ReportError, new_report, write_outputs
+from benchmarks.target import BenchError, Target
+from benchmarks.webrtc_client import Client
+from realtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MIN_FPS = 24.5
+MAX_P95_MS = 60.0
+WARM_S = 4.0
+DEFAULT_MAX_SESSIONS = 16
+BUSY_STAGES = ("render", "encode", "motion")  # per-frame CPU work the server does for each session
+
+
+@dataclass
+class Talker:
+    client: Client
+    task: asyncio.Task[None] | None = None
+    says: int = 0
+
+
+async def _talk(talker: Talker) -> None:
+    """Keep one session talking: say, wait for its audio to end, pause, next sentence."""
+    c, i = talker.client, 0
+    while True:
+        text = SENTENCES[i % len(SENTENCES)]
+        i += 1
+        t = time.monotonic()
+        with contextlib.suppress(Exception):
+            await c.post("say", {"text": text})
+            talker.says += 1
+        # wait for speech to start and end (or give up), then a short pause
+        deadline = t + 20.0
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            recent = [r for tt, r in zip(c.rx.audio_t[-50:], c.rx.audio_rms[-50:], strict=False) if tt > t]
+            if recent and max(recent[-25:]) <= LOUD and max(recent) > LOUD:
+                break
+        await asyncio.sleep(0.5)
+
+
+def _session_window(c: Client, t0: float, t1: float) -> dict[str, Any]:
+    vt = np.asarray(c.rx.video_t)
+    sel = vt[(vt >= t0) & (vt <= t1)]
+    if sel.size < 2:
+        return {"received_fps": 0.0, "effective_fps": 0.0, "frame_interval_p95_ms": None, "repeated": None}
+    iv = analysis.interval_stats(sel)
+    a, b = _last_stats(c.rx.events, before=t0), _last_stats(c.rx.events, before=t1)
+    frames = b.get("frames", 0) - a.get("frames", 0)
+    repeated = b.get("repeated", 0) - a.get("repeated", 0)
+    share = repeated / frames if frames > 0 else 0.0
+    return {
+        "received_fps": iv.fps,
+        "effective_fps": iv.fps * (1.0 - share),
+        "frame_interval_p95_ms": iv.p95_ms,
+        "frame_interval_p99_ms": iv.p99_ms,
+        "repeated": repeated,
+        "server_frames": frames,
+        "ladder_level": b.get("ladder_level"),
+        "audio_gap_packets": b.get("audio_gap_packets", 0) - a.get("audio_gap_packets", 0),
+    }
+
+
+def _stage_load(stages: dict[str, dict[str, float | None]], seconds: float) -> dict[str, float]:
+    """Milliseconds of each stage per second of wall time (1000 = one core busy all the time)."""
+    out = {}
+    for name in BUSY_STAGES:
+        s = stages.get(name, {})
+        count, mean = s.get("count") or 0.0, s.get("mean_ms") or 0.0
+        out[name] = float(count) * float(mean) / seconds
+    return out
+
+
+async def measure_load(
+    target: Target, max_sessions: int, step_s: float, progress: bool = True
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    talkers: list[Talker] = []
+    probe = Client(target.base)
+    steps: list[dict[str, Any]] = []
+    capacity = 0
+    stop_reason = f"reached --sessions {max_sessions}"
+    bar = tqdm(total=max_sessions, unit="session", desc="bench load", disable=not progress, file=sys.stderr)
+    try:
+        for n in range(1, max_sessions + 1):
+            c = Client(target.base)
+            try:
+                await c.connect()
+            except RuntimeError as exc:  # admission control said no (503) or another refusal
+                await c.close(delete=False)
+                stop_reason = f"session {n} refused: {exc}"
+                break
+            c.watch_events()
+            talker = Talker(c)
+            talkers.append(talker)
+            await c.wait_video(1, timeout=60.0)
+            talker.task = asyncio.create_task(_talk(talker))
+            await asyncio.sleep(WARM_S)
+            before = await _scrape(probe)
+            t0 = time.monotonic()
+            await asyncio.sleep(step_s)
+            t1 = time.monotonic()
+            after = await _scrape(probe)
+            await asyncio.sleep(1.2)  # the stats event that covers t1 arrives within a second
+            sessions = [_session_window(t.client, t0, t1) for t in talkers]
+            stages = stage_summaries(after, before) if after is not None else {}
+            res = target.sampler.samples.window(t0, t1) if target.sampler is not None else {}
+            p95s = [s["frame_interval_p95_ms"] for s in sessions if s["frame_interval_p95_ms"] is not None]
+            step = {
+                "sessions": n,
+                "effective_fps_min": min(s["effective_fps"] for s in sessions),
+                "received_fps_min": min(s["received_fps"] for s in sessions),
+                "frame_interval_p95_ms": max(p95s) if p95s else None,
+                "repeated_frames": sum(s["repeated"] or 0 for s in sessions),
+                "ladder_level_max": max((s["ladder_level"] or 0) for s in sessions),
+                "server_cpu_percent_mean": res.get("cpu_percent_mean"),
+                "server_rss_mb_max": res.get("rss_mb_max"),
+                "stage_ms_per_s": _stage_load(stages, t1 - t0),
+                "stages": stages,
+                "per_session": sessions,
+            }
+            ok = step["effective_fps_min"] >= MIN_FPS and (
+                step["frame_interval_p95_ms"] is not None and step["frame_interval_p95_ms"] <= MAX_P95_MS
+            )
+            step["passed"] = ok
+            steps.append(step)
+            bar.update(1)
+            bar.set_postfix_str(
+                f"{n} sessions: {step['effective_fps_min']:.1f} FPS, p95 {step['frame_interval_p95_ms'] or 0:.0f} ms"
+            )
+            if not ok:
+                stop_reason = (
+                    f"{n} sessions: worst unique FPS {step['effective_fps_min']:.1f}, "
+                    f"worst p95 interval {step['frame_interval_p95_ms'] or float('nan'):.0f} ms"
+                )
+                break
+            capacity = n
+    finally:
+        bar.close()
+        for t in talkers:
+            if t.task is not None:
+                t.task.cancel()
+        for t in talkers:
+            if t.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t.task
+            await t.client.close()
+        await probe.close()
+    if not steps:
+        raise BenchError(f"no step could be measured ({stop_reason})")
+    last = steps[-1]
+    busy = last["stage_ms_per_s"]
+    dominant = max(busy, key=lambda k: busy[k]) if busy else None
+    bottleneck = {
+        "at_sessions": last["sessions"],
+        "dominant_stage": dominant,
+        "stage_ms_per_s": busy,
+        "server_cpu_percent_mean": last["server_cpu_percent_mean"],
+        "note": "stage ms per second of wall time; 1000 = one core busy; the rest of the server CPU is "
+        "the conversation loop (Piper, VAD), aiortc (RTP, Opus) and the event loop",
+    }
+    cap_step = steps[capacity - 1] if capacity else None
+    summary = {
+        "capacity_sessions": float(capacity),
+        "steps": float(len(steps)),
+        "effective_fps_min_at_capacity": cap_step["effective_fps_min"] if cap_step else None,
+        "frame_interval_p95_ms_at_capacity": cap_step["frame_interval_p95_ms"] if cap_step else None,
+        "server_cpu_percent_at_capacity": cap_step["server_cpu_percent_mean"] if cap_step else None,
+        "effective_fps_min_at_failure": None if last["passed"] else last["effective_fps_min"],
+        "render_ms_per_s_last": busy.get("render"),
+        "encode_ms_per_s_last": busy.get("encode"),
+    }
+    return {
+        "summary": summary,
+        "steps": steps,
+        "stop_reason": stop_reason,
+        "bottleneck": bottleneck,
+        "server": {"stages_last_step": last["stages"]},
+    }
+
+
+def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
+    max_sessions = args.sessions if args.sessions > 1 else DEFAULT_MAX_SESSIONS
+    if args.duration < 3:
+        print("splatcast bench load: --duration (seconds measured per step) must be >= 3", file=sys.stderr)
+        return 2
+    command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        with Target(settings, args.url) as target:
+            body = asyncio.run(measure_load(target, max_sessions, args.duration))
+            config = {
+                **target.info,
+                "max_sessions": max_sessions,
+                "step_s": args.duration,
+                "warm_s": WARM_S,
+                "criteria": f"unique FPS >= {MIN_FPS} and p95 frame interval <= {MAX_P95_MS:g} ms",
+            }
+        report = new_report("load", command, config)
+        report.update(body)
+        report["targets"] = {"capacity_sessions": {"op": ">=", "value": 1.0}}
+        md, regressions = write_outputs(report, args.json_out, args.report, args.compare)
+    except (BenchError, ReportError) as exc:
+        print(f"splatcast bench load: {exc}", file=sys.stderr)
+        return 1
+    print(md)
+    print(f"stopped: {body['stop_reason']}")
+    b = body["bottleneck"]
+    print(
+        f"at {b['at_sessions']} session(s) the dominant stage is {b['dominant_stage']} "
+        f"({', '.join(f'{k} {v:.0f} ms/s' for k, v in b['stage_ms_per_s'].items())}; "
+        f"server CPU {b['server_cpu_percent_mean'] or float('nan'):.0f} %)"
+    )
+    for r in regressions:
+        print(f"REGRESSION {r}")
+    if args.json_out:
+        print(f"wrote {args.json_out}")
+    if args.report:
+        print(f"wrote {Path(args.report) / 'load.md'} and capacity.png in {args.report}")
+    return 3 if regressions else 0
