@@ -131,8 +131,11 @@ def inner_mouth(
     tpts = place(tx, tmid + ty + 0.08, depth + 0.18)
     part.add(tpts, normal, sigma * 1.2, TONGUE, LAYER_JAW, FLAG_TONGUE)
     # dark cavity: deepest, large enough for the widest jaw opening
-    cx, cy = _grid(-0.98, 0.98, -0.8, 1.4, step * 1.6)
-    oval = (cx / 0.98) ** 2 + ((cy - 0.3) / 1.1) ** 2 < 1.0
+    cx, cy = _grid(-1.3, 1.3, -0.9, 1.6, step * 1.6)
+    # wide at the lips' level (turned heads see past the corners), narrow below (the jaw's opening tapers)
+    oval = ((np.abs(cx) <= 1.3) & (cy <= 0.45) & ((cx / 1.3) ** 4 + ((cy - 0.2) / 1.1) ** 4 < 1.0)) | (
+        (cx / 1.0) ** 2 + ((cy - 0.45) / 1.15) ** 2 < 1.0
+    )
     part.add(place(cx[oval], cy[oval], depth + 0.45), normal, sigma * 1.6, CAVITY, LAYER_MOUTH)
 
 

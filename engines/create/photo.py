@@ -40,7 +40,6 @@ import numpy as np
 from engines.create.face_env import Landmarks, detect_landmarks
 from engines.create.layers import (
     FLAG_DEFORM,
-    SIGMA_PER_STEP,
     Part,
     eyeball,
     face_metadata,
@@ -106,7 +105,7 @@ class PhotoOptions:
     head_step: float = 3.0  # hair / ears / head backing
     static_step: float = 4.5  # neck, shoulders, background
     focal: float = 2.5  # focal length / image side
-    refine_iters: int = 12
+    refine_iters: int = 16
     max_faces: int = 4
     min_face_ratio: float = 0.35  # a second face at least this wide (relative) counts as "several faces"
 
@@ -335,7 +334,7 @@ def create_from_image(
     face_n = np.einsum("kj,kjc->kc", bary, vn[verts])
     # discs lean towards the camera (never seen edge-on near the nose wings or the cheeks' rim)
     face_n = face_n / np.maximum(np.linalg.norm(face_n, axis=1, keepdims=True), 1e-12) + [0.0, 0.0, -2.0]
-    face_sigma = SIGMA_PER_STEP * s * z / f
+    face_sigma = 0.65 * s * z / f  # a backing layer lies behind the face: sharper than SIGMA_PER_STEP
     part.add(face_pts, face_n, face_sigma, _bilinear(photo, grid), LAYER_HEAD, FLAG_DEFORM)
     n_face = len(face_pts)
     # explicit inner-lip Gaussians exactly on the landmarks (tools measure the aperture on them)
@@ -416,7 +415,9 @@ def create_from_image(
     head_mask = (((gx - ell_c[0]) / ell_r[0]) ** 2 + ((gy - ell_c[1]) / ell_r[1]) ** 2 < 1.0) & (
         gy < chin2[1] - 0.15 * head_h
     )
-    head_mask |= face_mask
+    from scipy.ndimage import binary_dilation
+
+    head_mask |= binary_dilation(face_mask, iterations=8)  # a margin past the face's rim (chin included)
     hs = opts.head_step
     gx_, gy_ = np.meshgrid(np.arange(hs / 2, size, hs), np.arange(hs / 2, size, hs))  # [gh, gw]
     guv = np.stack([gx_.ravel(), gy_.ravel()], axis=1)
@@ -432,23 +433,31 @@ def create_from_image(
     gbary = np.concatenate([gb2, 1 - gb2.sum(axis=1, keepdims=True)], axis=1)
     zf = np.full(len(guv), np.nan)
     zf[on_mesh] = np.einsum("kj,kj->k", gbary, depth[tri.simplices[gsimp[on_mesh]]])
-    hz[on_mesh] = np.maximum(hz[on_mesh], zf[on_mesh] + 0.12 * face_w)
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import distance_transform_edt, gaussian_filter
 
+    # the face depth carried past the mesh's rim (nearest value), so the backing has no step there
+    _, (ni, nj) = distance_transform_edt(~on_mesh.reshape(gx_.shape), return_indices=True)
+    zf_ext = zf.reshape(gx_.shape)[ni, nj].ravel()
+    hz = np.maximum(hz, zf_ext + 0.12 * face_w)
     hz = gaussian_filter(hz.reshape(gx_.shape), 2.0).ravel()
     hz[on_mesh] = np.maximum(hz[on_mesh], zf[on_mesh] + 0.06 * face_w)
     dz_du = np.gradient(hz.reshape(gx_.shape), hs, axis=1).ravel() * f / hz  # ∂z/∂x (world)
     dz_dv = np.gradient(hz.reshape(gx_.shape), hs, axis=0).ravel() * f / hz
     h_normal = np.stack([dz_du, dz_dv, -np.ones_like(hz)], axis=1)
     cos_view = 1.0 / np.linalg.norm(h_normal, axis=1)
-    h_sigma = SIGMA_PER_STEP * hs * hz / f / np.maximum(cos_view, 0.4)
+    h_sigma = 0.85 * hs * hz / f / np.maximum(cos_view, 0.6)  # soft: hair, and room to stretch
     hsel = head_mask[np.clip(guv[:, 1].astype(int), 0, size - 1), np.clip(guv[:, 0].astype(int), 0, size - 1)]
     # around the mouth the backing lies deeper than the inner-mouth layer (so the open mouth shows
     # the cavity) and follows the face's deformation (so stretched skin never shows a hole)
     mloc = mouth.local(unproject(guv[:, 0], guv[:, 1], np.full(len(guv), float(mouth.centre[2]))))
-    mouth_zone = (np.abs(mloc[:, 0]) < 1.6) & (mloc[:, 1] > -1.2) & (mloc[:, 1] < 2.6) & on_mesh & hsel
-    hz[mouth_zone] = zf[mouth_zone] + 0.3 * face_w
-    for sel, flag in ((mouth_zone, FLAG_DEFORM), (hsel & ~mouth_zone, 0)):
+    wz = (
+        np.clip((1.6 - np.abs(mloc[:, 0])) / 0.5, 0, 1)
+        * np.clip((mloc[:, 1] + 1.2) / 0.5, 0, 1)
+        * np.clip((2.6 - mloc[:, 1]) / 0.5, 0, 1)
+    )
+    hz[on_mesh] = np.maximum(hz[on_mesh], zf[on_mesh] + (0.06 + 0.16 * wz[on_mesh]) * face_w)
+    # the backing follows the face's deformation fields (they fade out away from the features)
+    for sel, flag in ((hsel, FLAG_DEFORM),):
         part.add(
             unproject(guv[sel, 0], guv[sel, 1], hz[sel]),
             h_normal[sel],
@@ -458,7 +467,6 @@ def create_from_image(
             flag,
         )
     n_head = sum(len(m) for m in part.means)
-    from scipy.ndimage import binary_dilation
 
     behind = _inpaint(photo, binary_dilation(head_mask, iterations=4))
     static_z = z_c + 0.5 * face_w
@@ -504,7 +512,10 @@ def create_from_image(
     )
     visible |= (order >= n_inner) & (order < n_head) & ~face_mask[uvi[:, 1], uvi[:, 0]]
     visible |= (order >= n_head) & in_img & ~head_mask[uvi[:, 1], uvi[:, 0]]
-    psnr = refine_colors(avatar, photo, visible, face_mask, opts.refine_iters, step)
+    # wide, strongly overlapping Gaussians (hair, background) take smaller steps: the residual
+    # correction is a Jacobi iteration and would amplify stripes with a large step there
+    rate = np.where(order < n_inner, 0.6, 0.15)[visible]
+    psnr = refine_colors(avatar, photo, visible, face_mask, opts.refine_iters, step, rate)
     avatar.metadata["neutral_psnr_face_db"] = round(psnr, 2)
     avatar.metadata["creation_seconds"] = round(time.monotonic() - t0, 2)
     return avatar
@@ -517,7 +528,7 @@ def refine_colors(
     region: np.ndarray,  # [H, W] bool: pixels whose PSNR is tracked
     iters: int,
     step: Progress,
-    rate: float = 0.6,
+    rate: float | np.ndarray = 0.6,  # step size, scalar or [which.sum()]
 ) -> float:
     """Correct colours of the ``which`` Gaussians by the residual at their centres (rendering is
     linear in the colours); keeps the best round. Returns the PSNR over ``region`` in dB."""
@@ -545,7 +556,8 @@ def refine_colors(
         if it == iters:
             break
         corr = _bilinear(err, uv)
-        avatar.colors[which] = np.clip(avatar.colors[which] + rate * corr, 0.0, 1.0).astype(np.float32)
+        step_ = np.asarray(rate, dtype=np.float64).reshape(-1, 1) if np.ndim(rate) else float(rate)
+        avatar.colors[which] = np.clip(avatar.colors[which] + step_ * corr, 0.0, 1.0).astype(np.float32)
     avatar.colors[:] = best_colors
     return best
 

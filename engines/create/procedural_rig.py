@@ -91,7 +91,7 @@ class FaceFeatures:
     nose_tip: Vec  # [3]
     head_pivot: Vec  # [3]
     jaw_pivot: Vec  # [3]
-    jaw_max_angle: float = 0.45  # radians at jawOpen = 1
+    jaw_max_angle: float = 0.5  # radians at jawOpen = 1
 
 
 def _band(d: np.ndarray, t: float, s: float) -> np.ndarray:
@@ -130,7 +130,7 @@ class _Fields:
 
 LIP_T = 0.32  # lip thickness band (mouth half widths)
 LIP_S = 0.45  # falloff beyond the lip band
-OVERLAP = 0.05  # closing channels overshoot the midline by this much (each side), for a complete seal
+OVERLAP = 0.03  # closing channels overshoot the midline by this much (each side), for a complete seal
 
 
 def _mouth_fields(fx: _Fields, jaw_delta: np.ndarray) -> None:

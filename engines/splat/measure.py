@@ -55,7 +55,7 @@ def without_static(avatar: Avatar) -> Avatar:
     return out
 
 
-def head_silhouette(avatar: Avatar, params: np.ndarray, erode: int = 3) -> np.ndarray:
+def head_silhouette(avatar: Avatar, params: np.ndarray, erode: int = 4) -> np.ndarray:
     """bool [B, H, W]: pixels covered by the posed head (every non-static layer), holes filled, eroded."""
     from scipy.ndimage import binary_closing, binary_erosion, binary_fill_holes
 
