@@ -39,8 +39,20 @@ class Received:
 
 class Client:
     def __init__(
-        self, base: str, mouth_box: tuple[int, int, int, int] | None = None, api_token: str | None = None
+        self,
+        base: str,
+        mouth_box: tuple[int, int, int, int] | None = None,
+        api_token: str | None = None,
+        protocol: str = "splatcast",
+        mic: MediaStreamTrack | None = None,
     ) -> None:
+        """``protocol``: ``splatcast`` (``splatcast serve``) or ``smallwebrtc`` (Pipecat's SmallWebRTC
+        signalling, as ``splatcast bot`` and Pipecat's prebuilt client speak it: ``POST /start``, then
+        ``POST /sessions/{id}/api/offer``; audio transceiver first, ``mic`` sent on it when given)."""
+        if protocol not in ("splatcast", "smallwebrtc"):
+            raise ValueError(f"protocol must be splatcast or smallwebrtc, got {protocol!r}")
+        self.protocol = protocol
+        self.mic = mic
         self.base = base.rstrip("/")
         self.api_token = api_token  # the server's token, when it has one
         self.mouth_box = mouth_box
@@ -54,6 +66,9 @@ class Client:
         self._prev_gray: np.ndarray | None = None
 
     async def connect(self) -> None:
+        if self.protocol == "smallwebrtc":
+            await self._connect_smallwebrtc()
+            return
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
 
@@ -71,6 +86,34 @@ class Client:
             if resp.status != 200:
                 raise RuntimeError(f"offer refused: {resp.status} {body}")
         self.session_id, self.token = body["session_id"], body.get("token")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+
+    async def _connect_smallwebrtc(self) -> None:
+        # SmallWebRTC takes the first transceiver as audio and the second as video
+        if self.mic is not None:
+            self.pc.addTransceiver(self.mic, direction="sendrecv")
+        else:
+            self.pc.addTransceiver("audio", direction="recvonly")
+        self.pc.addTransceiver("video", direction="recvonly")
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            reader = self._video if track.kind == "video" else self._audio
+            self._tasks.append(asyncio.get_running_loop().create_task(reader(track)))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.connected_at = time.monotonic()
+        async with self.http.post(f"{self.base}/start", json={"transport": "webrtc"}) as resp:
+            start = await resp.json()
+            if resp.status != 200:
+                raise RuntimeError(f"start refused: {resp.status} {start}")
+        offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        url = f"{self.base}/sessions/{start['sessionId']}/api/offer"
+        async with self.http.post(url, json=offer) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"offer refused: {resp.status} {await resp.text()}")
+            body = await resp.json()
+        self.session_id = body["pc_id"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
 
     async def _video(self, track: MediaStreamTrack) -> None:
@@ -136,7 +179,7 @@ class Client:
             await asyncio.sleep(0.05)
 
     async def close(self, delete: bool = True) -> None:
-        if delete and self.session_id:
+        if delete and self.session_id and self.protocol == "splatcast":
             with contextlib.suppress(aiohttp.ClientError):
                 async with self.http.delete(f"{self.base}/api/sessions/{self.session_id}", headers=self.auth):
                     pass
@@ -161,13 +204,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``splatcast serve`` in a subprocess on a free loopback port."""
+    """``splatcast serve`` (or ``splatcast bot``) in a subprocess on a free loopback port."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, command: str = "serve") -> None:
+        """``command``: ``serve`` or ``bot`` (both print "serving the avatar at" once ready)."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "realtime.cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "realtime.cli", command, "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -1,0 +1,391 @@
+"""``splatcast bot``: a ready Pipecat voice bot with a splat face, offline, no keys.
+
+::
+
+    browser (Pipecat's prebuilt SmallWebRTC client)
+      ⇅ SmallWebRTC (aiortc)
+    transport.input ─▶ Whisper tiny.en ─▶ user turn (Silero VAD, Smart Turn) ─▶ brain ─▶ Piper
+      ─▶ SplatAvatarService ─▶ transport.output ─▶ assistant context
+
+Every piece is Pipecat's or already ours: the STT/TTS services and brains of
+the conversation loop (:mod:`realtime.conversation_services`,
+:mod:`realtime.brains`), the turn aggregators of :mod:`realtime.conversation`,
+and :class:`realtime.pipecat.SplatAvatarService` over
+:class:`realtime.pipecat.SplatSmallWebRTCTransport`. The brain is ``echo``
+unless ``--llm-url`` names an OpenAI-compatible server.
+
+HTTP (aiohttp), the protocol the prebuilt client speaks:
+
+* ``GET /`` → the prebuilt client (package ``pipecat-ai-small-webrtc-prebuilt``,
+  the ``bot`` extra); ``GET /healthz``
+* ``POST /start`` → ``{"sessionId"}``
+* ``POST /sessions/{id}/api/offer`` (or ``/api/offer``) ``{sdp, type, pc_id?,
+  restart_pc?}`` → ``{sdp, type, pc_id}``; ``PATCH`` the same path with
+  ``{pc_id, candidates: [{candidate, sdp_mid, sdp_mline_index}]}`` for trickled ICE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from realtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+GREETING = "Hello! I am a splatcast avatar. Say something, and I will answer."
+PREBUILT_PACKAGE = "pipecat_ai_small_webrtc_prebuilt"
+MIC_SAMPLE_RATE = 16_000
+
+_FALLBACK_PAGE = """<!doctype html><meta charset="utf-8"><title>splatcast bot</title>
+<h1>splatcast bot</h1>
+<p>The browser client ships in the <code>bot</code> extra:
+<code>pip install 'splatcast[bot]'</code> (Pipecat's prebuilt SmallWebRTC client), then reload.</p>
+<p>Any SmallWebRTC client can connect meanwhile: <code>POST /start</code>, then
+<code>POST /sessions/&lt;sessionId&gt;/api/offer</code> with <code>{sdp, type}</code>.</p>
+"""
+
+
+class BotError(RuntimeError):
+    """The bot cannot start (the message says what to install or set)."""
+
+
+def prebuilt_client_dir() -> Path | None:
+    """The prebuilt client's static files (``client/dist``), or None when the package is missing."""
+    spec = importlib.util.find_spec(PREBUILT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    dist = Path(next(iter(spec.submodule_search_locations))) / "client" / "dist"
+    return dist if (dist / "index.html").is_file() else None
+
+
+@dataclass
+class BotShared:
+    """What every call shares: the loaded engine (avatar, render worker, a2v) and speech models."""
+
+    settings: Settings
+    engine: Any  # realtime.engine.Engine
+    models: Any  # realtime.conversation_services.SpeechModels
+    greeting: str = GREETING
+
+    @classmethod
+    def load(cls, settings: Settings) -> BotShared:
+        from realtime.conversation_services import SpeechModels
+        from realtime.engine import Engine
+
+        engine = Engine.load(settings, warmup=False)
+        try:
+            models = SpeechModels.load()
+        except Exception:
+            engine.close()
+            raise
+        return cls(settings, engine, models)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+@dataclass
+class Call:
+    """One browser's call: its WebRTC connection and the task running its pipeline."""
+
+    connection: Any  # SmallWebRTCConnection
+    task: asyncio.Task[None] | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class BotServer:
+    """The HTTP side: serves the client and turns each WebRTC offer into a call with its own pipeline."""
+
+    def __init__(self, shared: BotShared) -> None:
+        self.shared = shared
+        self.calls: dict[str, Call] = {}  # by pc_id
+        self.sessions: set[str] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_post("/start", self.start)
+        for path in ("/api/offer", "/sessions/{session_id}/api/offer"):
+            app.router.add_post(path, self.offer)
+            app.router.add_patch(path, self.candidates)
+        dist = prebuilt_client_dir()
+        if dist is not None:
+            index = dist / "index.html"
+
+            async def client_index(_request: web.Request) -> web.FileResponse:
+                return web.FileResponse(index)
+
+            app.router.add_get("/", client_index)
+            app.router.add_static("/", dist)
+        else:
+            logger.warning("bot: the prebuilt browser client is not installed: pip install 'splatcast[bot]'")
+
+            async def fallback(_request: web.Request) -> web.Response:
+                return web.Response(text=_FALLBACK_PAGE, content_type="text/html")
+
+            app.router.add_get("/", fallback)
+        app.on_shutdown.append(self._close_calls)
+        return app
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "calls": len(self.calls)})
+
+    async def start(self, _request: web.Request) -> web.Response:
+        session_id = str(uuid.uuid4())
+        self.sessions.add(session_id)
+        body: dict[str, Any] = {"sessionId": session_id}
+        if self.shared.settings.ice_servers:
+            body["iceConfig"] = {"iceServers": [{"urls": list(self.shared.settings.ice_servers)}]}
+        return web.json_response(body)
+
+    async def offer(self, request: web.Request) -> web.Response:
+        from pipecat.transports.smallwebrtc.connection import IceServer, SmallWebRTCConnection
+
+        try:
+            body = await request.json()
+            sdp, kind = str(body["sdp"]), str(body["type"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text="expected JSON {sdp, type}") from None
+        pc_id = body.get("pc_id")
+        call = self.calls.get(pc_id) if pc_id else None
+        if call is not None:
+            await call.connection.renegotiate(sdp=sdp, type=kind, restart_pc=bool(body.get("restart_pc")))
+        else:
+            scheduler = self.shared.engine.scheduler
+            admitted, retry_after = scheduler.admit(self.shared.settings.capacity)
+            if not admitted or (
+                self.shared.settings.max_sessions is not None
+                and len(self.calls) >= self.shared.settings.max_sessions
+            ):
+                raise web.HTTPServiceUnavailable(
+                    text="the avatar is busy with other calls", headers={"Retry-After": str(int(retry_after))}
+                )
+            ice = [IceServer(urls=url) for url in self.shared.settings.ice_servers] or None
+            connection = SmallWebRTCConnection(ice_servers=ice)
+            await connection.initialize(sdp=sdp, type=kind)
+            call = Call(connection)
+
+            @connection.event_handler("closed")
+            async def _closed(conn: Any) -> None:
+                self.calls.pop(conn.pc_id, None)
+
+            call.task = asyncio.create_task(run_call(self.shared, connection), name="splatcast-bot-call")
+        answer = call.connection.get_answer()
+        if answer is None:
+            raise web.HTTPInternalServerError(text="the WebRTC connection produced no answer")
+        self.calls[answer["pc_id"]] = call
+        return web.json_response(answer)
+
+    async def candidates(self, request: web.Request) -> web.Response:
+        from aiortc.sdp import candidate_from_sdp
+
+        try:
+            body = await request.json()
+            call = self.calls.get(str(body["pc_id"]))
+            items = list(body.get("candidates", []))
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text="expected JSON {pc_id, candidates}") from None
+        if call is None:
+            raise web.HTTPNotFound(text="no such peer connection")
+        for item in items:
+            text = item.get("candidate") if isinstance(item, dict) else None
+            candidate = None  # an empty candidate marks the end of candidates
+            if text:
+                candidate = candidate_from_sdp(text)
+                candidate.sdpMid = item.get("sdp_mid")
+                candidate.sdpMLineIndex = item.get("sdp_mline_index")
+            await call.connection.add_ice_candidate(candidate)
+        return web.json_response({"status": "success"})
+
+    async def _close_calls(self, _app: web.Application) -> None:
+        calls = list(self.calls.values())
+        self.calls.clear()
+        for call in calls:
+            with contextlib.suppress(Exception):
+                await call.connection.disconnect()
+        tasks = [c.task for c in calls if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def make_turn_aggregators() -> Any:
+    """The user/assistant context aggregators with the conversation loop's turn-taking.
+
+    Silero VAD and Smart Turn v3 (both ONNX inside pipecat-ai) decide when a
+    user turn starts and ends, as in :class:`realtime.conversation.Conversation`.
+    """
+    from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.aggregators.llm_response_universal import (
+        LLMContextAggregatorPair,
+        LLMUserAggregatorParams,
+    )
+    from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+    from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+    from engines.assets import smart_turn
+
+    turn_analyzer = LocalSmartTurnAnalyzerV3(smart_turn_model_path=str(smart_turn()), cpu_count=1)
+    return LLMContextAggregatorPair(
+        LLMContext(),  # the system prompt lives on the LLM service (realtime.brains)
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(sample_rate=MIC_SAMPLE_RATE),
+            user_turn_strategies=UserTurnStrategies(
+                stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turn_analyzer)]
+            ),
+        ),
+    )
+
+
+def build_pipeline(shared: BotShared, transport: Any) -> tuple[Any, Any]:
+    """(pipeline, avatar service) of one call: STT → turns → brain → Piper → avatar → transport."""
+    from pipecat.pipeline.pipeline import Pipeline
+
+    from realtime.brains import make_brain
+    from realtime.conversation_services import AlignedPiperTTSService, SharedWhisperSTTService
+    from realtime.pipecat import SplatAvatarService
+
+    settings = shared.settings
+    aggregators = make_turn_aggregators()
+    avatar = SplatAvatarService(engine=shared.engine, fps=settings.fps, size=settings.size)
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            SharedWhisperSTTService(shared.models.stt),
+            aggregators.user(),
+            make_brain(settings),
+            AlignedPiperTTSService(shared.models),
+            avatar,
+            transport.output(),
+            aggregators.assistant(),
+        ]
+    )
+    return pipeline, avatar
+
+
+async def run_call(shared: BotShared, connection: Any) -> None:
+    """Run one call's pipeline until the browser hangs up."""
+    from pipecat.frames.frames import TTSSpeakFrame
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+    from pipecat.workers.runner import WorkerRunner
+
+    from realtime.pipecat import SplatSmallWebRTCTransport, avatar_transport_params
+
+    settings = shared.settings
+    params = avatar_transport_params(
+        fps=settings.fps, size=settings.size, audio_in_sample_rate=MIC_SAMPLE_RATE
+    )
+    transport = SplatSmallWebRTCTransport(connection, params)
+    pipeline, avatar = build_pipeline(shared, transport)
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(audio_in_sample_rate=MIC_SAMPLE_RATE, audio_out_sample_rate=48_000),
+        idle_timeout_secs=None,
+        cancel_on_idle_timeout=False,
+        enable_rtvi=False,
+    )
+
+    @transport.event_handler("on_client_connected")
+    async def _connected(_transport: Any, _client: Any) -> None:
+        logger.info("bot: call %s connected", connection.pc_id)
+        if shared.greeting:
+            await worker.queue_frame(TTSSpeakFrame(shared.greeting))
+
+    @transport.event_handler("on_client_disconnected")
+    async def _disconnected(_transport: Any, _client: Any) -> None:
+        logger.info("bot: call %s hung up", connection.pc_id)
+        await worker.cancel(reason="the browser hung up")
+
+    scheduler = shared.engine.scheduler
+    scheduler.sessions += 1
+    try:
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+    except Exception:
+        logger.exception("bot: call %s ended with an error", connection.pc_id)
+    finally:
+        scheduler.sessions -= 1
+        logger.info(
+            "bot: call %s over: %d images (%d repeated), audio→first image %s s",
+            connection.pc_id,
+            avatar.stats.images,
+            avatar.stats.repeated,
+            [round(s, 3) for s in avatar.stats.first_audio_to_image_s],
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+async def serve_bot(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Load the models, serve the client and calls until SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
+    shared = await loop.run_in_executor(None, BotShared.load, settings)
+    server = BotServer(shared)
+    runner = web.AppRunner(server.app(), access_log=None)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+        print(
+            f"splatcast bot is serving the avatar at http://{host}:{settings.port}/  (Ctrl+C to stop)",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        logger.info("bot: shutting down")
+        await runner.cleanup()
+        shared.close()
+
+
+def bot_settings(settings: Settings) -> Settings:
+    """``--llm-url`` alone switches the brain to the OpenAI-compatible one."""
+    if settings.llm_url and settings.brain == "echo":
+        settings = settings.replace(brain="openai")
+    if settings.brain == "openai" and not settings.llm_model:
+        raise BotError("--llm-url needs --llm-model too (the model name the server knows)")
+    return settings
+
+
+def bot_command(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        settings = bot_settings(settings)
+    except BotError as exc:
+        print(f"splatcast bot: {exc}", file=sys.stderr)
+        return 2
+    if not _is_loopback(settings.host) and not settings.insecure:
+        print(
+            f"splatcast bot: refusing to listen on {settings.host}: the bot has no authentication; "
+            "put it behind something that has, and pass --insecure",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        asyncio.run(serve_bot(settings))
+    except OSError as exc:
+        print(f"splatcast bot: cannot serve on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

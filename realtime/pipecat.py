@@ -1,0 +1,572 @@
+"""A local avatar video service for Pipecat: a lip-synced Gaussian-splat face, no hosted service.
+
+Add one processor after your TTS service::
+
+    pipeline = Pipeline([transport.input(), stt, user_agg, llm, tts,
+                         SplatAvatarService(),            # ← the face
+                         transport.output(), assistant_agg])
+
+with ``TransportParams(video_out_enabled=True, video_out_is_live=True,
+video_out_width=512, video_out_height=512, video_out_framerate=25)``.
+
+In: ``TTSAudioRawFrame`` from any TTS service at any sample rate (Piper
+alignments from :class:`realtime.conversation_services.AlignedTTSAudioRawFrame`
+drive the mouth directly; any other audio goes through the a2v network),
+``TTSStartedFrame``/``TTSStoppedFrame``, ``InterruptionFrame``,
+``UserStartedSpeakingFrame``/``UserStoppedSpeakingFrame`` (the avatar listens),
+``EndFrame``/``CancelFrame``. Out: one ``OutputImageRawFrame`` (RGB) per video
+frame, with ``pts`` on the audio clock (frame ``k`` at ``k/fps``), and the
+audio of each frame at 48 kHz: the TTS audio as ``TTSAudioRawFrame``, silence
+between replies as plain ``OutputAudioRawFrame`` (so the transport does not
+think the bot speaks). The TTS audio frames are consumed and re-emitted in step
+with the frames; ``TTSStartedFrame``/``TTSStoppedFrame`` are held and leave
+just before the first and just after the last audio of their reply, so the
+transport's bot-speaking events follow what is actually heard.
+
+Who owns time: this service. The :class:`realtime.avatar_stream.AvatarStream`
+is clock-free; a :class:`realtime.scheduler.FrameClock` renders frame ``k``
+(in the shared render worker thread: numba releases the GIL, the event loop
+never blocks) by its deadline ``t0 + k/fps`` or repeats the previous image,
+and the service pushes image ``k`` at ``t0 + k/fps`` on that absolute
+schedule. Idle frames therefore flow when nobody speaks, and the transport's
+queues stay about one frame deep, so an interruption takes effect at once.
+
+Audio leaves one frame after its image. Pipecat's live video output
+(``video_out_is_live``) draws every image one frame period after it arrives,
+on a grid of its own started by the first image, while audio leaves as soon
+as the transport writes it; holding the audio back one frame makes image ``k``
+and the audio of ``[k/fps, (k+1)/fps)`` leave the transport together, so the
+voice never overtakes its frame (receivers synchronise "as sent").
+
+SmallWebRTC: Pipecat's ``RawVideoTrack`` stamps frames with aiortc's fixed
+1/30 s step whatever the real rate, so at 25 FPS the video's RTP clock runs 20 %
+fast against the audio. :class:`SplatSmallWebRTCTransport` is a drop-in
+``SmallWebRTCTransport`` whose video track stamps each frame with its own pts
+(the audio clock) instead; ``splatcast bot`` uses it. With the stock transport,
+run the service at ``fps=30``, where the fixed step is right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from av import VideoFrame
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    OutputImageRawFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.ai_service import AIService
+from pipecat.services.settings import ServiceSettings
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.transport import (
+    RawVideoTrack,
+    SmallWebRTCClient,
+    SmallWebRTCTransport,
+)
+
+from realtime.avatar_stream import OUTPUT_SAMPLE_RATE, VIDEO_CLOCK_RATE, AvatarStream, FrameJob
+from realtime.clock import sleep_until
+from realtime.conversation_services import AlignedTTSAudioRawFrame
+from realtime.engine import Engine
+from realtime.scheduler import FrameClock, Renderer
+from realtime.settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger(__name__)
+
+NS_PER_S = 1_000_000_000
+END_DRAIN_MARGIN_S = 2.0  # EndFrame: how much longer than the queued speech to wait for it to play out
+
+
+class SplatAvatarError(ValueError):
+    """The service cannot be configured as asked (the message says which option)."""
+
+
+class RGBRenderer(Renderer):
+    """The shared renderer, handing out RGB frames at the output size (Pipecat images are RGB)."""
+
+    def to_video_frame(self, image: np.ndarray) -> VideoFrame:
+        """uint8 [h, w, 3] → an rgb24 frame at the output size (scaled up when rendered smaller)."""
+        frame = VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        h, w = self.size
+        if (frame.height, frame.width) != (h, w):
+            frame = frame.reformat(width=w, height=h)
+        return frame
+
+
+@dataclass
+class _Reply:
+    """One TTS reply as it passes through: its held start/stop frames and whether it has audio."""
+
+    context_id: str | None
+    started: TTSStartedFrame | None = None
+    stopped: TTSStoppedFrame | None = None
+    has_audio: bool = False
+
+
+@dataclass
+class _Ready:
+    """A rendered frame waiting for its time to leave."""
+
+    job: FrameJob
+    frame: VideoFrame
+    repeated: bool
+    marks: list[str] = field(default_factory=list)  # AvatarStream events of this frame
+
+
+@dataclass
+class ServiceStats:
+    images: int = 0
+    repeated: int = 0  # frames not rendered in time (the previous image went out again)
+    speech_frames: int = 0
+    interrupts: int = 0
+    first_audio_to_image_s: list[float] = field(
+        default_factory=list
+    )  # per reply: TTS audio in → its image out
+
+
+class SplatAvatarService(AIService):
+    """A Pipecat video service that gives a bot a local, lip-synced splat face (see the module docstring).
+
+    Options: ``avatar`` (a ``.safetensors`` avatar; default: the bundled one),
+    ``fps`` (25 or 30), ``size`` (square output in pixels), ``a2v_runtime``
+    (``onnx-cpu``, ``onnx-cuda``, ``tensorrt``, ``auto``), ``render_backend``
+    (``cpu``, ``torch``, ``reference``), ``emotion`` (a motion-layer emotion
+    name, held for the whole call). ``engine`` shares one loaded
+    :class:`realtime.engine.Engine` (avatar, render worker, a2v) between the
+    services of several calls; without it the service loads its own at start.
+    """
+
+    def __init__(
+        self,
+        *,
+        avatar: str | Path | None = None,
+        fps: int = 25,
+        size: int = 512,
+        a2v_runtime: str = "onnx-cpu",
+        render_backend: str = "cpu",
+        emotion: str = "neutral",
+        emotion_intensity: float = 1.0,
+        engine: Engine | None = None,
+        audio_delay_frames: int = 1,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(settings=ServiceSettings(model="splatcast"), **kwargs)
+        if engine is not None:
+            self._config = engine.settings
+            if engine.settings.fps != fps:
+                raise SplatAvatarError(f"the engine runs at {engine.settings.fps} fps, not {fps}")
+        else:
+            try:
+                self._config = load_settings(
+                    flags={
+                        "avatar": avatar,
+                        "fps": fps,
+                        "size": size,
+                        "a2v_runtime": a2v_runtime,
+                        "render_backend": render_backend,
+                    },
+                    env={},
+                )
+            except SettingsError as exc:
+                raise SplatAvatarError(str(exc)) from exc
+        if audio_delay_frames < 0:
+            raise SplatAvatarError(f"audio_delay_frames must be >= 0, got {audio_delay_frames}")
+        self._fps = fps
+        self._size = size
+        self._emotion = (emotion, float(emotion_intensity))
+        self._engine = engine
+        self._own_engine = engine is None
+        self._audio_delay = audio_delay_frames
+        self._seed = seed
+        self._stream: AvatarStream | None = None
+        self._renderer: RGBRenderer | None = None
+        self._clock: FrameClock | None = None
+        self._push_task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
+        self._marks: defaultdict[int, list[str]] = defaultdict(list)
+        self._t0 = 0.0
+        self._replies: deque[_Reply] = deque()  # replies handed to the stream, in play order
+        self._incoming: _Reply | None = None  # the reply receiving audio now
+        self._audio_line: deque[tuple[FrameJob, list[str], _Reply | None]] = deque()  # delayed audio
+        self._playing: _Reply | None = None
+        self._last_image: bytes | None = None
+        self._drained = asyncio.Event()
+        self._first_audio_at: dict[int, float] = {}  # id(reply) → when its first TTS audio came in
+        self._interrupted_before = 0  # frames below this index were made before the last interruption
+        self._speech_in_s = 0.0  # TTS audio received and not yet pushed out, in seconds
+        self.stats = ServiceStats()
+
+    # --- public ------------------------------------------------------------------------------------
+    @property
+    def fps(self) -> int:
+        return self._fps
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the images this service pushes."""
+        return self._size, self._size
+
+    @property
+    def avatar_stream(self) -> AvatarStream | None:
+        """The AvatarStream behind the face (None before the pipeline starts)."""
+        return self._stream
+
+    def set_emotion(self, name: str, intensity: float = 1.0) -> None:
+        """Change the avatar's emotion from now on (a motion-layer emotion name)."""
+        self._emotion = (name, float(intensity))
+        if self._stream is not None:
+            self._stream.set_emotion(name, float(intensity))
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        if self._engine is None:
+            self._engine = await asyncio.to_thread(self._load_engine, self._config)
+        engine = self._engine
+        renderer = RGBRenderer(engine.avatar, (self._size, self._size), backend=self._config.render_backend)
+        warm_s = await asyncio.to_thread(renderer.warmup)
+        logger.info("%s: renderer ready in %.1f s (%d px, %d fps)", self, warm_s, self._size, self._fps)
+        stream = AvatarStream(renderer.channels, fps=self._fps, lip_model=engine.lip_model, seed=self._seed)
+        stream.add_listener(self._on_stream_event)
+        name, intensity = self._emotion
+        if name != "neutral":
+            stream.set_emotion(name, intensity)
+        self._renderer = renderer
+        self._stream = stream
+        self._clock = FrameClock(stream, engine.scheduler, renderer, self._release)
+
+    @staticmethod
+    def _load_engine(settings: Settings) -> Engine:
+        return Engine.load(settings, warmup=False)
+
+    def _start_clock(self) -> None:
+        if self._clock is None or self._clock.running:
+            return
+        self._t0 = time.monotonic() + 1.0 / self._fps  # one frame to render the first image
+        self._clock.start(self._t0)
+        self._push_task = self.create_task(self._push_loop(), name="splatcast-avatar-push")
+
+    async def stop(self, frame: EndFrame) -> None:
+        """Graceful end: let the replies already received play out, then stop the frame loop."""
+        await super().stop(frame)
+        if self._stream is not None and self._clock is not None and self._clock.running:
+            if self._incoming is not None and self._incoming.has_audio:
+                self._end_reply(None)
+            self._drained.clear()
+            self._check_drained()
+            budget = self._queued_speech_s() + END_DRAIN_MARGIN_S
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout=budget)
+            except TimeoutError:
+                logger.warning("%s: replies did not play out within %.1f s; ending anyway", self, budget)
+            await self._flush_audio_line()
+        await self._shutdown()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await super().cancel(frame)
+        await self._shutdown()
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._clock is not None:
+            await self._clock.stop()
+        if self._push_task is not None:
+            await self.cancel_task(self._push_task)
+            self._push_task = None
+        if self._own_engine and self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    # --- frames in ---------------------------------------------------------------------------------
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)  # Start/End/Cancel → start()/stop()/cancel()
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._start_clock()
+            return
+        if direction != FrameDirection.DOWNSTREAM or self._stream is None:
+            await self.push_frame(frame, direction)
+            return
+        if isinstance(frame, TTSAudioRawFrame):
+            self._on_tts_audio(frame)
+        elif isinstance(frame, TTSStartedFrame):
+            await self.start_ttfb_metrics()
+            if self._incoming is not None and self._incoming.has_audio:
+                self._end_reply(None)  # a reply that never said it stopped
+            self._incoming = _Reply(frame.context_id, started=frame)
+        elif isinstance(frame, TTSStoppedFrame):
+            await self._on_tts_stopped(frame)
+        elif isinstance(frame, InterruptionFrame):
+            self._interrupt()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, UserStartedSpeakingFrame | UserStoppedSpeakingFrame):
+            self._stream.set_user_speaking(isinstance(frame, UserStartedSpeakingFrame))
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+    def _on_tts_audio(self, frame: TTSAudioRawFrame) -> None:
+        assert self._stream is not None
+        pcm = np.frombuffer(frame.audio, dtype=np.int16)  # [N * C]
+        if frame.num_channels > 1:
+            pcm = pcm.reshape(-1, frame.num_channels)  # [N, C]; AvatarStream mixes to mono
+        alignments = frame.alignments if isinstance(frame, AlignedTTSAudioRawFrame) else None
+        reply = self._incoming
+        if reply is None:  # audio without a TTSStartedFrame: a reply of its own
+            reply = self._incoming = _Reply(frame.context_id)
+        try:
+            self._stream.push_tts_audio(pcm, frame.sample_rate, alignments)
+        except ValueError as exc:  # AvatarStreamError: this chunk is lost, the call goes on
+            logger.warning("%s: the avatar refused a TTS chunk: %s", self, exc)
+            return
+        if not reply.has_audio and len(pcm):
+            reply.has_audio = True
+            reply.context_id = reply.context_id or frame.context_id
+            self._replies.append(reply)
+            self._first_audio_at[id(reply)] = time.monotonic()
+            self._drained.clear()
+        self._speech_in_s += len(pcm) / frame.sample_rate
+
+    async def _on_tts_stopped(self, frame: TTSStoppedFrame) -> None:
+        reply = self._incoming
+        if reply is not None and reply.has_audio:
+            self._end_reply(frame)
+            return
+        # a reply with no audio: nothing to keep in step with
+        self._incoming = None
+        if reply is not None and reply.started is not None:
+            await self.push_frame(reply.started)
+        await self.push_frame(frame)
+
+    def _end_reply(self, stopped: TTSStoppedFrame | None) -> None:
+        assert self._stream is not None and self._incoming is not None
+        self._incoming.stopped = stopped
+        self._incoming = None
+        self._stream.end_utterance()
+
+    def _interrupt(self) -> None:
+        """Drop every reply and the audio not yet out; frames go on (listening)."""
+        assert self._stream is not None
+        self._stream.interrupt()
+        self._replies.clear()
+        self._incoming = None
+        self._playing = None
+        self._first_audio_at.clear()
+        self._speech_in_s = 0.0
+        # audio waiting behind its frame: becomes silence (the frame timeline stays continuous)
+        self._audio_line = deque((job, [], None) for job, _, _ in self._audio_line)
+        self._interrupted_before = self._stream.frame_index
+        self.stats.interrupts += 1
+        self._check_drained()
+
+    # --- frames out --------------------------------------------------------------------------------
+    def _on_stream_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") in ("utterance_start", "utterance_done"):
+            self._marks[int(event["frame"])].append(str(event["type"]))
+
+    def _release(self, job: FrameJob, frame: VideoFrame, repeated: bool) -> None:
+        """FrameClock: frame ``job.index`` is rendered (or repeated); it leaves at ``t0 + k/fps``."""
+        self._ready.put_nowait(_Ready(job, frame, repeated, self._marks.pop(job.index, [])))
+
+    async def _push_loop(self) -> None:
+        try:
+            while True:
+                ready = await self._ready.get()
+                await sleep_until(self._t0 + ready.job.index / self._fps)
+                reply = self._reply_for(ready)
+                if reply is not None and "utterance_start" in ready.marks:
+                    heard_at = self._first_audio_at.pop(id(reply), None)
+                    if heard_at is not None:  # TTS audio in → the image of its first frame out
+                        self.stats.first_audio_to_image_s.append(time.monotonic() - heard_at)
+                await self._push_image(ready)
+                self._audio_line.append((ready.job, ready.marks, reply))
+                while len(self._audio_line) > self._audio_delay:
+                    await self._push_audio(*self._audio_line.popleft())
+                self._check_drained()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: the frame loop stopped on an unexpected error", self)
+            raise
+
+    def _reply_for(self, ready: _Ready) -> _Reply | None:
+        """The reply whose audio this frame carries (tracks utterance start/done marks in play order)."""
+        if ready.job.index < self._interrupted_before or not ready.job.speaking:
+            return None
+        if "utterance_start" in ready.marks and self._replies:
+            self._playing = self._replies[0]
+        reply = self._playing
+        if "utterance_done" in ready.marks and self._replies:
+            self._replies.popleft()
+            self._playing = None
+        return reply
+
+    async def _push_image(self, ready: _Ready) -> None:
+        assert self._renderer is not None
+        h, w = self._renderer.size
+        if ready.repeated and self._last_image is not None:
+            image = self._last_image
+            self.stats.repeated += 1
+        else:
+            image = ready.frame.to_ndarray(format="rgb24").tobytes()  # [h, w, 3] uint8
+            self._last_image = image
+        out = OutputImageRawFrame(image=image, size=(w, h), format="RGB")
+        out.pts = ready.job.pts * NS_PER_S // VIDEO_CLOCK_RATE  # the audio clock, in Pipecat's ns
+        out.metadata["splatcast"] = {
+            "frame": ready.job.index,
+            "speaking": ready.job.speaking and ready.job.index >= self._interrupted_before,
+            "mouth_open": ready.job.mouth_open,
+            "repeated": ready.repeated,
+        }
+        self.stats.images += 1
+        await self.push_frame(out)
+
+    async def _push_audio(self, job: FrameJob, marks: list[str], reply: _Reply | None) -> None:
+        pcm = job.audio.tobytes()  # [48000/fps] int16 mono
+        if reply is None or job.index < self._interrupted_before:
+            await self.push_frame(OutputAudioRawFrame(bytes(len(pcm)), OUTPUT_SAMPLE_RATE, 1))
+            return
+        if "utterance_start" in marks:
+            await self.stop_ttfb_metrics()
+            if reply.started is not None:
+                await self.push_frame(reply.started)
+        self.stats.speech_frames += 1
+        self._speech_in_s -= 1.0 / self._fps
+        await self.push_frame(TTSAudioRawFrame(pcm, OUTPUT_SAMPLE_RATE, 1, context_id=reply.context_id))
+        if "utterance_done" in marks and reply.stopped is not None:
+            await self.push_frame(reply.stopped)
+
+    async def _flush_audio_line(self) -> None:
+        while self._audio_line:
+            await self._push_audio(*self._audio_line.popleft())
+
+    def _queued_speech_s(self) -> float:
+        """The speech received and not yet pushed out, in seconds."""
+        return max(0.0, self._speech_in_s) + len(self._audio_line) / self._fps
+
+    def _check_drained(self) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        busy = (
+            stream.pending_utterances > 0
+            or (self._incoming is not None and self._incoming.has_audio)
+            or any(reply is not None for _, _, reply in self._audio_line)
+        )
+        if not busy:
+            self._drained.set()
+
+
+# --- SmallWebRTC: stamp video on the audio clock ---------------------------------------------------------
+
+
+class AudioClockVideoTrack(RawVideoTrack):
+    """Pipecat's SmallWebRTC video track, stamping each frame with its own pts instead of 1/30 s steps.
+
+    ``OutputImageRawFrame.pts`` (nanoseconds; :class:`SplatAvatarService` sets it
+    from the audio clock) becomes the RTP time (90 kHz). A frame without pts is
+    stamped with the wall time since the first frame. The track does not sleep:
+    the output transport's live video loop already paces the frames.
+    """
+
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__(width, height)
+        self._wall0: float | None = None
+        self._last_pts = -1
+
+    async def recv(self) -> VideoFrame:
+        raw = await self._video_buffer.get()
+        image = np.frombuffer(raw.image, dtype=np.uint8).reshape(self._height, self._width, 3)
+        frame = VideoFrame.from_ndarray(image, format="rgb24")
+        if self._wall0 is None:
+            self._wall0 = time.monotonic()
+        if raw.pts is not None:
+            pts = int(raw.pts) * VIDEO_CLOCK_RATE // NS_PER_S
+        else:
+            pts = round((time.monotonic() - self._wall0) * VIDEO_CLOCK_RATE)
+        pts = max(pts, self._last_pts + 1)  # RTP time never steps back
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+        return frame
+
+
+class _AudioClockClient(SmallWebRTCClient):
+    """SmallWebRTC client that sends video through :class:`AudioClockVideoTrack`."""
+
+    async def _handle_client_connected(self) -> None:
+        params: TransportParams | None = self._params
+        if params is None or not params.video_out_enabled:
+            await super()._handle_client_connected()
+            return
+        # install our track before Pipecat would install its RawVideoTrack (its sender must never wait on one)
+        track = AudioClockVideoTrack(params.video_out_width, params.video_out_height)
+        self._video_output_track = track  # type: ignore[assignment]  # Pipecat types it None
+        self._webrtc_connection.replace_video_track(track)
+        self._params = params.model_copy(update={"video_out_enabled": False})  # type: ignore[assignment]
+        try:
+            await super()._handle_client_connected()
+        finally:
+            self._params = params  # type: ignore[assignment]
+            self._video_output_track = track  # type: ignore[assignment]
+
+
+class SplatSmallWebRTCTransport(SmallWebRTCTransport):
+    """A drop-in ``SmallWebRTCTransport`` whose video RTP time follows the frames' pts (the audio clock).
+
+    Use it in place of ``SmallWebRTCTransport`` to keep 25 FPS video in sync;
+    everything else is Pipecat's transport unchanged.
+    """
+
+    def __init__(
+        self,
+        webrtc_connection: SmallWebRTCConnection,
+        params: TransportParams,
+        input_name: str | None = None,
+        output_name: str | None = None,
+    ) -> None:
+        super().__init__(webrtc_connection, params, input_name=input_name, output_name=output_name)
+        self._client = _AudioClockClient(webrtc_connection, self._callbacks)
+
+
+def avatar_transport_params(fps: int = 25, size: int = 512, **overrides: Any) -> TransportParams:
+    """TransportParams for a bot with a SplatAvatarService face (audio in/out, live video out)."""
+    values: dict[str, Any] = {
+        "audio_in_enabled": True,
+        "audio_out_enabled": True,
+        "audio_out_sample_rate": OUTPUT_SAMPLE_RATE,
+        "video_out_enabled": True,
+        "video_out_is_live": True,
+        "video_out_width": size,
+        "video_out_height": size,
+        "video_out_framerate": fps,
+    }
+    values.update(overrides)
+    return TransportParams(**values)
