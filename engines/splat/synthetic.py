@@ -98,7 +98,7 @@ def make_test_avatar(n_gaussians: int = 4000, seed: int = 0) -> Avatar:
     lip_groups: dict[str, np.ndarray] = {}
     for name, curve, sgn in (("inner_lip_upper", mouth.upper, -1.0), ("inner_lip_lower", mouth.lower, 1.0)):
         c = curve[1:-1]
-        local = np.stack([c[:, 0], c[:, 1] + sgn * 0.04, np.zeros(len(c))], axis=1)
+        local = np.stack([c[:, 0], c[:, 1] + sgn * 0.01, np.zeros(len(c))], axis=1)
         world = mouth.centre + mouth.half_width * (local @ np.stack([mouth.ex, mouth.ey, mouth.ez]))
         world, wn = _surface(world[:, 0], world[:, 1])
         part.add(world, -wn, 0.5 * step, LIP, LAYER_HEAD, FLAG_DEFORM)

@@ -1,0 +1,128 @@
+"""Rig behaviour: identity at neutral, linear deltas, rigid jaw on the jaw layer only, head pose over a static layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engines.splat.avatar import LAYER_HEAD, LAYER_JAW, LAYER_MOUTH, LAYER_STATIC, Avatar, LodLevel
+from engines.splat.rig import RigError, axis_angle_matrix, pose
+from engines.splat.synthetic import make_test_avatar
+
+
+@pytest.fixture(scope="module")
+def avatar() -> Avatar:
+    return make_test_avatar(2000, seed=1)
+
+
+def test_neutral_is_identity(avatar: Avatar) -> None:
+    g = pose(avatar, avatar.neutral(2))
+    assert g.means.shape == (2, avatar.count, 3)
+    np.testing.assert_array_equal(g.means[0], avatar.means)
+    np.testing.assert_array_equal(g.means[1], avatar.means)
+    np.testing.assert_array_equal(g.quats[0], avatar.quats)
+    np.testing.assert_array_equal(g.colors[1], avatar.colors)
+    g.validate()
+
+
+@pytest.mark.parametrize(
+    "channel", ["mouthPressLeft", "mouthFunnel", "eyeBlinkRight", "browInnerUp", "eyeGazeX"]
+)
+def test_deltas_are_linear_and_additive(avatar: Avatar, channel: str) -> None:
+    base = avatar.means.astype(np.float64)
+    one = pose(avatar, avatar.params({channel: 1.0})).means[0] - base
+    half = pose(avatar, avatar.params({channel: 0.5})).means[0] - base
+    neg = pose(avatar, avatar.params({channel: -0.7})).means[0] - base
+    assert np.abs(one).max() > 1e-4, f"{channel} moves nothing"
+    np.testing.assert_allclose(half, 0.5 * one, atol=1e-6)
+    np.testing.assert_allclose(neg, -0.7 * one, atol=1e-6)
+    both = pose(avatar, avatar.params({channel: 1.0, "cheekPuff": 1.0})).means[0] - base
+    puff = pose(avatar, avatar.params({"cheekPuff": 1.0})).means[0] - base
+    np.testing.assert_allclose(both, one + puff, atol=1e-6)
+
+
+def test_jaw_rotates_only_the_jaw_layer(avatar: Avatar) -> None:
+    value = 0.6
+    g = pose(avatar, avatar.params({"jawOpen": value})).means[0].astype(np.float64)
+    rig = avatar.rig
+    angle = value * float(rig.jaw_angle[avatar.channel_index("jawOpen")])
+    assert angle > 0.1
+    rot = axis_angle_matrix(rig.jaw_axis, np.array([angle]))[0].astype(np.float64)
+    jaw = avatar.layers == LAYER_JAW
+    expected = (avatar.means[jaw] - rig.jaw_pivot) @ rot.T + rig.jaw_pivot
+    np.testing.assert_allclose(g[jaw], expected, atol=1e-6)
+    # the jaw moves down (+y) in the image
+    assert (g[jaw, 1] - avatar.means[jaw, 1]).mean() > 0
+    for layer in (LAYER_STATIC, LAYER_MOUTH):
+        sel = avatar.layers == layer
+        np.testing.assert_array_equal(g[sel], avatar.means[sel])
+    # the head layer moves only through jawOpen's linear deltas (lower lip and chin)
+    idx, delta = rig.channel_deltas(avatar.channel_index("jawOpen"))
+    head = np.flatnonzero(avatar.layers == LAYER_HEAD)
+    expected_head = avatar.means.astype(np.float64).copy()
+    expected_head[idx] += value * delta
+    np.testing.assert_allclose(g[head], expected_head[head], atol=1e-6)
+    assert np.isin(idx, head).all()
+
+
+def test_head_pose_is_rigid_and_leaves_static_layer(avatar: Avatar) -> None:
+    params = avatar.params({"headYaw": 0.26, "headPitch": -0.17, "headRoll": 0.05, "jawOpen": 0.3})
+    jaw_only = pose(avatar, avatar.params({"jawOpen": 0.3})).means[0].astype(np.float64)
+    g = pose(avatar, params)
+    posed = g.means[0].astype(np.float64)
+    static = avatar.layers == LAYER_STATIC
+    np.testing.assert_array_equal(posed[static], avatar.means[static])
+    moving = np.flatnonzero(~static)
+    sample = moving[:: max(1, len(moving) // 300)]
+    d0 = np.linalg.norm(jaw_only[sample, None] - jaw_only[None, sample], axis=-1)
+    d1 = np.linalg.norm(posed[sample, None] - posed[None, sample], axis=-1)
+    np.testing.assert_allclose(d1, d0, atol=1e-5)  # rigid: distances kept
+    assert np.abs(posed[moving] - jaw_only[moving]).max() > 0.01
+    # the Gaussians' orientations turn with the head: a disc normal follows the rotation
+    assert not np.allclose(g.quats[0, moving], avatar.quats[moving], atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(g.quats[0], axis=1), 1.0, atol=1e-5)
+
+
+def test_positive_yaw_turns_the_face_to_the_image_right(avatar: Avatar) -> None:
+    g = pose(avatar, avatar.params({"headYaw": 0.2}))
+    nose = avatar.metadata["landmark_gaussians"]["inner_lip_upper"]  # front-most features move right
+    assert (g.means[0, nose, 0] - avatar.means[nose, 0]).mean() > 0
+
+
+def test_bad_params_raise(avatar: Avatar) -> None:
+    with pytest.raises(RigError):
+        pose(avatar, np.zeros((1, len(avatar.channels) - 1), np.float32))
+    p = avatar.neutral(1)
+    p[0, 0] = np.nan
+    with pytest.raises(RigError):
+        pose(avatar, p)
+    with pytest.raises(RigError):
+        pose(avatar, avatar.neutral(1), lod=1)
+
+
+def test_lod_selects_subset_with_its_appearance(avatar: Avatar) -> None:
+    idx = np.arange(0, avatar.count, 3, dtype=np.int32)
+    lod = LodLevel(
+        idx, avatar.scales[idx] * 2, avatar.opacities[idx] * 0.5, avatar.colors[idx][:, ::-1].copy()
+    )
+    avatar.lods = [lod]
+    try:
+        params = avatar.params({"jawOpen": 0.4, "headYaw": 0.1})
+        full = pose(avatar, params)
+        small = pose(avatar, params, lod=1)
+    finally:
+        avatar.lods = []
+    np.testing.assert_array_equal(small.means[0], full.means[0, idx])
+    np.testing.assert_array_equal(small.scales[0], lod.scales)
+    np.testing.assert_array_equal(small.colors[0], lod.colors)
+
+
+def test_closing_channels_seal_the_lips(avatar: Avatar) -> None:
+    from engines.splat.measure import lip_aperture_px
+
+    neutral = lip_aperture_px(avatar, avatar.neutral(1))[0]
+    closed = lip_aperture_px(avatar, avatar.params({"mouthPressLeft": 1.0, "mouthPressRight": 1.0}))[0]
+    opened = lip_aperture_px(avatar, avatar.params({"jawOpen": 0.6}))[0]
+    assert neutral > 2.0  # the synthetic face has its lips apart
+    assert closed <= 0.0
+    assert opened > neutral + 5.0
