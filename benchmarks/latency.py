@@ -121,7 +121,7 @@ async def run_script(run: Run, duration_s: float, offset_s: float, connect_timeo
     await asyncio.sleep(IDLE_BASELINE_S)
     run.idle_until = time.monotonic()
     end = run.first_frame_at + duration_s
-    script = [*SENTENCES[:2], INTERRUPTED, *SENTENCES[2:]]
+    script = [SENTENCES[0], INTERRUPTED, *SENTENCES[1:]]  # the interrupt early, so short runs have one
     i = 0
     while time.monotonic() < end - 1.0:
         text = script[i % len(script)]
