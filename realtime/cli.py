@@ -97,6 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(p)
     _settings_flags(p)
 
+    # bot
+    p = command(
+        sub,
+        "bot",
+        "realtime.bot:bot_command",
+        "a ready Pipecat voice bot with the avatar's face (browser at /)",
+    )
+    g = p.add_argument_group("bot")
+    g.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=None, help="port (default 8080)")
+    g.add_argument(
+        "--llm-url", dest="llm_url", default=None, help="OpenAI-compatible base URL (default: echo)"
+    )
+    g.add_argument("--llm-model", dest="llm_model", default=None)
+    g.add_argument("--llm-key", dest="llm_key", default=None, help="API key (prefer SPLATCAST_LLM_KEY)")
+    g.add_argument("--system-prompt", dest="system_prompt", default=None)
+    g.add_argument("--ice-servers", dest="ice_servers", default=None, help="comma-separated STUN/TURN URLs")
+    g.add_argument(
+        "--insecure", action="store_const", const=True, default=None, help="allow a non-loopback bind"
+    )
+    _settings_flags(p)
+
     # say
     p = command(sub, "say", "realtime.say:say_command", "render TEXT (or --audio) to an MP4 offline")
     p.add_argument("text", nargs="?", default=None, help="what the avatar says")
