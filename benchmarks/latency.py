@@ -186,6 +186,7 @@ def analyse_session(run: Run, fps: int) -> dict[str, Any]:
     # per utterance: say → first audio, say → mouth open (pixels), interrupt → silence
     says = run.says
     say_audio: list[float | None] = []
+    say_tts: list[float | None] = []  # say → the reply's first TTS audio reached AvatarStream (event receive)
     say_mouth: list[float | None] = []
     interrupt_ms: list[float] = []
     mouth = np.asarray(rx.mouth) if rx.mouth else None
@@ -200,6 +201,8 @@ def analyse_session(run: Run, fps: int) -> dict[str, Any]:
         loud = np.flatnonzero((at > say.t) & (at < until) & (ar > LOUD))
         first_audio = float(at[loud[0]]) if loud.size else None
         say_audio.append(None if first_audio is None else (first_audio - say.t) * 1000.0)
+        queued = [t for t, e in rx.events if e.get("type") == "utterance_queued" and say.t < t < until]
+        say_tts.append((queued[0] - say.t) * 1000.0 if queued else None)
         onset = None
         if baseline is not None and mouth is not None:
             onset = analysis.mouth_open_onset(vt, mouth, baseline, after=say.t, until=until)
@@ -233,6 +236,7 @@ def analyse_session(run: Run, fps: int) -> dict[str, Any]:
         "session_id": run.client.session_id,
         "connect_to_first_frame_ms": (run.first_frame_at - (run.client.connected_at or 0)) * 1000.0,
         "say_to_first_audio_ms": say_audio,
+        "say_to_tts_audio_ms": say_tts,
         "say_to_mouth_open_ms": say_mouth,
         "tts_to_first_frame_ms": lip,
         "interrupt_to_silence_ms": interrupt_ms,
@@ -291,6 +295,7 @@ def summarise(sessions: Sequence[dict[str, Any]], server: dict[str, Any]) -> dic
         "connect_to_first_frame_ms": float(np.median([s["connect_to_first_frame_ms"] for s in sessions])),
         "say_to_first_audio_ms_p50": _pct(say_audio, 50),
         "say_to_first_audio_ms_p95": _pct(say_audio, 95),
+        "say_to_tts_audio_ms_p50": _pct(_values(sessions, "say_to_tts_audio_ms"), 50),
         "say_to_mouth_open_ms_p50": _pct(say_mouth, 50),
         "say_to_mouth_open_ms_p95": _pct(say_mouth, 95),
         "tts_to_first_frame_ms_p50": _pct(lip, 50),

@@ -10,7 +10,10 @@ oriented and baselined on the idle lead-in frames as in
 :class:`engines.a2v.visemes.AlignmentTrack`, returned by ``render_mp4``). The
 report gives per sentence the Pearson correlation at lag 0, the best lag
 within ±5 frames (positive = pixels after the alignment) and the
-correlation there.
+correlation there; and, with the A/V-offset method of ``bench latency``
+applied to the file itself (decoded audio envelope vs pixel mouth, no
+network), the offset the lip model and renderer build in — the reference
+for the offset measured at a WebRTC receiver.
 """
 
 from __future__ import annotations
@@ -59,6 +62,19 @@ def mouth_luma(path: Path, box: tuple[int, int, int, int]) -> np.ndarray:  # [fr
     return np.asarray(out)
 
 
+def audio_rms(path: Path) -> tuple[np.ndarray, np.ndarray]:  # ([packets] s, [packets] RMS)
+    """RMS of each decoded audio frame of an MP4 and its presentation time (AAC priming accounted)."""
+    times, rms = [], []
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            if frame.pts is None or frame.time_base is None:
+                continue
+            samples = frame.to_ndarray().astype(np.float64).reshape(-1)
+            times.append(float(frame.pts * frame.time_base) + 0.5 * frame.samples / frame.sample_rate)
+            rms.append(float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0)
+    return np.asarray(times), np.asarray(rms)
+
+
 def measure_sentence(
     settings: Settings, text: str, box: tuple[int, int, int, int], out: Path
 ) -> dict[str, Any]:
@@ -73,6 +89,16 @@ def measure_sentence(
     baseline = analysis.mouth_baseline(luma[:lead], luma[ref > 0.1])
     pixel_open = baseline.signal(luma)
     lag, best, zero = analysis.lagged_correlation(ref, pixel_open, MAX_LAG_FRAMES)
+    # the same A/V-offset method as `bench latency`, on the file (no network): the lip model's own offset
+    intrinsic = None
+    at, ar = audio_rms(out)
+    vt = np.arange(n) / settings.fps
+    try:
+        env = analysis.envelope_on_frames(vt, at, ar)
+        mids = vt + 0.5 / settings.fps
+        intrinsic = analysis.av_offset(vt, pixel_open, mids, env).lag_ms
+    except analysis.AnalysisError as exc:
+        logger.warning("bench lipsync: no offline A/V offset for %r: %s", text[:30], exc)
     return {
         "text": text,
         "frames": n,
@@ -80,6 +106,7 @@ def measure_sentence(
         "best_lag_frames": lag,
         "lag_ms": lag * 1000.0 / settings.fps,
         "corr_at_best_lag": best,
+        "file_av_offset_ms": intrinsic,  # + = audio after the mouth, measured on the MP4 like bench latency
         "pixel_open": pixel_open,
         "alignment_open": ref,
         "render_s": result.render_s,
@@ -103,12 +130,14 @@ def bench_lipsync_command(settings: Settings, args: argparse.Namespace) -> int:
                 sentences.append(measure_sentence(settings, text, box, Path(tmp) / f"s{i}.mp4"))
         corr = [s["corr"] for s in sentences if np.isfinite(s["corr"])]
         lags = [s["lag_ms"] for s in sentences]
+        offs = [s["file_av_offset_ms"] for s in sentences if s["file_av_offset_ms"] is not None]
         summary = {
             "sentences": float(len(sentences)),
             "lipsync_corr": float(np.median(corr)) if corr else None,
             "lipsync_corr_min": float(np.min(corr)) if corr else None,
             "lipsync_lag_ms": float(np.median(lags)),
             "lipsync_lag_abs_ms": float(np.median(np.abs(lags))),
+            "file_av_offset_ms": float(np.median(offs)) if offs else None,
         }
         config = {
             "avatar": path.name,
