@@ -36,6 +36,8 @@ from engines.tts import Alignment, PiperTTS, SpeechChunk, SynthesisOptions
 
 logger = logging.getLogger(__name__)
 
+STT_P99_S = 2.0
+
 
 @dataclass
 class AlignedTTSAudioRawFrame(TTSAudioRawFrame):
@@ -65,6 +67,9 @@ class SharedWhisperSTTService(SegmentedSTTService):
     def __init__(self, stt: WhisperSTT, **kwargs: object) -> None:
         super().__init__(
             sample_rate=STT_SAMPLE_RATE,
+            # speech end → transcript on a busy 2-core CPU (bench conversation): the turn waits this long
+            # for a transcript before it closes without one (noise that Whisper hears as nothing)
+            ttfs_p99_latency=STT_P99_S,
             settings=STTSettings(model="whisper-tiny.en", language=Language.EN),
             **kwargs,  # type: ignore[arg-type]
         )
