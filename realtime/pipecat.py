@@ -201,6 +201,7 @@ class SplatAvatarService(AIService):
         self._seed = seed
         self._stream: AvatarStream | None = None
         self._renderer: RGBRenderer | None = None
+        self._jaw: int | None = None  # index of jawOpen in the rig parameters
         self._clock: FrameClock | None = None
         self._push_task: asyncio.Task[None] | None = None
         self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
@@ -256,6 +257,7 @@ class SplatAvatarService(AIService):
         if name != "neutral":
             stream.set_emotion(name, intensity)
         self._renderer = renderer
+        self._jaw = renderer.channels.index("jawOpen") if "jawOpen" in renderer.channels else None
         self._stream = stream
         self._clock = FrameClock(stream, engine.scheduler, renderer, self._release)
 
@@ -442,7 +444,8 @@ class SplatAvatarService(AIService):
         out.metadata["splatcast"] = {
             "frame": ready.job.index,
             "speaking": ready.job.speaking and ready.job.index >= self._interrupted_before,
-            "mouth_open": ready.job.mouth_open,
+            "mouth_open": ready.job.mouth_open,  # the lip-sync source's jawOpen
+            "jaw_open": float(ready.job.params[self._jaw]) if self._jaw is not None else 0.0,  # as rendered
             "repeated": ready.repeated,
         }
         self.stats.images += 1
