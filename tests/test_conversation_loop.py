@@ -327,6 +327,24 @@ async def test_user_speech_over_the_avatar_interrupts_it(speech_models: SpeechMo
     assert {"type": "user_speaking", "speaking": True} in events
 
 
+async def test_interrupt_stops_the_reply_in_flight(speech_models: SpeechModels) -> None:
+    avatar = RecordingAvatar()
+    conversation = Conversation(Settings(), avatar, lambda event: None, models=speech_models)
+    story = " ".join(f"Here comes part {n} of a story that will not be finished." for n in range(1, 13))
+    async with running(conversation), frames_played(avatar):
+        await conversation.say(story)
+        await avatar.wait_for(lambda: "push_tts_audio" in avatar.names())
+        await conversation.interrupt()
+        await avatar.wait_for(lambda: "interrupt" in avatar.names())
+        pushed_by_then = avatar.names().count("push_tts_audio")
+        await asyncio.sleep(1.5)  # Piper would have finished several more sentences by now
+
+    assert avatar.names().count("push_tts_audio") == pushed_by_then  # synthesis stopped with the reply
+    assert pushed_by_then < 12
+    assert "end_utterance" not in avatar.names()
+    assert avatar.state != "speaking"
+
+
 # --------------------------------------------------------------------------- (d) OpenAI-compatible brain
 
 
