@@ -246,6 +246,11 @@ def av_offset(
             x, y = m[-lag:], a[: a.size + lag]
         curve[i] = float(np.mean(x * y)) if x.size else 0.0
     best = int(np.argmax(curve))
+    if best in (0, curve.size - 1):
+        raise AnalysisError(
+            f"the correlation peaks at the edge of ±{max_lag_ms:g} ms: no A/V offset within range "
+            "(signals unrelated, or an offset larger than the search range)"
+        )
     shift = 0.0
     if 0 < best < curve.size - 1:  # parabolic refinement between grid steps
         c0, c1, c2 = curve[best - 1], curve[best], curve[best + 1]

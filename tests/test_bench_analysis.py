@@ -41,6 +41,13 @@ def test_av_offset_sign_convention_positive_means_audio_after_video() -> None:
     assert analysis.av_offset(t, audio_late, t, mouth).lag_ms == pytest.approx(-100.0, abs=6.0)
 
 
+def test_av_offset_refuses_a_peak_outside_the_search_range() -> None:
+    t = np.arange(0.0, 20.0, 0.005)
+    mouth = speech_like(t, seed=4)
+    with pytest.raises(analysis.AnalysisError, match="edge"):
+        analysis.av_offset(t, mouth, t, speech_like(t - 0.34, seed=4), max_lag_ms=300.0)
+
+
 def test_av_offset_refuses_signals_that_are_too_short() -> None:
     t = np.arange(0.0, 0.5, 0.04)
     with pytest.raises(analysis.AnalysisError):
