@@ -335,8 +335,11 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
     """Run the scripted exchange on ``sessions`` clients; returns the report body (no I/O)."""
     from tqdm import tqdm
 
-    runs = [Run(Client(target.base, mouth_box=target.mouth_box)) for _ in range(sessions)]
-    probe = Client(target.base)
+    runs = [
+        Run(Client(target.base, mouth_box=target.mouth_box, api_token=target.api_token))
+        for _ in range(sessions)
+    ]
+    probe = Client(target.base, api_token=target.api_token)
     before = await _scrape(probe)
     t_start = time.monotonic()
     tasks = [

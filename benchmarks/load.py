@@ -111,14 +111,14 @@ async def measure_load(
     from tqdm import tqdm
 
     talkers: list[Talker] = []
-    probe = Client(target.base)
+    probe = Client(target.base, api_token=target.api_token)
     steps: list[dict[str, Any]] = []
     capacity = 0
     stop_reason = f"reached --sessions {max_sessions}"
     bar = tqdm(total=max_sessions, unit="session", desc="bench load", disable=not progress, file=sys.stderr)
     try:
         for n in range(1, max_sessions + 1):
-            c = Client(target.base)
+            c = Client(target.base, api_token=target.api_token)
             try:
                 await c.connect()
             except RuntimeError as exc:  # admission control said no (503) or another refusal

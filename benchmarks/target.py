@@ -126,6 +126,7 @@ class Target:
         self.base = ""
         self.mouth_box: tuple[int, int, int, int] | None = None
         self.info: dict[str, Any] = {}
+        self.api_token = settings.token if url is not None else None  # a remote server's API token
 
     def __enter__(self) -> Target:
         s = self.settings

@@ -168,7 +168,8 @@ class Client:
 
     async def get(self, path: str) -> tuple[int, str]:
         """GET a server path (e.g. ``/metrics``): (status, body text)."""
-        async with self.http.get(f"{self.base}{path}") as r:
+        headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
+        async with self.http.get(f"{self.base}{path}", headers=headers) as r:
             return r.status, await r.text()
 
     async def wait_video(self, frames: int, timeout: float = 30.0) -> None:
