@@ -173,6 +173,38 @@ class AvatarOutput(FrameProcessor):
             self._emit({"type": "transcript", "role": "assistant", "text": frame.text.strip()})
 
 
+def make_turn_aggregators() -> Any:
+    """A new ``LLMContextAggregatorPair`` with our turn-taking: Silero VAD and Smart Turn v3.
+
+    Both models are the ONNX files inside pipecat-ai (no download); a user turn
+    that starts while the bot talks broadcasts an interruption. The context
+    starts empty: the system prompt lives on the LLM service
+    (:func:`realtime.brains.make_brain`). One pair per session.
+    """
+    from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.processors.aggregators.llm_context import LLMContext
+    from pipecat.processors.aggregators.llm_response_universal import (
+        LLMContextAggregatorPair,
+        LLMUserAggregatorParams,
+    )
+    from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+    from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+    from engines.assets import smart_turn
+
+    turn_analyzer = LocalSmartTurnAnalyzerV3(smart_turn_model_path=str(smart_turn()), cpu_count=1)
+    return LLMContextAggregatorPair(
+        LLMContext(),
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(sample_rate=PIPELINE_SAMPLE_RATE),
+            user_turn_strategies=UserTurnStrategies(
+                stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turn_analyzer)]
+            ),
+        ),
+    )
+
+
 class Conversation:
     """One session's conversation loop: user audio in, avatar calls and events out.
 
@@ -221,31 +253,10 @@ class Conversation:
         except Exception:  # a broken listener must not break the pipeline
             logger.exception("Conversation: event callback failed for %s", event.get("type"))
 
-    def _build_pipeline(self, models: SpeechModels) -> tuple[Any, Any]:
-        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-        from pipecat.audio.vad.silero import SileroVADAnalyzer
+    def _build_pipeline(self, models: SpeechModels) -> Any:
         from pipecat.pipeline.pipeline import Pipeline
-        from pipecat.processors.aggregators.llm_context import LLMContext
-        from pipecat.processors.aggregators.llm_response_universal import (
-            LLMContextAggregatorPair,
-            LLMUserAggregatorParams,
-        )
-        from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
-        from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-        from engines.assets import smart_turn
-
-        context = LLMContext()  # the system prompt lives on the LLM service (realtime.brains)
-        turn_analyzer = LocalSmartTurnAnalyzerV3(smart_turn_model_path=str(smart_turn()), cpu_count=1)
-        aggregators = LLMContextAggregatorPair(
-            context,
-            user_params=LLMUserAggregatorParams(
-                vad_analyzer=SileroVADAnalyzer(sample_rate=PIPELINE_SAMPLE_RATE),
-                user_turn_strategies=UserTurnStrategies(
-                    stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turn_analyzer)]
-                ),
-            ),
-        )
+        aggregators = make_turn_aggregators()
         user_aggregator = aggregators.user()
 
         @user_aggregator.event_handler("on_user_turn_message_added")
@@ -265,7 +276,7 @@ class Conversation:
                 aggregators.assistant(),
             ]
         )
-        return pipeline, context
+        return pipeline
 
     async def start(self) -> None:
         """Build and start the pipeline; returns once it is ready for audio."""
@@ -276,7 +287,7 @@ class Conversation:
 
         if self._models is None:
             self._models = await asyncio.to_thread(SpeechModels.load)
-        pipeline, _context = self._build_pipeline(self._models)
+        pipeline = self._build_pipeline(self._models)
         worker = PipelineWorker(
             pipeline,
             params=PipelineParams(
