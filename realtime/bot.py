@@ -383,8 +383,13 @@ def bot_command(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from engines.assets import AssetMissingError
+
     try:
         asyncio.run(serve_bot(settings))
+    except AssetMissingError as exc:
+        print(f"splatcast bot: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"splatcast bot: cannot serve on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
