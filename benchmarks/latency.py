@@ -258,6 +258,12 @@ def analyse_session(run: Run, fps: int) -> dict[str, Any]:
         else {"median": baseline.median, "mad": baseline.mad, "sign": baseline.sign},
         "says": [{"text": s.text, "interrupted": s.interrupted_at is not None} for s in says],
         "_series": {
+            "signals": {  # for inspection: frame receive times (s from the first frame), mouth box luma, envelope
+                "t": np.round(vt - run.first_frame_at, 4),
+                "mouth_luma": np.round(mouth, 3) if mouth is not None else [],
+                "audio_envelope": np.round(analysis.envelope_on_frames(vt, at, ar), 5),
+                "says_t": [round(s.t - run.first_frame_at, 4) for s in says],
+            },
             "intervals_ms": intervals_ms,
             "fps_per_second": analysis.fps_series(vt, run.first_frame_at, end),
             "av_curve": curve,
@@ -380,6 +386,7 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
         "frame_intervals_ms": np.concatenate([s["_series"]["intervals_ms"] for s in per_session]),
         "fps_per_second": [s["_series"]["fps_per_second"] for s in per_session],
         "av_curves": [s["_series"]["av_curve"] for s in per_session],
+        "signals": [s["_series"]["signals"] for s in per_session],
     }
     for key in (
         "say_to_first_audio_ms",

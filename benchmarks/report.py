@@ -293,6 +293,26 @@ def baseline_entry(baseline_file: Path, kind: str) -> dict[str, Any] | None:
     return dict(entry)
 
 
+def make_baseline(paths: Sequence[Path]) -> dict[str, Any]:
+    """A baseline file (``{kind: report}``) from result JSONs, without their bulky raw series.
+
+    ``python -c "import json, pathlib; from benchmarks.report import make_baseline;
+    pathlib.Path('benchmarks/baseline.json').write_text(json.dumps(make_baseline(
+    [pathlib.Path('benchmarks/results/latency.json'), pathlib.Path('benchmarks/results/load.json')]), indent=1))"``
+    """
+    out: dict[str, Any] = {}
+    for path in paths:
+        report = load_json(path)
+        if "series" in report:
+            report["series"] = {}
+        for session in report.get("sessions", []):
+            for key in list(session):
+                if isinstance(session[key], list) and len(session[key]) > 50:
+                    session[key] = session[key][:50]
+        out[report["kind"]] = report
+    return out
+
+
 # --- plots -------------------------------------------------------------------------------------------
 def _pyplot() -> Any:
     try:
