@@ -41,7 +41,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup: int = 100
-    threads: int = 2
+    threads: int = 1  # the CPU is shared: one thread avoids OpenMP stalls when oversubscribed
     eval_every: int = 400
 
 
@@ -134,9 +134,9 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True) -> 
                     x[i, :, off + lo[i] : off + lo[i] + width[i]] = x[i, :, off : off + N_MELS].mean()
         return x, labels_t[idx]
 
-    def step(it: int, total: int) -> dict[str, float]:
+    def step(it: int, progress: float) -> dict[str, float]:
         warm = min(1.0, (it + 1) / config.warmup)
-        cos = 0.5 * (1 + math.cos(math.pi * min(1.0, it / max(total, 1))))
+        cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         for g in opt.param_groups:
             g["lr"] = config.lr * warm * (0.02 + 0.98 * cos)
         x, y = batch()
@@ -146,35 +146,38 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True) -> 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
-        parts["loss"] = float(loss)
+        parts["loss"] = loss.item()
         return parts
 
-    # time a few iterations to fix the schedule length within the budget
-    probe = 20
-    t0 = time.perf_counter()
-    for it in range(probe):
-        step(it, 10**9)
-    per_iter = (time.perf_counter() - t0) / probe
-    eval_cost = 0.06 * budget  # validation passes + export + final eval
-    total = max(probe + 1, int((budget - eval_cost - (time.perf_counter() - t_start)) / per_iter))
-    logger.info(
-        "a2v train: %.0f ms/iteration → %d iterations in %.1f min", per_iter * 1e3, total, config.minutes
-    )
+    # the schedule follows wall time (the CPU is shared, iteration speed varies): cosine decay over
+    # the budget left after loading, minus a reserve for validation, export and the final evaluation
+    reserve = 0.08 * budget
+    t_loop = time.perf_counter()
+    loop_budget = max(1.0, budget - reserve - (t_loop - t_start))
     history: list[dict[str, Any]] = []
     ema: dict[str, float] = {}
-    bar = tqdm(
-        range(probe, total), desc="a2v train", unit="it", disable=not progress, initial=probe, total=total
-    )
-    for it in bar:
-        parts = step(it, total)
+    it = 0
+    bar = tqdm(total=round(loop_budget), desc="a2v train", unit="s", disable=not progress)
+    while True:
+        frac = (time.perf_counter() - t_loop) / loop_budget
+        if frac >= 1.0:
+            break
+        parts = step(it, frac)
         for k, v in parts.items():
             ema[k] = 0.98 * ema.get(k, v) + 0.02 * v
-        if it % 20 == 0:
-            bar.set_postfix(loss=f"{ema['loss']:.3f}", ce=f"{ema['ce']:.3f}", jaw=f"{ema['jaw']:.4f}")
-        if (it + 1) % config.eval_every == 0 or it == total - 1:
-            val = _validate(net, test_split, cfg.delay, max_utts=150 if it < total - 1 else 10**9)
-            history.append({"iteration": it + 1, **{k: round(v, 4) for k, v in {**ema, **val}.items()}})
-            logger.info("a2v train: it %d %s", it + 1, history[-1])
+        it += 1
+        if it % 10 == 0:
+            bar.n = min(round(loop_budget), round(time.perf_counter() - t_loop))
+            bar.set_postfix(it=it, loss=f"{ema['loss']:.3f}", ce=f"{ema['ce']:.3f}", jaw=f"{ema['jaw']:.4f}")
+        if it % config.eval_every == 0:
+            val = _validate(net, test_split, cfg.delay, max_utts=120)
+            history.append({"iteration": it, **{k: round(v, 4) for k, v in {**ema, **val}.items()}})
+            logger.info("a2v train: it %d %s", it, history[-1])
+    bar.close()
+    total = it
+    val = _validate(net, test_split, cfg.delay, max_utts=10**9)
+    history.append({"iteration": it, **{k: round(v, 4) for k, v in {**ema, **val}.items()}})
+    logger.info("a2v train: final (%d iterations) %s", it, history[-1])
     net.eval()
     out.mkdir(parents=True, exist_ok=True)
     train_seconds = time.perf_counter() - t_start
