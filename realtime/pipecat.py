@@ -32,11 +32,15 @@ schedule. Idle frames therefore flow when nobody speaks, and the transport's
 queues stay about one frame deep, so an interruption takes effect at once.
 
 Audio leaves one frame after its image. Pipecat's live video output
-(``video_out_is_live``) draws every image one frame period after it arrives,
-on a grid of its own started by the first image, while audio leaves as soon
-as the transport writes it; holding the audio back one frame makes image ``k``
-and the audio of ``[k/fps, (k+1)/fps)`` leave the transport together, so the
-voice never overtakes its frame (receivers synchronise "as sent").
+(``video_out_is_live``) draws an image either one frame period after it
+arrives (on a grid of its own, started by the first image) or, once any frame
+has come a period late, as soon as it arrives (its grid never re-forms), while
+audio leaves as soon as the transport's audio track takes it. Holding the
+audio back one frame keeps the voice behind its image in both modes (never
+ahead: receivers synchronise "as sent", and a voice ahead of the lips is what
+people notice first); it trails by up to about two frames, measured 63 ms
+median over SmallWebRTC (``benchmarks/pipecat_sync.py``), within the 125 ms
+that listeners tolerate for a late voice (ITU-R BT.1359).
 
 SmallWebRTC: Pipecat's ``RawVideoTrack`` stamps frames with aiortc's fixed
 1/30 s step whatever the real rate, so at 25 FPS the video's RTP clock runs 20 %
