@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import logging
 import shlex
 import sys
@@ -163,6 +164,17 @@ def _near(t: np.ndarray, events: np.ndarray, within: float) -> np.ndarray:  # [l
     return np.asarray(d <= within)
 
 
+def _unique_fps(events: Sequence[tuple[float, dict[str, Any]]], t0: float) -> list[tuple[float, float]]:
+    """(s since t0, frames/s the server rendered rather than repeated) between consecutive stats events."""
+    stats = [(t, e) for t, e in events if e.get("type") == "stats"]
+    out = []
+    for (ta, a), (tb, b) in itertools.pairwise(stats):
+        if tb > ta:
+            unique = (b["frames"] - a["frames"]) - (b["repeated"] - a["repeated"])
+            out.append((round(tb - t0, 3), unique / (tb - ta)))
+    return out
+
+
 def analyse_session(run: Run, fps: int) -> dict[str, Any]:
     """Per-session figures and the raw series the plots need."""
     rx = run.client.rx
@@ -266,6 +278,7 @@ def analyse_session(run: Run, fps: int) -> dict[str, Any]:
             },
             "intervals_ms": intervals_ms,
             "fps_per_second": analysis.fps_series(vt, run.first_frame_at, end),
+            "unique_fps_per_second": _unique_fps(rx.events, run.first_frame_at),
             "av_curve": curve,
         },
     }
@@ -287,6 +300,7 @@ def summarise(sessions: Sequence[dict[str, Any]], server: dict[str, Any]) -> dic
     offsets = [
         s["av_offset_ms"]["corrected_ms"] for s in sessions if s["av_offset_ms"]["corrected_ms"] is not None
     ]
+    corrs = [s["av_offset_ms"]["corr"] for s in sessions if s["av_offset_ms"]["corr"] is not None]
     raw = [s["av_offset_ms"]["raw_ms"] for s in sessions if s["av_offset_ms"]["raw_ms"] is not None]
     repeated = [s["repeated_frames_pct"] for s in sessions if s["repeated_frames_pct"] is not None]
     stages = server.get("stages", {})
@@ -317,6 +331,7 @@ def summarise(sessions: Sequence[dict[str, Any]], server: dict[str, Any]) -> dic
         "av_offset_raw_ms": float(np.median(raw)) if raw else None,
         "av_offset_ms": av,
         "av_offset_abs_ms": None if av is None else abs(av),
+        "av_offset_corr": float(np.median(corrs)) if corrs else None,  # how clear the peak was (0..1)
         "interrupt_to_silence_ms_max": max(interrupts) if interrupts else None,
         "server_cpu_percent_mean": server.get("cpu_percent_mean"),
         "server_rss_mb_max": server.get("rss_mb_max"),
@@ -385,6 +400,7 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
     series = {
         "frame_intervals_ms": np.concatenate([s["_series"]["intervals_ms"] for s in per_session]),
         "fps_per_second": [s["_series"]["fps_per_second"] for s in per_session],
+        "unique_fps_per_second": [s["_series"]["unique_fps_per_second"] for s in per_session],
         "av_curves": [s["_series"]["av_curve"] for s in per_session],
         "signals": [s["_series"]["signals"] for s in per_session],
     }

@@ -344,8 +344,11 @@ def plot_latency(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     ):
         values = np.sort(np.asarray([v for v in series.get(key, []) if v is not None], float))
         if values.size:
-            ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=label)
-    ax.set_xlabel("ms")
+            ax.step(
+                values, np.arange(1, values.size + 1) / values.size, where="post", label=label, marker="."
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("ms (log scale)")
     ax.set_ylabel("fraction of events")
     ax.set_title("Latency CDFs")
     ax.grid(alpha=0.3)
@@ -367,9 +370,13 @@ def plot_latency(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for i, fps in enumerate(series.get("fps_per_second", [])):
-        ax.plot(np.arange(len(fps)), fps, label=f"session {i}", lw=1)
+        ax.plot(np.arange(len(fps)), fps, label=f"session {i}: received", lw=1)
+    for i, unique in enumerate(series.get("unique_fps_per_second", [])):
+        if unique:
+            t, v = zip(*unique, strict=True)
+            ax.plot(t, v, lw=1, ls="--", label=f"session {i}: rendered (not repeated)")
     ax.axhline(25.0, color="k", ls="--", lw=1)
-    ax.set_ylim(0, 32)
+    ax.set_ylim(0, 40)
     ax.set_xlabel("s since first frame")
     ax.set_ylabel("received FPS")
     ax.set_title("FPS over time")
