@@ -218,8 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = command(bench, name, f"benchmarks.{name}:bench_{name}_command", help_text)
         p.add_argument("--url", default=None, help="server to test (default: start one locally)")
-        p.add_argument("--sessions", type=int, default=1)
-        p.add_argument("--duration", type=float, default=30.0)
+        p.add_argument(
+            "--sessions",
+            type=int,
+            default=1,
+            help="latency: concurrent clients; load: most sessions to try (default 16); lipsync: sentences",
+        )
+        p.add_argument(
+            "--duration", type=float, default=30.0, help="seconds measured (load: per step of sessions)"
+        )
         p.add_argument("--minutes", type=float, default=30.0)
         p.add_argument("--json", dest="json_out", type=Path, default=None)
         p.add_argument("--report", type=Path, default=None)
