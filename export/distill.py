@@ -19,7 +19,13 @@ did:
    gets moment-matched appearance: the mass-weighted second moment of its
    members about that mean, read along the member's axes, gives the scales;
    colour is the mass-weighted mean; opacity keeps the total mass
-   (opacity × area) over the new area.
+   (opacity × area) over the new area, but no less than the most opaque
+   member's (merged surfaces stay closed). Because the kept mean is off the
+   cluster's centre, the moment-matched spread is averaged with the kept
+   splat grown to the cluster's area;
+4. **refit colours**: rendering is linear in the colours, so a few rounds of
+   "colour += ½ × residual at the splat's centre" against the full avatar's
+   render of the rest pose recover most of the detail lost by merging.
 
 A level is a :class:`engines.splat.avatar.LodLevel` (index, scales, opacities,
 colours); ``avatar.lods[k - 1]`` is drawn by ``render(..., lod=k)``. LOD 0 is
@@ -47,6 +53,8 @@ PRUNE_FRACTION_OF_MEDIAN = 0.05  # "negligible" importance
 PRUNE_SHARE = 1.0 / 3.0  # at most this share of the removals is done by pruning
 NEIGHBOURS = 6
 RIG_TOLERANCE = 0.5  # allowed rig-motion difference, in units of the pair's larger scale
+REFIT_ITERS = 8  # colour refit rounds per level (one render each)
+REFIT_RATE = 0.5
 
 
 class DistillError(ValueError):
@@ -137,6 +145,7 @@ def build_level(avatar: Avatar, target: int) -> LodLevel:
     col = mass[:, None] * avatar.colors.astype(np.float64)
     extent = size.copy()  # rough radius of the cluster
     o_max = avatar.opacities.astype(np.float64).copy()  # most opaque member
+    count = np.ones(n)  # members per cluster
 
     # 1. prune negligible Gaussians
     to_remove = n - target
@@ -184,6 +193,7 @@ def build_level(avatar: Avatar, target: int) -> LodLevel:
             s2[keep_id] += s2[drop_id]
             col[keep_id] += col[drop_id]
             o_max[keep_id] = max(o_max[keep_id], o_max[drop_id])
+            count[keep_id] += count[drop_id]
             extent[keep_id] = max(extent[keep_id], extent[drop_id]) + 0.5 * float(dist[p])
             alive[drop_id] = False
             merged += 1
@@ -204,6 +214,13 @@ def build_level(avatar: Avatar, target: int) -> LodLevel:
     )
     axes = rot[r]  # columns are the local axes
     var_r = np.einsum("kia,kij,kja->ka", axes, cov_r, axes)
+    # the moment about the kept mean over-reaches on the side of the absorbed members; average it with
+    # the representative's own splat grown to the cluster's area (its two wider axes × √members)
+    own = avatar.scales[r].astype(np.float64)
+    wide = np.argsort(own, axis=1)[:, 1:]
+    grown = own**2
+    np.put_along_axis(grown, wide, np.take_along_axis(grown, wide, axis=1) * count[ids, None], axis=1)
+    var_r = np.where(np.arange(3)[None, :] == np.argmin(own, axis=1)[:, None], var_r, 0.5 * (var_r + grown))
     scales = np.sqrt(np.clip(var_r, 1e-12, None))
     new_sorted = np.sort(scales, axis=1)
     new_area = math.pi * new_sorted[:, 1] * new_sorted[:, 2]
@@ -218,6 +235,56 @@ def build_level(avatar: Avatar, target: int) -> LodLevel:
         opacities=opac[order].astype(np.float32),
         colors=colors[order].astype(np.float32),
     )
+
+
+def _bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Sample img [H, W, 3] at pixel-space points uv [K, 2] (pixel centres at +0.5) → [K, 3]."""
+    h, w = img.shape[:2]
+    x = np.clip(uv[:, 0] - 0.5, 0.0, w - 1.001)
+    y = np.clip(uv[:, 1] - 0.5, 0.0, h - 1.001)
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    return (
+        img[y0, x0] * (1 - fx) * (1 - fy)
+        + img[y0, x0 + 1] * fx * (1 - fy)
+        + img[y0 + 1, x0] * (1 - fx) * fy
+        + img[y0 + 1, x0 + 1] * fx * fy
+    )
+
+
+def refit_colors(
+    avatar: Avatar, level: LodLevel, iters: int = REFIT_ITERS, rate: float = REFIT_RATE
+) -> float:
+    """Correct the level's colours towards the full avatar's render of the rest pose; returns the PSNR in dB.
+
+    Rendering is linear in the colours, so each round adds ``rate`` × the
+    residual (full − level) at each visible Gaussian's projected centre, and
+    the best round is kept.
+    """
+    from engines.splat.rasterize import rasterize
+    from engines.splat.rig import pose
+
+    cam = avatar.camera
+    params = avatar.rest(1)
+    full = (
+        rasterize(pose(avatar, params), cam, avatar.background, backend="cpu")[0].astype(np.float64) / 255.0
+    )
+    trial = dataclasses.replace(avatar, lods=[level])
+    m = avatar.means[level.index].astype(np.float64)
+    front = m[:, 2] > 0.01
+    uv = np.stack([cam.fx * m[:, 0] / m[:, 2] + cam.cx, cam.fy * m[:, 1] / m[:, 2] + cam.cy], axis=1)[front]
+    best, best_colors = -1.0, level.colors.copy()
+    for it in range(iters + 1):
+        img = rasterize(pose(trial, params, lod=1), cam, avatar.background, backend="cpu")[0] / 255.0
+        err = full - img
+        psnr = 10.0 * math.log10(1.0 / max(float(np.mean(err**2)), 1e-12))
+        if psnr > best:
+            best, best_colors = psnr, level.colors.copy()
+        if it == iters:
+            break
+        level.colors[front] = np.clip(level.colors[front] + rate * _bilinear(err, uv), 0.0, 1.0)
+    level.colors[:] = best_colors
+    return best
 
 
 def evaluation_params(avatar: Avatar) -> list[tuple[str, np.ndarray]]:
@@ -292,7 +359,9 @@ def distill(
         target = max(1, round(budget * n))
         if progress:
             progress(f"level {budget:g}: {target} Gaussians")
-        lods.append(build_level(avatar, target))
+        level = build_level(avatar, target)
+        refit_colors(avatar, level)
+        lods.append(level)
     out = dataclasses.replace(avatar, lods=lods, metadata=dict(avatar.metadata))
     if progress:
         progress("PSNR over the evaluation poses")
