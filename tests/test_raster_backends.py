@@ -175,3 +175,22 @@ def test_cpu_warmup_compiles() -> None:
     from engines.splat.raster_cpu import warmup
 
     assert warmup() >= 0.0
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "torch"])
+def test_empty_gaussian_set_draws_the_background(backend: str) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    g = PosedGaussians(
+        means=np.zeros((2, 0, 3), dtype=np.float32),
+        quats=np.zeros((2, 0, 4), dtype=np.float32),
+        scales=np.zeros((2, 0, 3), dtype=np.float32),
+        opacities=np.zeros((2, 0), dtype=np.float32),
+        colors=np.zeros((2, 0, 3), dtype=np.float32),
+    )
+    rgb, alpha = rasterize(
+        g, camera_for(20, 36), np.array([1.0, 0.5, 0.0], dtype=np.float32), backend, return_alpha=True
+    )
+    assert rgb.shape == (2, 20, 36, 3)
+    assert np.all(rgb == np.array([255, 128, 0], dtype=np.uint8))
+    assert np.all(alpha == 0.0)

@@ -18,7 +18,11 @@ tested against it. Per frame:
 
 All kernels are ``nogil`` so the render worker threads of the server can run
 them beside the event loop; ``cache=True`` keeps the compile out of later
-process starts. Call :func:`warmup` once at start to compile.
+process starts. Call :func:`warmup` once at start to compile. Calls from
+several threads at once are safe with numba's ``omp`` or ``tbb`` threading
+layers (``omp`` is what numba picks here); the ``workqueue`` fallback is not
+thread-safe, so callers there must render from one thread (the scheduler's
+single CPU render worker does).
 """
 
 from __future__ import annotations
