@@ -95,3 +95,14 @@ def test_bad_budgets_are_refused(bad: str) -> None:
 
 def test_parse_budgets_drops_the_full_level_and_sorts() -> None:
     assert parse_budgets("0.25,1.0,0.5,0.5") == [0.5, 0.25]
+
+
+def test_distill_cli_writes_levels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from realtime.cli import main
+
+    src = save_avatar(make_test_avatar(600, seed=2), tmp_path / "a.safetensors")
+    out = tmp_path / "b.safetensors"
+    assert main(["export", "distill", str(src), "-o", str(out), "--levels", "1.0,0.5"]) == 0
+    assert [lvl.index.shape[0] for lvl in load_avatar(out).lods] == [round(0.5 * load_avatar(src).count)]
+    assert "PSNR" in capsys.readouterr().out
+    assert main(["export", "distill", str(src), "--levels", "0.5,two"]) == 2
