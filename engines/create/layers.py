@@ -119,24 +119,26 @@ def inner_mouth(
         np.where((teeth_w & (rel > -0.32))[:, None], TEETH, CAVITY),
         np.where((teeth_w & (rel < 0.24))[:, None], TEETH_LOWER, CAVITY),
     )
+    known = np.zeros(len(pts), dtype=bool)
     if color_fn is not None:
         photo = color_fn(pts)
         known = np.all(np.isfinite(photo), axis=1)
         col = np.where(known[:, None], photo, col)
+    # the lower plane is only the lower teeth (and what the photo shows): the tongue shows behind it
+    lower = ~upper & (known | (teeth_w & (rel < 0.24)))
     part.add(pts[upper], normal, sigma, col[upper], LAYER_MOUTH)
-    part.add(pts[~upper], normal, sigma, col[~upper], LAYER_JAW)
+    part.add(pts[lower], normal, sigma, col[lower], LAYER_JAW)
     # tongue: behind the lower teeth, moves with the jaw
     tx, ty = _grid(-0.62, 0.62, 0.0, 0.9, step * 1.2)
     tmid = 0.5 * (mouth.up(tx) + mouth.lo(tx))
-    tpts = place(tx, tmid + ty + 0.08, depth + 0.18)
+    tpts = place(tx, tmid + ty - 0.02, depth + 0.22)
     part.add(tpts, normal, sigma * 1.2, TONGUE, LAYER_JAW, FLAG_TONGUE)
     # dark cavity: deepest, large enough for the widest jaw opening
-    cx, cy = _grid(-1.3, 1.3, -0.9, 1.6, step * 1.6)
-    # wide at the lips' level (turned heads see past the corners), narrow below (the jaw's opening tapers)
-    oval = ((np.abs(cx) <= 1.3) & (cy <= 0.45) & ((cx / 1.3) ** 4 + ((cy - 0.2) / 1.1) ** 4 < 1.0)) | (
-        (cx / 1.0) ** 2 + ((cy - 0.45) / 1.15) ** 2 < 1.0
-    )
-    part.add(place(cx[oval], cy[oval], depth + 0.45), normal, sigma * 1.6, CAVITY, LAYER_MOUTH)
+    cx, cy = _grid(-1.4, 1.4, -0.9, 1.8, step * 1.6)
+    # a rounded box, wider than the lips: it lies deep (behind the rotated jaw), so a turned head
+    # sees it shifted sideways
+    oval = (cx / 1.4) ** 4 + ((cy - 0.45) / 1.35) ** 4 < 1.0
+    part.add(place(cx[oval], cy[oval], depth + 1.1), normal, sigma * 1.6, CAVITY, LAYER_MOUTH)
 
 
 def eyeball(

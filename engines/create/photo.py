@@ -334,7 +334,10 @@ def create_from_image(
     face_n = np.einsum("kj,kjc->kc", bary, vn[verts])
     # discs lean towards the camera (never seen edge-on near the nose wings or the cheeks' rim)
     face_n = face_n / np.maximum(np.linalg.norm(face_n, axis=1, keepdims=True), 1e-12) + [0.0, 0.0, -2.0]
-    face_sigma = 0.65 * s * z / f  # a backing layer lies behind the face: sharper than SIGMA_PER_STEP
+    # steep surface (cheek rims, under the chin, nose wings) gets wider discs: seen obliquely after
+    # a head turn it would otherwise open gaps
+    cos_face = np.abs(np.einsum("kj,kj->k", bary, vn[verts][..., 2]))
+    face_sigma = 0.7 * s * z / f / np.sqrt(np.clip(cos_face / 0.85, 0.5, 1.0))
     part.add(face_pts, face_n, face_sigma, _bilinear(photo, grid), LAYER_HEAD, FLAG_DEFORM)
     n_face = len(face_pts)
     # explicit inner-lip Gaussians exactly on the landmarks (tools measure the aperture on them)
@@ -417,7 +420,7 @@ def create_from_image(
     )
     from scipy.ndimage import binary_dilation
 
-    head_mask |= binary_dilation(face_mask, iterations=8)  # a margin past the face's rim (chin included)
+    head_mask |= binary_dilation(face_mask, iterations=12)  # a margin past the face's rim (chin included)
     hs = opts.head_step
     gx_, gy_ = np.meshgrid(np.arange(hs / 2, size, hs), np.arange(hs / 2, size, hs))  # [gh, gw]
     guv = np.stack([gx_.ravel(), gy_.ravel()], axis=1)
@@ -455,7 +458,7 @@ def create_from_image(
         * np.clip((mloc[:, 1] + 1.2) / 0.5, 0, 1)
         * np.clip((2.6 - mloc[:, 1]) / 0.5, 0, 1)
     )
-    hz[on_mesh] = np.maximum(hz[on_mesh], zf[on_mesh] + (0.06 + 0.16 * wz[on_mesh]) * face_w)
+    hz[on_mesh] = np.maximum(hz[on_mesh], zf[on_mesh] + (0.06 + 0.3 * wz[on_mesh]) * face_w)
     # the backing follows the face's deformation fields (they fade out away from the features)
     for sel, flag in ((hsel, FLAG_DEFORM),):
         part.add(
@@ -505,10 +508,15 @@ def create_from_image(
     in_mouth = _points_in_polygon(uv_all, mouth_poly)
     in_eyes = _points_in_polygon(uv_all, eye_l_poly) | _points_in_polygon(uv_all, eye_r_poly)
     order = np.arange(avatar.count)
+    # only the teeth plane is seen through the neutral opening (tongue and cavity lie behind it)
+    on_teeth_plane = np.abs(mouth.local(avatar.means.astype(np.float64))[:, 2] - m_depth) < 0.02
     visible |= (
         (order >= n_face)
         & (order < n_inner)
-        & ((((lay == LAYER_MOUTH) | (lay == LAYER_JAW)) & in_mouth) | ((lay == LAYER_EYES) & in_eyes))
+        & (
+            (((lay == LAYER_MOUTH) | (lay == LAYER_JAW)) & in_mouth & on_teeth_plane)
+            | ((lay == LAYER_EYES) & in_eyes)
+        )
     )
     visible |= (order >= n_inner) & (order < n_head) & ~face_mask[uvi[:, 1], uvi[:, 0]]
     visible |= (order >= n_head) & in_img & ~head_mask[uvi[:, 1], uvi[:, 0]]

@@ -161,7 +161,8 @@ def _mouth_fields(fx: _Fields, jaw_delta: np.ndarray) -> None:
     # jaw: lower lip and chin follow the rigid jaw rotation
     ramp = 0.05 + 0.6 * np.clip(np.abs(mx) - 0.8, 0.0, 2.0)
     # near the lips the opening tapers to the corners (an oval, not a box); the chin moves fully
-    taper = 0.3 + 0.7 * np.clip(1.0 - mx * mx, 0.0, 1.0)
+    inside = np.clip(1.0 - mx * mx, 0.0, 1.0)  # 1 at the middle, 0 at and past the corners
+    taper = 0.05 + 0.95 * np.sqrt(inside)  # an oval opening
     t_chin = _smoothstep((my - lo) / 2.0)
     w_jaw = np.where(lower, _smoothstep((my - mid) / ramp), 0.0) * _lateral(mx, 1.2, 0.9)
     w_jaw *= (1.0 - t_chin) * taper + t_chin
@@ -169,7 +170,7 @@ def _mouth_fields(fx: _Fields, jaw_delta: np.ndarray) -> None:
     # mouthClose undoes the jaw on the lower lip (ARKit: lips closed over an open jaw)
     fx.add("mouthClose", -jaw_delta * (w_jaw * band_l)[:, None])
 
-    bulge = 0.12 + 0.10 * (1.0 - np.clip(mx, -1, 1) ** 2)
+    bulge = 0.22 * np.clip(1.0 - mx * mx, 0.0, 1.0)  # no slit past the corners
     # horizontal lip motions fade out slowly past the corners so that the skin stretches smoothly
     wide = (np.where(lower, _band(my - lo, LIP_T, 0.9), _band(up - my, LIP_T, 0.9))) * _lateral(mx, 0.9, 0.8)
     squeeze = -np.clip(mx, -1.0, 1.0) * wide
@@ -185,8 +186,8 @@ def _mouth_fields(fx: _Fields, jaw_delta: np.ndarray) -> None:
         fx.add(f"mouthStretch{side}", vec(sgn * 0.22 * corner, 0.05 * corner, 0.0))
         fx.add(f"mouthDimple{side}", vec(sgn * 0.08 * corner, 0.0, 0.06 * corner))
         half = side_l if sgn > 0 else side_r
-        fx.add(f"mouthLowerDown{side}", vec(0.0, 0.28 * band_l * half, 0.0))
-        fx.add(f"mouthUpperUp{side}", vec(0.0, -0.22 * band_u * half, 0.0))
+        fx.add(f"mouthLowerDown{side}", vec(0.0, 0.28 * band_l * half * np.sqrt(inside), 0.0))
+        fx.add(f"mouthUpperUp{side}", vec(0.0, -0.22 * band_u * half * np.sqrt(inside), 0.0))
         cheek = _blob(loc, sgn * 1.7, -0.5, 0.7, 0.7)
         fx.add("cheekPuff", vec(sgn * 0.16 * cheek, 0.0, -0.12 * cheek))
         fx.add(f"cheekSquint{side}", vec(0.0, -0.14 * _blob(loc, sgn * 1.5, -1.3, 0.6, 0.5), 0.0))

@@ -55,8 +55,12 @@ def without_static(avatar: Avatar) -> Avatar:
     return out
 
 
-def head_silhouette(avatar: Avatar, params: np.ndarray, erode: int = 4) -> np.ndarray:
-    """bool [B, H, W]: pixels covered by the posed head (every non-static layer), holes filled, eroded."""
+def head_silhouette(avatar: Avatar, params: np.ndarray, erode: int = 5) -> np.ndarray:
+    """bool [B, H, W]: pixels covered by the posed head (every non-static layer), holes filled, eroded.
+
+    The erosion (``erode`` pixels) drops the soft rim that the outermost Gaussians
+    leave (their σ is a few pixels): what remains must be fully opaque.
+    """
     from scipy.ndimage import binary_closing, binary_erosion, binary_fill_holes
 
     cam = avatar.camera
