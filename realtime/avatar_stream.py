@@ -108,7 +108,10 @@ def _to_float_mono(pcm: np.ndarray) -> np.ndarray:
 class _Utterance:
     """One reply: its audio at 48 kHz, its lip frames, and where it is in playback."""
 
-    def __init__(self, fps: int, samples_per_frame: int, lip_model: LipModel | None, aligned: bool) -> None:
+    def __init__(
+        self, fps: int, samples_per_frame: int, lip_model: LipModel | None, aligned: bool, reply: str | None
+    ) -> None:
+        self.reply = reply  # the TTS context (e.g. Pipecat's context_id) this audio belongs to
         self.fps = fps
         self.spf = samples_per_frame
         self.aligned = aligned
@@ -273,6 +276,8 @@ class AvatarStream:
         self._user_speaking = False
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._last_lip: np.ndarray | None = None
+        self._reply: str | None = None  # the reply the last chunk belonged to
+        self._cancelled: deque[str] = deque(maxlen=64)  # interrupted replies: their late chunks are dropped
         self.stats = StreamStats()
 
     # --- events in ---------------------------------------------------------------------------------
@@ -297,9 +302,17 @@ class AvatarStream:
         return len(self._queue)
 
     def push_tts_audio(
-        self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
+        self,
+        pcm: np.ndarray,
+        sample_rate: int,
+        alignments: Sequence[Any] | None = None,
+        reply: str | None = None,
     ) -> None:
-        """Add one TTS chunk to the current reply (a new reply starts after :meth:`end_utterance`)."""
+        """Add one TTS chunk to the current reply (a new reply starts after :meth:`end_utterance`).
+
+        ``reply`` names the TTS context the chunk belongs to (Pipecat's ``context_id``): after
+        :meth:`interrupt`, chunks of an interrupted reply that were still in flight are dropped.
+        """
         if not isinstance(sample_rate, int | np.integer) or not 4_000 <= int(sample_rate) <= 192_000:
             self.stats.dropped_chunks += 1
             raise AvatarStreamError(f"sample rate must be 4000..192000 Hz, got {sample_rate!r}")
@@ -313,9 +326,15 @@ class AvatarStream:
                 raise AvatarStreamError("alignments need .phoneme and .num_samples >= 0")
         if not len(audio):
             return
+        if reply is not None and reply in self._cancelled:
+            self.stats.dropped_chunks += 1
+            return
+        if self._open is not None and reply is not None and self._open.reply not in (None, reply):
+            self.end_utterance()  # a new reply begins: the previous one is complete
+        self._reply = reply
         if self._open is None:
             self._open = _Utterance(
-                self.fps, self.samples_per_frame, self._lip_model, aligned=alignments is not None
+                self.fps, self.samples_per_frame, self._lip_model, aligned=alignments is not None, reply=reply
             )
             self._queue.append(self._open)
             # the first TTS audio of a reply is here: the session times it to the reply's first frame
@@ -331,6 +350,9 @@ class AvatarStream:
     def interrupt(self) -> None:
         """Drop pending audio and frames now; the mouth relaxes closed; the avatar listens."""
         had_speech = bool(self._queue)
+        for reply in {u.reply for u in self._queue} | {self._reply}:
+            if reply is not None and reply not in self._cancelled:
+                self._cancelled.append(reply)
         self._queue.clear()
         self._open = None
         self._last_lip = None

@@ -81,7 +81,11 @@ class AvatarSink(Protocol):
     """What the conversation needs from the avatar: part of the AvatarStream contract (issue 5)."""
 
     def push_tts_audio(
-        self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
+        self,
+        pcm: np.ndarray,
+        sample_rate: int,
+        alignments: Sequence[Any] | None = None,
+        reply: str | None = None,
     ) -> None: ...
 
     def end_utterance(self) -> None: ...
@@ -155,7 +159,7 @@ class AvatarOutput(FrameProcessor):
                 pcm = pcm.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)  # [N]
             alignments = frame.alignments if isinstance(frame, AlignedTTSAudioRawFrame) else None
             try:
-                avatar.push_tts_audio(pcm, frame.sample_rate, alignments)
+                avatar.push_tts_audio(pcm, frame.sample_rate, alignments, reply=frame.context_id)
             except ValueError as exc:  # AvatarStreamError: this chunk is lost, the session goes on
                 logger.warning("AvatarOutput: the avatar refused a TTS chunk: %s", exc)
                 self._emit({"type": "error", "message": f"the avatar refused a TTS chunk: {exc}"})

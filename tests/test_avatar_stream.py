@@ -196,3 +196,28 @@ async def test_outlet_drops_released_but_unsent_audio_on_interrupt() -> None:
     assert dropped == 4 * 1920 - 960
     for j in range(1, 8):
         assert not (await outlet.audio_packet(j)).any()  # released but unsent: now silent
+
+
+def test_late_chunks_of_an_interrupted_reply_are_dropped(sentence: SpeechChunk) -> None:
+    stream = AvatarStream(CHANNELS, fps=25)
+    half = len(sentence.pcm) // 2
+    stream.push_tts_audio(sentence.pcm[:half], sentence.sample_rate, reply="reply-1")
+    run(stream, 10)
+    stream.interrupt()
+    # the rest of the interrupted reply was still in flight in the pipeline: it must not play
+    stream.push_tts_audio(sentence.pcm[half:], sentence.sample_rate, reply="reply-1")
+    stream.end_utterance()
+    assert all(not j.audio.any() for j in run(stream, 40))
+    # a new reply plays
+    stream.push_tts_audio(sentence.pcm, sentence.sample_rate, sentence.alignments, reply="reply-2")
+    stream.end_utterance()
+    assert any(j.audio.any() for j in run(stream, 40))
+
+
+def test_a_new_reply_closes_the_previous_one(sentence: SpeechChunk) -> None:
+    stream = AvatarStream(CHANNELS, fps=25)
+    stream.push_tts_audio(sentence.pcm, sentence.sample_rate, sentence.alignments, reply="a")
+    stream.push_tts_audio(
+        sentence.pcm, sentence.sample_rate, sentence.alignments, reply="b"
+    )  # no end for "a"
+    assert stream.pending_utterances == 2

@@ -63,9 +63,13 @@ class RecordingAvatar(AvatarStream):
         self.changed.set()
 
     def push_tts_audio(
-        self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
+        self,
+        pcm: np.ndarray,
+        sample_rate: int,
+        alignments: Sequence[Any] | None = None,
+        reply: str | None = None,
     ) -> None:
-        super().push_tts_audio(pcm, sample_rate, alignments)
+        super().push_tts_audio(pcm, sample_rate, alignments, reply=reply)
         self.audio.append((np.array(pcm), sample_rate, alignments))
         self._record("push_tts_audio", len(self.audio) - 1)
 

@@ -123,7 +123,11 @@ class CallLog:
         self.refuse_audio = refuse_audio
 
     def push_tts_audio(
-        self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
+        self,
+        pcm: np.ndarray,
+        sample_rate: int,
+        alignments: Sequence[Any] | None = None,
+        reply: str | None = None,
     ) -> None:
         if self.refuse_audio:
             raise ValueError("sample rate out of range")
