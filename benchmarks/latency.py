@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import shlex
 import sys
 import time
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import analysis
-from benchmarks.metrics_scrape import MetricsError, Scrape, parse_metrics, stage_summaries
+from benchmarks.metrics_scrape import MetricsError, Scrape, cpu_cost, parse_metrics, stage_summaries
 from benchmarks.report import ReportError, new_report, write_outputs
 from benchmarks.target import BenchError, Target
 from benchmarks.webrtc_client import Client
@@ -335,6 +336,11 @@ def summarise(sessions: Sequence[dict[str, Any]], server: dict[str, Any]) -> dic
         "interrupt_to_silence_ms_max": max(interrupts) if interrupts else None,
         "server_cpu_percent_mean": server.get("cpu_percent_mean"),
         "server_rss_mb_max": server.get("rss_mb_max"),
+        "server_cpu_ms_per_frame": server.get("server_cpu_ms_per_frame"),
+        # only meaningful when the run held full rate at full quality (else the server did less work per frame)
+        "cpu_bound_capacity_estimate": server.get("cpu_bound_capacity_estimate")
+        if all(s["ladder_level_end"] == 0 for s in sessions) and repeated and max(repeated) <= 5.0
+        else None,
         "render_ms_p50": stage("render", "p50_ms"),
         "render_ms_p95": stage("render", "p95_ms"),
         "encode_ms_p50": stage("encode", "p50_ms"),
@@ -397,6 +403,16 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
         server.update(target.sampler.samples.window(t_start, t_end))
     server["stages"] = stage_summaries(after, before) if after is not None else {}
     server["gauges"] = after.gauges if after is not None else {}
+    server.update(
+        cpu_cost(
+            server["cpu_percent_mean"],
+            before,
+            after,
+            t_end - t_start,
+            os.cpu_count() or 1,
+            target.settings.fps,
+        )
+    )
     series = {
         "frame_intervals_ms": np.concatenate([s["_series"]["intervals_ms"] for s in per_session]),
         "fps_per_second": [s["_series"]["fps_per_second"] for s in per_session],

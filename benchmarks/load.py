@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import sys
 import time
@@ -31,7 +32,7 @@ import numpy as np
 
 from benchmarks import analysis
 from benchmarks.latency import LOUD, SENTENCES, _last_stats, _scrape
-from benchmarks.metrics_scrape import stage_summaries
+from benchmarks.metrics_scrape import cpu_cost, stage_summaries
 from benchmarks.report import ReportError, new_report, write_outputs
 from benchmarks.target import BenchError, Target
 from benchmarks.webrtc_client import Client
@@ -150,6 +151,14 @@ async def measure_load(
                 "ladder_level_max": max((s["ladder_level"] or 0) for s in sessions),
                 "server_cpu_percent_mean": res.get("cpu_percent_mean"),
                 "server_rss_mb_max": res.get("rss_mb_max"),
+                **cpu_cost(
+                    res.get("cpu_percent_mean"),
+                    before,
+                    after,
+                    t1 - t0,
+                    os.cpu_count() or 1,
+                    target.settings.fps,
+                ),
                 "stage_ms_per_s": _stage_load(stages, t1 - t0),
                 "stages": stages,
                 "per_session": sessions,
@@ -202,6 +211,11 @@ async def measure_load(
         "frame_interval_p95_ms_at_capacity": cap_step["frame_interval_p95_ms"] if cap_step else None,
         "server_cpu_percent_at_capacity": cap_step["server_cpu_percent_mean"] if cap_step else None,
         "effective_fps_min_at_failure": None if last["passed"] else last["effective_fps_min"],
+        "server_cpu_ms_per_frame_first_step": steps[0].get("server_cpu_ms_per_frame"),
+        # from CPU time at one session, when that step held 25 FPS at full quality (else it did less work)
+        "cpu_bound_capacity_estimate": steps[0].get("cpu_bound_capacity_estimate")
+        if steps[0]["passed"] and steps[0]["ladder_level_max"] == 0
+        else None,
         "render_ms_per_s_last": busy.get("render"),
         "encode_ms_per_s_last": busy.get("encode"),
     }

@@ -101,3 +101,33 @@ def stage_summaries(after: Scrape, before: Scrape | None = None) -> dict[str, di
         h = hist.minus(before.stages[stage]) if before is not None and stage in before.stages else hist
         out[stage] = h.summary()
     return out
+
+
+def cpu_cost(
+    cpu_percent: float | None,
+    before: Scrape | None,
+    after: Scrape | None,
+    seconds: float,
+    cores: int,
+    fps: int,
+) -> dict[str, float | None]:
+    """CPU milliseconds per rendered frame, and the sessions that CPU time says this machine could hold.
+
+    Derived from CPU *time* (psutil) rather than wall time, so other programs on
+    the machine inflate it far less than the stage histograms: if the server had
+    every core to itself, ``cores · 1000 / (ms_per_frame · fps)`` sessions would fit.
+    It assumes the cost per frame stays the same with more sessions (no batching gain),
+    and it is only meaningful when the measured sessions held full rate at full
+    quality (a degraded server does less work per frame); callers drop it otherwise.
+    """
+    name = "splatcast_frames_rendered_total"
+    if cpu_percent is None or before is None or after is None or seconds <= 0:
+        return {"server_cpu_ms_per_frame": None, "cpu_bound_capacity_estimate": None}
+    frames = after.gauges.get(name, 0.0) - before.gauges.get(name, 0.0)
+    if frames <= 0:
+        return {"server_cpu_ms_per_frame": None, "cpu_bound_capacity_estimate": None}
+    ms_per_frame = cpu_percent * 10.0 * seconds / frames  # cpu % of one core → ms of CPU per second
+    return {
+        "server_cpu_ms_per_frame": ms_per_frame,
+        "cpu_bound_capacity_estimate": float(int(cores * 1000.0 / (ms_per_frame * fps))),
+    }

@@ -64,6 +64,8 @@ DIRECTION: dict[str, str] = {
     "render_ms_p50": "lower",
     "encode_ms_p50": "lower",
     "capacity_sessions": "higher",
+    "server_cpu_ms_per_frame": "lower",
+    "cpu_bound_capacity_estimate": "higher",
     "lipsync_corr": "higher",
     "lipsync_lag_abs_ms": "lower",
 }
@@ -77,6 +79,8 @@ NOISE: dict[str, tuple[float, float]] = {
     "server_cpu_percent_mean": (0.2, 10.0),
     "server_rss_mb_max": (0.2, 50.0),
     "capacity_sessions": (0.0, 0.5),
+    "server_cpu_ms_per_frame": (0.2, 2.0),
+    "cpu_bound_capacity_estimate": (0.0, 1.0),
     "lipsync_corr": (0.0, 0.1),
     "lipsync_lag_abs_ms": (0.0, 40.0),
 }

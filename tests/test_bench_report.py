@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from benchmarks import report as rp
-from benchmarks.metrics_scrape import parse_metrics, stage_summaries
+from benchmarks.metrics_scrape import cpu_cost, parse_metrics, stage_summaries
 
 
 def crafted(kind: str = "latency", **summary: float | None) -> dict[str, Any]:
@@ -147,3 +147,14 @@ def test_metrics_parse_quantiles_and_deltas() -> None:
     assert delta["count"] == 0  # count lines unchanged in `earlier`
     later = parse_metrics(METRICS.replace('count{stage="render"} 10', 'count{stage="render"} 14'))
     assert stage_summaries(later, s)["render"]["count"] == 4
+
+
+def test_cpu_cost_turns_cpu_percent_and_rendered_frames_into_ms_per_frame_and_capacity() -> None:
+    before = parse_metrics("splatcast_frames_rendered_total 1000\n")
+    after = parse_metrics("splatcast_frames_rendered_total 1500\n")
+    # 50 % of a core for 20 s = 10 000 ms of CPU for 500 frames: 20 ms per frame
+    cost = cpu_cost(50.0, before, after, 20.0, cores=2, fps=25)
+    assert cost["server_cpu_ms_per_frame"] == pytest.approx(20.0)
+    assert cost["cpu_bound_capacity_estimate"] == 4.0  # 2000 ms/s ÷ (20 ms × 25 fps)
+    assert cpu_cost(None, before, after, 20.0, 2, 25)["server_cpu_ms_per_frame"] is None
+    assert cpu_cost(50.0, after, after, 20.0, 2, 25)["cpu_bound_capacity_estimate"] is None
