@@ -136,8 +136,10 @@ def inner_mouth(
     # dark cavity: deepest, large enough for the widest jaw opening
     cx, cy = _grid(-1.4, 1.4, -0.9, 1.8, step * 1.6)
     # a rounded box, wider than the lips: it lies deep (behind the rotated jaw), so a turned head
-    # sees it shifted sideways
-    oval = (cx / 1.4) ** 4 + ((cy - 0.45) / 1.35) ** 4 < 1.0
+    # sees it shifted sideways; below the lips it narrows like the jaw's opening does
+    oval = (((cx / 1.4) ** 4 + ((cy - 0.45) / 1.35) ** 4 < 1.0) & (cy <= 0.6)) | (
+        (cx / 1.2) ** 2 + ((cy - 0.6) / 1.2) ** 2 < 1.0
+    )
     part.add(place(cx[oval], cy[oval], depth + 1.1), normal, sigma * 1.6, CAVITY, LAYER_MOUTH)
 
 
