@@ -63,7 +63,11 @@ class TimingAvatar:
         return self.times.get(name, [None])[0]
 
     def push_tts_audio(
-        self, pcm: np.ndarray, sample_rate: int, alignments: Sequence[Any] | None = None
+        self,
+        pcm: np.ndarray,
+        sample_rate: int,
+        alignments: Sequence[Any] | None = None,
+        reply: str | None = None,
     ) -> None:
         self._mark("push_tts_audio")
 

@@ -54,9 +54,9 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """Decode any audio file to mono float32 at its own sample rate."""
     try:
         with av.open(str(path)) as container:
-            stream = next((s for s in container.streams if s.type == "audio"), None)
-            if stream is None:
+            if not container.streams.audio:
                 raise SayError(f"{path} has no audio stream")
+            stream = container.streams.audio[0]
             rate = int(stream.codec_context.sample_rate or 0)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
             parts = []
