@@ -7,7 +7,7 @@ import pytest
 from test_raster_backends import assert_close_to_reference
 
 from engines.splat.avatar import Avatar
-from engines.splat.render import RenderError, render
+from engines.splat.render import Renderer, RenderError, render
 from engines.splat.synthetic import make_test_avatar
 
 POSES: dict[str, dict[str, float]] = {
@@ -122,3 +122,37 @@ def test_render_rejects_unknown_backend_and_lod(avatars: list[Avatar]) -> None:
         render(avatars[0], avatars[0].neutral(1), (64, 64), backend="cuda")
     with pytest.raises(RenderError, match="lod"):
         render(avatars[0], avatars[0].neutral(1), (64, 64), lod=1)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_renderer_with_static_plate_matches_reference(
+    avatars: list[Avatar],
+    reference_renders: dict[tuple[int, tuple[int, int]], tuple[np.ndarray, np.ndarray]],
+    size: tuple[int, int],
+) -> None:
+    """Renderer draws the static layer once as a plate; frames must still match the reference."""
+    avatar = avatars[0]
+    renderer = Renderer(avatar)
+    rgb, alpha = renderer.render(_batch(avatar), size, return_alpha=True)
+    assert renderer.plate_frames == len(POSES)  # the plate was used, not the fallback
+    ref_rgb, ref_alpha = reference_renders[(0, size)]
+    assert_close_to_reference(rgb, alpha, ref_rgb, ref_alpha)
+    # the second call reuses the plate and gives the same frames
+    np.testing.assert_array_equal(renderer.render(_batch(avatar), size), rgb)
+
+
+def test_renderer_falls_back_when_the_static_layer_is_not_behind(avatars: list[Avatar]) -> None:
+    import dataclasses
+
+    from engines.splat.avatar import LAYER_STATIC
+
+    avatar = avatars[0]
+    means = avatar.means.copy()
+    static = avatar.layers == LAYER_STATIC
+    means[np.flatnonzero(static)[:5], 2] = 0.5  # a few static splats in front of the face
+    moved = dataclasses.replace(avatar, means=means)
+    renderer = Renderer(moved)
+    params = moved.params({"jawOpen": 0.5})
+    out = renderer.render(params, (64, 48))
+    assert renderer.plate_frames == 0
+    np.testing.assert_array_equal(out, render(moved, params, (64, 48)))

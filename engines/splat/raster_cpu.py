@@ -286,11 +286,13 @@ def _composite(
     feat: np.ndarray,  # [N, 6] float32
     rect: np.ndarray,  # [N, 4] int32
     colors: np.ndarray,  # [N, 3] float32
-    background: np.ndarray,  # [3] float32
+    bg_rgb: np.ndarray,  # [H, W, 3] float32 (a plate) or [1, 1, 3] (one colour): what shows through
+    bg_trans: np.ndarray,  # [H, W] or [1, 1] float32: transmittance of what shows through
     tiles_x: int,
     out_rgb: np.ndarray,  # [H, W, 3] uint8
     out_alpha: np.ndarray,  # [H, W] float32
 ) -> None:
+    plate = bg_rgb.shape[0] > 1 or bg_rgb.shape[1] > 1
     col_of = np.empty(TILE * HALF, dtype=np.float32)
     row_of = np.empty(TILE * HALF, dtype=np.float32)
     for q in range(TILE * HALF):
@@ -351,10 +353,12 @@ def _composite(
             for j in range(x0, x1 + 1):
                 p = ((j - x0) // HALF) * TILE * HALF + (i - y0) * HALF + (j - x0) % HALF
                 tr = trans[p]
-                _store(out_rgb, i, j, 0, acc_r[p] + tr * background[0])
-                _store(out_rgb, i, j, 1, acc_g[p] + tr * background[1])
-                _store(out_rgb, i, j, 2, acc_b[p] + tr * background[2])
-                out_alpha[i, j] = one - tr
+                bi = i if plate else 0
+                bj = j if plate else 0
+                _store(out_rgb, i, j, 0, acc_r[p] + tr * bg_rgb[bi, bj, 0])
+                _store(out_rgb, i, j, 1, acc_g[p] + tr * bg_rgb[bi, bj, 1])
+                _store(out_rgb, i, j, 2, acc_b[p] + tr * bg_rgb[bi, bj, 2])
+                out_alpha[i, j] = one - tr * bg_trans[bi, bj]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -376,7 +380,8 @@ def _draw_frame(
     opacities: np.ndarray,  # [N] float32
     colors: np.ndarray,  # [N, 3] float32
     camera: Camera,
-    background: np.ndarray,  # [3] float32
+    bg_rgb: np.ndarray,  # [H, W, 3] or [1, 1, 3] float32
+    bg_trans: np.ndarray,  # [H, W] or [1, 1] float32
     out_rgb: np.ndarray,  # [H, W, 3] uint8
     out_alpha: np.ndarray,  # [H, W] float32
 ) -> None:
@@ -403,23 +408,41 @@ def _draw_frame(
     tiles_x = (camera.width + TILE - 1) // TILE
     tiles_y = (camera.height + TILE - 1) // TILE
     starts, ids = _bin(order, rect, tiles_x, tiles_y)
-    _composite(starts, ids, feat, rect, colors, background, tiles_x, out_rgb, out_alpha)
+    _composite(starts, ids, feat, rect, colors, bg_rgb, bg_trans, tiles_x, out_rgb, out_alpha)
 
 
 def rasterize_cpu(
     g: PosedGaussians,
     camera: Camera,
     background: np.ndarray,  # [3] float in [0, 1]
+    plate: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw every frame of ``g``: rgb uint8 [B, H, W, 3] and alpha float32 [B, H, W].
 
     Frames are drawn one after another, each parallel over its tiles.
     Inputs are assumed checked (see :func:`engines.splat.rasterize.rasterize`).
+
+    ``plate`` = (rgb float32 [H, W, 3], transmittance float32 [H, W]) replaces
+    the background colour by a picture of Gaussians that all lie behind those
+    of ``g`` (premultiplied: the plate's rgb already holds the background
+    colour seen through it); see :class:`engines.splat.render.Renderer`.
     """
     b = g.batch
     rgb = np.empty((b, camera.height, camera.width, 3), dtype=np.uint8)
     alpha = np.empty((b, camera.height, camera.width), dtype=np.float32)
-    bg = np.ascontiguousarray(background, dtype=np.float32)
+    if plate is None:
+        bg_rgb = np.ascontiguousarray(background, dtype=np.float32).reshape(1, 1, 3)
+        bg_trans = np.ones((1, 1), dtype=np.float32)
+    else:
+        bg_rgb = np.ascontiguousarray(plate[0], dtype=np.float32)
+        bg_trans = np.ascontiguousarray(plate[1], dtype=np.float32)
+        if bg_rgb.shape != (camera.height, camera.width, 3) or bg_trans.shape != (
+            camera.height,
+            camera.width,
+        ):
+            raise ValueError(
+                f"plate must be [{camera.height}, {camera.width}, 3] and [{camera.height}, {camera.width}]"
+            )
     # tiles differ a lot in cost (face vs background): hand them out in small chunks
     # rather than one contiguous half of the image per thread
     previous_chunksize = numba.set_parallel_chunksize(2)
@@ -432,7 +455,8 @@ def rasterize_cpu(
                 np.ascontiguousarray(g.opacities[f]),
                 np.ascontiguousarray(g.colors[f]),
                 camera,
-                bg,
+                bg_rgb,
+                bg_trans,
                 rgb[f],
                 alpha[f],
             )
