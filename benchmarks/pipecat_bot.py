@@ -11,7 +11,7 @@ greeting play, and writes JSON::
 * ``audio_to_first_image_ms``: inside the service, the greeting's first TTS audio in →
   the image of its first frame out (the bot logs it per call)
 * ``onset_av_ms``: at the receiver, first loud audio packet minus first frame whose mouth
-  box darkens (positive: the voice comes after the face); ``onset_av_corrected_ms``
+  box changes (positive: the voice comes after the face); ``onset_av_corrected_ms``
   subtracts the ~33 ms an aiortc receiver adds to audio (FACTS.md)
 """
 
@@ -51,7 +51,7 @@ async def _call(base: str, box: tuple[int, int, int, int], seconds: float) -> di
     window = (t[0] + 1.0, t[-1])
     mouth = np.array(rx.mouth)
     base_mouth = float(np.median(mouth[:10]))
-    moved = np.nonzero(base_mouth - mouth > 3.0)[0]
+    moved = np.nonzero(np.abs(mouth - base_mouth) > 3.0)[0]
     loud = [at for at, rms in zip(rx.audio_t, rx.audio_rms, strict=True) if rms > LOUD_RMS]
     onset = (loud[0] - float(t[moved[0]])) * 1000.0 if len(moved) and loud else None
     steps = np.diff(np.array(rx.video_pts, np.int64))
@@ -61,6 +61,8 @@ async def _call(base: str, box: tuple[int, int, int, int], seconds: float) -> di
         "fps": round(fps_between(rx.video_t, *window), 2),
         "rtp_step": float(np.median(steps)) if len(steps) else None,
         "first_frame_after_offer_s": round(float(t[0]) - client.connected_at, 3),
+        "audio_rms_max": round(max(rx.audio_rms, default=0.0), 4),
+        "mouth_luma_range": round(float(np.ptp(mouth)), 2) if len(mouth) else None,
         "onset_av_ms": None if onset is None else round(onset, 1),
         "onset_av_corrected_ms": None if onset is None else round(onset - AIORTC_AUDIO_LAG_MS, 1),
     }

@@ -84,9 +84,12 @@ class BotShared:
     def load(cls, settings: Settings) -> BotShared:
         from realtime.conversation_services import SpeechModels
         from realtime.engine import Engine
+        from realtime.pipecat import RGBRenderer
 
         engine = Engine.load(settings, warmup=False)
         try:
+            # compile the renderer now (numba caches it): a call's pipeline gives its StartFrame 20 s
+            RGBRenderer(engine.avatar, (settings.size, settings.size), settings.render_backend).warmup()
             models = SpeechModels.load()
         except Exception:
             engine.close()

@@ -24,11 +24,13 @@ just before the first and just after the last audio of their reply, so the
 transport's bot-speaking events follow what is actually heard.
 
 Who owns time: this service. The :class:`realtime.avatar_stream.AvatarStream`
-is clock-free; a :class:`realtime.scheduler.FrameClock` renders frame ``k``
-(in the shared render worker thread: numba releases the GIL, the event loop
-never blocks) by its deadline ``t0 + k/fps`` or repeats the previous image,
-and the service pushes image ``k`` at ``t0 + k/fps`` on that absolute
-schedule. Idle frames therefore flow when nobody speaks, and the transport's
+is clock-free; the service prepares frame ``k`` ahead of ``t0 + k/fps`` (by
+the measured render cost, one to three frame periods), renders it in the
+shared render worker thread (:class:`realtime.scheduler.Scheduler`; numba
+releases the GIL, the event loop never blocks) and pushes image ``k`` at
+``t0 + k/fps`` on that absolute schedule, or the newest image rendered so far
+when ``k`` is late (renders are never thrown away, so a slow machine shows
+fewer fresh faces instead of none). Idle frames therefore flow when nobody speaks, and the transport's
 queues stay about one frame deep, so an interruption takes effect at once.
 
 Audio leaves one frame after its image. Pipecat's live video output
@@ -92,13 +94,14 @@ from realtime.avatar_stream import OUTPUT_SAMPLE_RATE, VIDEO_CLOCK_RATE, AvatarS
 from realtime.clock import sleep_until
 from realtime.conversation_services import AlignedTTSAudioRawFrame
 from realtime.engine import Engine
-from realtime.scheduler import FrameClock, Renderer
+from realtime.scheduler import Renderer
 from realtime.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
-END_DRAIN_MARGIN_S = 2.0  # EndFrame: how much longer than the queued speech to wait for it to play out
+END_DRAIN_MARGIN_S = 2.0
+MAX_LEAD_FRAMES = 3  # frames are prepared at most this many frame periods ahead (latency bound)  # EndFrame: how much longer than the queued speech to wait for it to play out
 
 
 class SplatAvatarError(ValueError):
@@ -206,7 +209,13 @@ class SplatAvatarService(AIService):
         self._stream: AvatarStream | None = None
         self._renderer: RGBRenderer | None = None
         self._jaw: int | None = None  # index of jawOpen in the rig parameters
-        self._clock: FrameClock | None = None
+        self._render_task: asyncio.Task[None] | None = None
+        self._lead_s = (
+            1.0 / fps
+        )  # how far ahead of its due time a frame is prepared (set from the render cost)
+        self._level = 0  # degradation ladder level (realtime.scheduler.ladder_for)
+        self._slack: deque[float] = deque(maxlen=25)  # recent (due - rendered) / period; < 0: late
+        self._neutral: VideoFrame | None = None
         self._push_task: asyncio.Task[None] | None = None
         self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
         self._marks: defaultdict[int, list[str]] = defaultdict(list)
@@ -215,7 +224,7 @@ class SplatAvatarService(AIService):
         self._incoming: _Reply | None = None  # the reply receiving audio now
         self._audio_line: deque[tuple[FrameJob, list[str], _Reply | None]] = deque()  # delayed audio
         self._playing: _Reply | None = None
-        self._last_image: bytes | None = None
+        self._last_image: tuple[VideoFrame, bytes] | None = None  # the last render pushed, as bytes
         self._drained = asyncio.Event()
         self._first_audio_at: dict[int, float] = {}  # id(reply) → when its first TTS audio came in
         self._interrupted_before = 0  # frames below this index were made before the last interruption
@@ -263,23 +272,47 @@ class SplatAvatarService(AIService):
         self._renderer = renderer
         self._jaw = renderer.channels.index("jawOpen") if "jawOpen" in renderer.channels else None
         self._stream = stream
-        self._clock = FrameClock(stream, engine.scheduler, renderer, self._release)
+        neutral = np.asarray(engine.avatar.neutral(1), np.float32)  # [1, C]
+        cost_s, self._neutral = await asyncio.to_thread(self._measure_render, renderer, neutral)
+        period = 1.0 / self._fps
+        self._lead_s = min(MAX_LEAD_FRAMES * period, max(period, 1.25 * cost_s))
+        logger.info(
+            "%s: a frame renders in %.0f ms; frames are prepared %.0f ms ahead",
+            self,
+            cost_s * 1e3,
+            self._lead_s * 1e3,
+        )
+
+    @staticmethod
+    def _measure_render(renderer: RGBRenderer, neutral: np.ndarray) -> tuple[float, VideoFrame]:
+        """Median seconds of one level-0 frame (render + convert), and the neutral image."""
+        times = []
+        frame = renderer.to_video_frame(renderer.render(neutral, 0)[0])
+        for _ in range(3):
+            t = time.perf_counter()
+            frame = renderer.to_video_frame(renderer.render(neutral, 0)[0])
+            times.append(time.perf_counter() - t)
+        return float(np.median(times)), frame
 
     @staticmethod
     def _load_engine(settings: Settings) -> Engine:
         return Engine.load(settings, warmup=False)
 
     def _start_clock(self) -> None:
-        if self._clock is None or self._clock.running:
+        if self._stream is None or self._render_task is not None:
             return
-        self._t0 = time.monotonic() + 1.0 / self._fps  # one frame to render the first image
-        self._clock.start(self._t0)
+        self._t0 = time.monotonic() + self._lead_s
+        self._render_task = self.create_task(self._render_loop(), name="splatcast-avatar-render")
         self._push_task = self.create_task(self._push_loop(), name="splatcast-avatar-push")
+
+    @property
+    def running(self) -> bool:
+        return self._push_task is not None
 
     async def stop(self, frame: EndFrame) -> None:
         """Graceful end: let the replies already received play out, then stop the frame loop."""
         await super().stop(frame)
-        if self._stream is not None and self._clock is not None and self._clock.running:
+        if self._stream is not None and self.running:
             if self._incoming is not None and self._incoming.has_audio:
                 self._end_reply(None)
             self._drained.clear()
@@ -301,8 +334,9 @@ class SplatAvatarService(AIService):
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        if self._clock is not None:
-            await self._clock.stop()
+        if self._render_task is not None:
+            await self.cancel_task(self._render_task)
+            self._render_task = None
         if self._push_task is not None:
             await self.cancel_task(self._push_task)
             self._push_task = None
@@ -397,9 +431,69 @@ class SplatAvatarService(AIService):
         if event.get("type") in ("utterance_start", "utterance_done"):
             self._marks[int(event["frame"])].append(str(event["type"]))
 
-    def _release(self, job: FrameJob, frame: VideoFrame, repeated: bool) -> None:
-        """FrameClock: frame ``job.index`` is rendered (or repeated); it leaves at ``t0 + k/fps``."""
-        self._ready.put_nowait(_Ready(job, frame, repeated, self._marks.pop(job.index, [])))
+    async def _render_loop(self) -> None:
+        """Prepare frame ``k`` at ``t0 + k/fps - lead``: its job, and its image if it renders by its due time.
+
+        Renders never get cancelled: when frame ``k`` is not ready by ``t0 + k/fps``
+        the newest image rendered so far goes out in its place (a counted repeat),
+        and the render goes on, so a machine that renders slower than the frame
+        rate still shows as many fresh faces as it can, while the audio keeps to
+        its schedule.
+        """
+        assert self._stream is not None and self._renderer is not None and self._engine is not None
+        stream, renderer, scheduler = self._stream, self._renderer, self._engine.scheduler
+        period = 1.0 / self._fps
+        latest: tuple[int, VideoFrame | None] = (-1, self._neutral)  # (frame index, image)
+        in_flight: tuple[int, asyncio.Future[VideoFrame | None]] | None = None
+        try:
+            while True:
+                due = self._t0 + stream.frame_index * period
+                await sleep_until(due - self._lead_s)
+                job = stream.next_frame_job()
+                submitted = False
+                while True:
+                    if in_flight is None and not submitted:
+                        deadline = due + MAX_LEAD_FRAMES * period  # the worker drops it only when hopeless
+                        in_flight = (job.index, scheduler.submit(renderer, job.params, deadline, self._level))
+                        submitted = True
+                    if in_flight is None:
+                        break
+                    index, fut = in_flight
+                    try:
+                        image = await asyncio.wait_for(
+                            asyncio.shield(fut), timeout=max(0.0, due - time.monotonic())
+                        )
+                    except TimeoutError:
+                        break
+                    in_flight = None
+                    if image is not None and index > latest[0]:
+                        latest = (index, image)
+                    if index == job.index:
+                        break
+                own = latest[0] == job.index
+                self._adapt((due - time.monotonic()) / period if own else -1.0)
+                assert latest[1] is not None
+                self._ready.put_nowait(_Ready(job, latest[1], not own, self._marks.pop(job.index, [])))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: the render loop stopped on an unexpected error", self)
+            raise
+
+    def _adapt(self, slack: float) -> None:
+        """Step down the ladder when frames miss or nearly miss; back up when there is room."""
+        assert self._renderer is not None
+        self._slack.append(slack)
+        recent = list(self._slack)[-12:]
+        top = len(self._renderer.levels) - 1
+        if len(recent) == 12 and sum(s < 0.1 for s in recent) >= 3 and self._level < top:
+            self._level += 1
+            self._slack.clear()
+            logger.info("%s: render ladder level %d (frames were late)", self, self._level)
+        elif self._level > 0 and len(self._slack) == self._slack.maxlen and min(self._slack) > 0.5:
+            self._level -= 1
+            self._slack.clear()
+            logger.info("%s: render ladder level %d (room again)", self, self._level)
 
     async def _push_loop(self) -> None:
         try:
@@ -437,12 +531,12 @@ class SplatAvatarService(AIService):
     async def _push_image(self, ready: _Ready) -> None:
         assert self._renderer is not None
         h, w = self._renderer.size
-        if ready.repeated and self._last_image is not None:
-            image = self._last_image
-            self.stats.repeated += 1
+        self.stats.repeated += int(ready.repeated)
+        if self._last_image is not None and ready.frame is self._last_image[0]:
+            image = self._last_image[1]  # the same render again
         else:
             image = ready.frame.to_ndarray(format="rgb24").tobytes()  # [h, w, 3] uint8
-            self._last_image = image
+            self._last_image = (ready.frame, image)
         out = OutputImageRawFrame(image=image, size=(w, h), format="RGB")
         out.pts = ready.job.pts * NS_PER_S // VIDEO_CLOCK_RATE  # the audio clock, in Pipecat's ns
         out.metadata["splatcast"] = {

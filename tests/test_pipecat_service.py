@@ -35,7 +35,7 @@ from benchmarks.webrtc_client import write_synthetic_avatar
 from engines.tts import PiperTTS, SpeechChunk
 from realtime.conversation_services import AlignedTTSAudioRawFrame
 from realtime.engine import Engine
-from realtime.pipecat import AudioClockVideoTrack, SplatAvatarService
+from realtime.pipecat import AudioClockVideoTrack, RGBRenderer, SplatAvatarService
 from realtime.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -60,6 +60,8 @@ def avatar_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[i
 @pytest.fixture(scope="module")
 def engine(avatar_file: tuple[Path, tuple[int, int, int, int]]) -> Iterator[Engine]:
     eng = Engine.load(Settings(avatar=avatar_file[0], size=SIZE, fps=FPS), warmup=False)
+    # compile the renderer here: the pipeline gives a StartFrame 20 s, a cold numba compile can take longer
+    RGBRenderer(eng.avatar, (SIZE, SIZE)).warmup()
     yield eng
     eng.close()
 
