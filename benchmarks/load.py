@@ -3,7 +3,9 @@
 Against one server (a local ``splatcast serve`` with admission control lifted
 to ``--capacity 64``, or ``--url``), step ``n = 1, 2, ...``: connect one more
 aiortc client, let every client keep talking (``say`` sentence after
-sentence), warm up, then measure for ``--duration`` seconds. A step fails
+sentence), warm up, then measure for ``--duration`` seconds (at least
+three steps are measured, past a failure too, so the capacity curve has a
+shape). A step fails
 when any session's *unique* frame rate — received FPS × (1 − the share of
 frames the server repeated because their render missed the deadline) — drops
 below 24.5 (25 FPS within measurement tolerance) or its p95 interval between
@@ -44,6 +46,7 @@ MIN_FPS = 24.5
 MAX_P95_MS = 60.0
 WARM_S = 4.0
 DEFAULT_MAX_SESSIONS = 16
+MIN_STEPS = 3  # measure at least this many steps (past a failure too) so the capacity curve has a shape
 BUSY_STAGES = ("render", "encode", "motion")  # per-frame CPU work the server does for each session
 
 
@@ -115,6 +118,7 @@ async def measure_load(
     probe = Client(target.base, api_token=target.api_token)
     steps: list[dict[str, Any]] = []
     capacity = 0
+    failed_at: int | None = None
     stop_reason = f"reached --sessions {max_sessions}"
     bar = tqdm(total=max_sessions, unit="session", desc="bench load", disable=not progress, file=sys.stderr)
     try:
@@ -172,13 +176,16 @@ async def measure_load(
             bar.set_postfix_str(
                 f"{n} sessions: {step['effective_fps_min']:.1f} FPS, p95 {step['frame_interval_p95_ms'] or 0:.0f} ms"
             )
-            if not ok:
+            if not ok and failed_at is None:
+                failed_at = n
                 stop_reason = (
                     f"{n} sessions: worst unique FPS {step['effective_fps_min']:.1f}, "
                     f"worst p95 interval {step['frame_interval_p95_ms'] or float('nan'):.0f} ms"
                 )
-                break
-            capacity = n
+            if failed_at is None:
+                capacity = n
+            elif n >= MIN_STEPS:
+                break  # past the capacity, with enough points for the curve
     finally:
         bar.close()
         for t in talkers:
@@ -192,7 +199,7 @@ async def measure_load(
         await probe.close()
     if not steps:
         raise BenchError(f"no step could be measured ({stop_reason})")
-    last = steps[-1]
+    last = steps[capacity] if capacity < len(steps) else steps[-1]  # the first failing step, if any
     busy = last["stage_ms_per_s"]
     dominant = max(busy, key=lambda k: busy[k]) if busy else None
     bottleneck = {

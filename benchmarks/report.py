@@ -427,9 +427,10 @@ def plot_load(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     ax2.set_ylabel("ms / CPU %")
     h1, l1 = ax1.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax1.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower left")
+    ax1.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
     cap = report["summary"].get("capacity_sessions")
-    ax1.set_title(f"Capacity of this machine: {cap} session(s) at 25 FPS")
+    cap_text = "–" if cap is None else f"{int(cap)}"
+    ax1.set_title(f"Capacity of this machine: {cap_text} session(s) at 25 FPS")
     ax1.set_xticks(n)
     return [_save(fig, out_dir / "capacity.png")]
 
