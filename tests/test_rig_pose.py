@@ -126,3 +126,46 @@ def test_closing_channels_seal_the_lips(avatar: Avatar) -> None:
     assert neutral > 2.0  # the synthetic face has its lips apart
     assert closed <= 0.0
     assert opened > neutral + 5.0
+
+
+def test_sorting_by_layer_keeps_the_pose(avatar: Avatar) -> None:
+    from engines.splat.avatar import sort_by_layer
+
+    shuffled_order = np.random.default_rng(0).permutation(avatar.count)
+    inv = np.empty_like(shuffled_order)
+    inv[shuffled_order] = np.arange(avatar.count)
+    shuffled = sort_by_layer(avatar)  # already sorted: a no-op permutation must also work
+    params = avatar.params({"jawOpen": 0.5, "mouthFunnel": 0.4, "headYaw": 0.2, "eyeGazeX": 0.5})
+    np.testing.assert_allclose(pose(shuffled, params).means, pose(avatar, params).means, atol=1e-6)
+    # a genuinely reordered avatar sorts back into contiguous layers and poses identically
+    from engines.splat.avatar import Rig
+
+    r = avatar.rig
+    mixed = Avatar(
+        **{
+            **avatar.__dict__,
+            **{
+                k: getattr(avatar, k)[shuffled_order]
+                for k in ("means", "quats", "scales", "opacities", "colors", "layers")
+            },
+            "rig": Rig(**{**r.__dict__, "delta_index": inv[r.delta_index].astype(np.int32)}),
+            "metadata": {
+                **avatar.metadata,
+                "landmark_gaussians": {
+                    k: inv[np.asarray(v)].tolist() for k, v in avatar.metadata["landmark_gaussians"].items()
+                },
+            },
+        }
+    )
+    back = sort_by_layer(mixed)
+    codes = back.layers.tolist()
+    assert codes.index(LAYER_STATIC) == len(codes) - codes[::-1].index(LAYER_STATIC) - codes.count(
+        LAYER_STATIC
+    )
+    assert all(c == LAYER_STATIC for c in codes[codes.index(LAYER_STATIC) :])
+    posed_mixed = pose(mixed, params).means[0]
+    posed_back = pose(back, params).means[0]
+    np.testing.assert_allclose(np.sort(posed_back, axis=0), np.sort(posed_mixed, axis=0), atol=1e-6)
+    up = back.metadata["landmark_gaussians"]["inner_lip_upper"]
+    up_mixed = mixed.metadata["landmark_gaussians"]["inner_lip_upper"]
+    np.testing.assert_allclose(posed_back[up], posed_mixed[up_mixed], atol=1e-6)

@@ -54,6 +54,7 @@ from engines.splat.avatar import (
     LAYER_MOUTH,
     LAYER_STATIC,
     Avatar,
+    sort_by_layer,
 )
 from engines.splat.types import Camera
 
@@ -525,6 +526,7 @@ def create_from_image(
     rate = np.where(order < n_inner, 0.6, 0.15)[visible]
     psnr = refine_colors(avatar, photo, visible, face_mask, opts.refine_iters, step, rate)
     avatar.metadata["neutral_psnr_face_db"] = round(psnr, 2)
+    avatar = sort_by_layer(avatar)
     avatar.metadata["creation_seconds"] = round(time.monotonic() - t0, 2)
     return avatar
 

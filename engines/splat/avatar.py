@@ -166,6 +166,51 @@ class Avatar:
         _validate(self)
 
 
+# jaw first, static last: the rigid jaw and the head-pose set become contiguous row ranges (fast pose)
+_LAYER_ORDER = {LAYER_JAW: 0, LAYER_MOUTH: 1, LAYER_EYES: 2, LAYER_HEAD: 3, LAYER_STATIC: 4}
+
+
+def sort_by_layer(avatar: Avatar) -> Avatar:
+    """The same avatar with its Gaussians reordered by layer (stable); rig, LOD and metadata indices follow."""
+    key = np.vectorize(_LAYER_ORDER.get)(avatar.layers.astype(int))
+    perm = np.argsort(key, kind="stable")  # new row i holds old row perm[i]
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(perm.size)
+    r = avatar.rig
+    meta = dict(avatar.metadata)
+    groups = meta.get("landmark_gaussians")
+    if isinstance(groups, dict):
+        meta["landmark_gaussians"] = {
+            k: inv[np.asarray(v, dtype=np.int64)].tolist() for k, v in groups.items()
+        }
+    return Avatar(
+        means=avatar.means[perm],
+        quats=avatar.quats[perm],
+        scales=avatar.scales[perm],
+        opacities=avatar.opacities[perm],
+        colors=avatar.colors[perm],
+        layers=avatar.layers[perm],
+        rig=Rig(
+            delta_offsets=r.delta_offsets.copy(),
+            delta_index=inv[r.delta_index].astype(np.int32),
+            delta_means=r.delta_means.copy(),
+            head_pivot=r.head_pivot,
+            jaw_pivot=r.jaw_pivot,
+            jaw_axis=r.jaw_axis,
+            jaw_angle=r.jaw_angle,
+            jaw_translation=r.jaw_translation,
+        ),
+        channels=avatar.channels,
+        camera=avatar.camera,
+        background=avatar.background,
+        metadata=meta,
+        lods=[
+            LodLevel(inv[lod.index].astype(np.int32), lod.scales, lod.opacities, lod.colors)
+            for lod in avatar.lods
+        ],
+    )
+
+
 # --------------------------------------------------------------------------- validation
 
 

@@ -76,21 +76,43 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ).astype(np.float32)
 
 
+def _quat_left_matrix(q: np.ndarray) -> np.ndarray:
+    """[B, 4, 4] matrices L with L @ p = q ⊗ p for (w, x, y, z) quaternions q [B, 4]."""
+    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+    return np.stack(
+        [
+            np.stack([w, -x, -y, -z], axis=-1),
+            np.stack([x, w, -z, y], axis=-1),
+            np.stack([y, z, w, -x], axis=-1),
+            np.stack([z, -y, x, w], axis=-1),
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
+def _rows(layers: np.ndarray, sel: np.ndarray) -> slice | np.ndarray:
+    """The selected rows as a slice when they are contiguous (avatars sorted by layer), else indices."""
+    idx = np.flatnonzero(sel)
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
 def _rotate(
     means: np.ndarray,  # [B, N, 3] (modified in place on the selected rows)
     quats: np.ndarray,  # [B, N, 4]
-    sel: np.ndarray,  # [K] int
+    sel: slice | np.ndarray,  # rows
     rot: np.ndarray,  # [B, 3, 3]
     pivot: np.ndarray,  # [3]
     translation: np.ndarray | None = None,  # [B, 3]
 ) -> None:
-    rel = means[:, sel] - pivot
-    moved = np.einsum("bij,bkj->bki", rot, rel) + pivot
+    rot_t = np.ascontiguousarray(np.swapaxes(rot, 1, 2), dtype=np.float32)  # [B, 3, 3]
+    offset = pivot - pivot @ rot_t  # [B, 3]: x R^T + (p - p R^T) = R (x - p) + p
     if translation is not None:
-        moved += translation[:, None, :]
-    means[:, sel] = moved
-    q = matrix_to_quat(rot)  # [B, 4]
-    quats[:, sel] = quat_multiply(q[:, None, :], quats[:, sel])
+        offset = offset + translation
+    means[:, sel] = means[:, sel] @ rot_t + offset[:, None, :]
+    left = _quat_left_matrix(matrix_to_quat(rot))  # [B, 4, 4]
+    quats[:, sel] = quats[:, sel] @ np.swapaxes(left, 1, 2)
 
 
 def pose(avatar: Avatar, params: np.ndarray, lod: int = 0) -> PosedGaussians:
@@ -120,7 +142,7 @@ def pose(avatar: Avatar, params: np.ndarray, lod: int = 0) -> PosedGaussians:
     angle = params @ rig.jaw_angle  # [B]
     shift = params @ rig.jaw_translation  # [B, 3]
     if np.any(angle != 0.0) or np.any(shift != 0.0):
-        jaw = np.flatnonzero(avatar.layers == LAYER_JAW)
+        jaw = _rows(avatar.layers, avatar.layers == LAYER_JAW)
         _rotate(means, quats, jaw, axis_angle_matrix(rig.jaw_axis, angle), rig.jaw_pivot, shift)
 
     # 3. rigid head pose over the static layer
@@ -128,7 +150,7 @@ def pose(avatar: Avatar, params: np.ndarray, lod: int = 0) -> PosedGaussians:
     pose_cols = [names.index(k) if k in names else -1 for k in ("headPitch", "headYaw", "headRoll")]
     angles = [params[:, i] if i >= 0 else np.zeros(b, dtype=np.float32) for i in pose_cols]
     if any(np.any(a != 0.0) for a in angles):
-        moving = np.flatnonzero(avatar.layers != LAYER_STATIC)
+        moving = _rows(avatar.layers, avatar.layers != LAYER_STATIC)
         _rotate(means, quats, moving, euler_matrix(*angles), rig.head_pivot)
 
     if lod == 0:

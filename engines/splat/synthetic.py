@@ -20,7 +20,7 @@ from engines.create.layers import (
     to_avatar,
 )
 from engines.create.procedural_rig import FaceFeatures, Opening
-from engines.splat.avatar import LAYER_HEAD, LAYER_STATIC, Avatar
+from engines.splat.avatar import LAYER_HEAD, LAYER_STATIC, Avatar, sort_by_layer
 from engines.splat.types import Camera
 
 HEAD_CENTRE = np.array([0.0, -0.02, 1.0])
@@ -150,4 +150,4 @@ def make_test_avatar(n_gaussians: int = 4000, seed: int = 0) -> Avatar:
         "seed": seed,
         "licence": "Apache-2.0",
     }
-    return to_avatar(part, feats, camera, np.array([0.35, 0.45, 0.6]), meta)
+    return sort_by_layer(to_avatar(part, feats, camera, np.array([0.35, 0.45, 0.6]), meta))
