@@ -137,6 +137,7 @@ async def measure(avatar: Path, size: int, audio_delay_frames: int, seconds: flo
             "p95": round(float(np.percentile(arr, 95)), 1) if len(arr) else None,
         },
         "images": service.stats.images,
+        "late": service.stats.late,
         "repeated": service.stats.repeated,
         "audio_to_first_image_ms": [round(s * 1000.0, 1) for s in service.stats.first_audio_to_image_s],
     }

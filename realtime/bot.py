@@ -325,9 +325,10 @@ async def run_call(shared: BotShared, connection: Any) -> None:
     finally:
         scheduler.sessions -= 1
         logger.info(
-            "bot: call %s over: %d images (%d repeated), audio→first image %s s",
+            "bot: call %s over: %d images (%d late, %d repeated), audio→first image %s s",
             connection.pc_id,
             avatar.stats.images,
+            avatar.stats.late,
             avatar.stats.repeated,
             [round(s, 3) for s in avatar.stats.first_audio_to_image_s],
         )

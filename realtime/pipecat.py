@@ -136,14 +136,15 @@ class _Ready:
 
     job: FrameJob
     frame: VideoFrame
-    repeated: bool
+    late: bool  # frame ``job.index`` was not rendered in time: ``frame`` is the newest older render
     marks: list[str] = field(default_factory=list)  # AvatarStream events of this frame
 
 
 @dataclass
 class ServiceStats:
     images: int = 0
-    repeated: int = 0  # frames not rendered in time (the previous image went out again)
+    late: int = 0  # frames whose own render was not ready in time (the newest older render went out)
+    repeated: int = 0  # frames that went out with exactly the previous image
     speech_frames: int = 0
     interrupts: int = 0
     first_audio_to_image_s: list[float] = field(
@@ -531,9 +532,11 @@ class SplatAvatarService(AIService):
     async def _push_image(self, ready: _Ready) -> None:
         assert self._renderer is not None
         h, w = self._renderer.size
-        self.stats.repeated += int(ready.repeated)
-        if self._last_image is not None and ready.frame is self._last_image[0]:
+        self.stats.late += int(ready.late)
+        repeated = self._last_image is not None and ready.frame is self._last_image[0]
+        if self._last_image is not None and repeated:
             image = self._last_image[1]  # the same render again
+            self.stats.repeated += 1
         else:
             image = ready.frame.to_ndarray(format="rgb24").tobytes()  # [h, w, 3] uint8
             self._last_image = (ready.frame, image)
@@ -544,7 +547,8 @@ class SplatAvatarService(AIService):
             "speaking": ready.job.speaking and ready.job.index >= self._interrupted_before,
             "mouth_open": ready.job.mouth_open,  # the lip-sync source's jawOpen
             "jaw_open": float(ready.job.params[self._jaw]) if self._jaw is not None else 0.0,  # as rendered
-            "repeated": ready.repeated,
+            "late": ready.late,  # the image is of an earlier frame
+            "repeated": repeated,  # the image is exactly the previous one
         }
         self.stats.images += 1
         await self.push_frame(out)

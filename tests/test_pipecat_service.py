@@ -205,7 +205,7 @@ async def test_aligned_speech_frames_pts_audio_and_mouth(
     box = avatar_file[1]
     luma = np.array([mouth_luma(f, box) for f in imgs])
     jaw = np.array([meta(f)["jaw_open"] for f in imgs])
-    fresh = ~np.array([meta(f)["repeated"] for f in imgs])
+    fresh = ~np.array([meta(f)["late"] for f in imgs])
     idle = ~np.array(speaking)
     assert np.all(jaw[idle] <= 0.05) and all(meta(f)["mouth_open"] == 0.0 for f in np.array(imgs)[idle])
     talk = slice(first_speech, last_speech + 1)
