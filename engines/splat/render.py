@@ -9,11 +9,12 @@ to ``size``. Backends: ``"cpu"`` (numba, the real-time CPU path),
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal, overload
 
 import numpy as np
 
-from engines.splat.avatar import LAYER_STATIC, Avatar
+from engines.splat.avatar import LAYER_STATIC, Avatar, LodLevel
 from engines.splat.rasterize import BACKENDS, RasterizeError, rasterize
 from engines.splat.rig import RigError, pose
 from engines.splat.types import PosedGaussians
@@ -117,6 +118,47 @@ def render(
     return rgb
 
 
+def _subset(avatar: Avatar, keep: np.ndarray) -> Avatar:
+    """The avatar restricted to the Gaussians where ``keep`` [N] bool is set (rig rows and LODs remapped)."""
+    new_id = np.full(avatar.count, -1, dtype=np.int64)
+    new_id[keep] = np.arange(int(keep.sum()))
+    rig = avatar.rig
+    offsets, index, deltas = [0], [], []
+    for c in range(len(avatar.channels)):
+        idx, delta = rig.channel_deltas(c)
+        sel = keep[idx]
+        index.append(new_id[idx[sel]])
+        deltas.append(delta[sel])
+        offsets.append(offsets[-1] + int(sel.sum()))
+    lods = []
+    for level in avatar.lods:
+        sel = keep[level.index]
+        lods.append(
+            LodLevel(
+                new_id[level.index[sel]].astype(np.int32),
+                level.scales[sel],
+                level.opacities[sel],
+                level.colors[sel],
+            )
+        )
+    return dataclasses.replace(
+        avatar,
+        means=avatar.means[keep],
+        quats=avatar.quats[keep],
+        scales=avatar.scales[keep],
+        opacities=avatar.opacities[keep],
+        colors=avatar.colors[keep],
+        layers=avatar.layers[keep],
+        rig=dataclasses.replace(
+            rig,
+            delta_offsets=np.asarray(offsets, dtype=np.int64),
+            delta_index=np.concatenate(index).astype(np.int32),
+            delta_means=np.concatenate(deltas).astype(np.float32),
+        ),
+        lods=lods,
+    )
+
+
 class Renderer:
     """``render()`` for one avatar, reusing the static layer's picture across frames.
 
@@ -131,9 +173,11 @@ class Renderer:
     the plate is stored as uint8, and the per-pixel stop at T < 1e-4 applies to
     the moving layers only (what a stop would have dropped is < 1e-4).
 
-    Each call checks that the nearest static Gaussian lies behind the farthest
-    posed moving one and otherwise falls back to :func:`render`. Only the
-    'cpu' backend uses plates; other backends always render in full.
+    The plate holds the static-layer Gaussians that no rig channel moves; the
+    rest form a smaller avatar that is posed each frame (so the static ones are
+    not even copied). Each call checks that the nearest plate Gaussian lies
+    behind the farthest posed one and otherwise falls back to :func:`render`.
+    Only the 'cpu' backend uses plates; other backends always render in full.
     """
 
     def __init__(self, avatar: Avatar, backend: str = "cpu") -> None:
@@ -143,30 +187,37 @@ class Renderer:
         self.backend = backend
         self.plate_frames = 0  # frames drawn over a plate (the rest fell back to render())
         self._plates: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-        static = avatar.layers == LAYER_STATIC
-        self._static = [static] + [static[level.index] for level in avatar.lods]  # per lod: [K] bool
-        self._static_near = [float(avatar.means[static, 2].min()) if static.any() else np.inf] + [
-            float(avatar.means[level.index[s], 2].min()) if s.any() else np.inf
-            for level, s in zip(avatar.lods, self._static[1:], strict=True)
+        # the plate holds static-layer Gaussians that no rig channel moves
+        moved = np.zeros(avatar.count, dtype=bool)
+        moved[avatar.rig.delta_index] = True
+        in_plate = (avatar.layers == LAYER_STATIC) & ~moved
+        self._in_plate = [in_plate] + [in_plate[level.index] for level in avatar.lods]  # per lod: [K] bool
+        self._plate_near = [
+            float(avatar.means[index[sel], 2].min()) if sel.any() else np.inf
+            for index, sel in zip(
+                [np.arange(avatar.count)] + [level.index for level in avatar.lods],
+                self._in_plate,
+                strict=True,
+            )
         ]
+        self._front = _subset(avatar, ~in_plate) if in_plate.any() and not in_plate.all() else None
 
     def _plate(self, h: int, w: int, lod: int) -> tuple[np.ndarray, np.ndarray]:
         key = (h, w, lod)
         if key not in self._plates:
             from engines.splat.raster_cpu import rasterize_cpu
 
-            posed = pose(self.avatar, self.avatar.neutral(1), lod=lod)  # the static layer never moves
-            keep = self._static[lod]
+            posed = pose(self.avatar, self.avatar.neutral(1), lod=lod)  # the plate's Gaussians never move
+            keep = self._in_plate[lod]
             static = PosedGaussians(
-                posed.means[:, keep],
-                posed.quats[:, keep],
-                posed.scales[:, keep],
-                posed.opacities[:, keep],
-                posed.colors[:, keep],
+                np.ascontiguousarray(posed.means[:, keep]),
+                np.ascontiguousarray(posed.quats[:, keep]),
+                np.ascontiguousarray(posed.scales[:, keep]),
+                np.ascontiguousarray(posed.opacities[:, keep]),
+                np.ascontiguousarray(posed.colors[:, keep]),
             )
-            rgb, alpha = rasterize_cpu(
-                static, self.avatar.camera.scaled(h, w), np.asarray(self.avatar.background, np.float32)
-            )
+            bg = np.asarray(self.avatar.background, np.float32)
+            rgb, alpha = rasterize_cpu(static, self.avatar.camera.scaled(h, w), bg)
             self._plates[key] = (rgb[0].astype(np.float32) / 255.0, 1.0 - alpha[0])
         return self._plates[key]
 
@@ -180,27 +231,19 @@ class Renderer:
         """Like :func:`render` for this avatar: uint8 [B, H, W, 3] (and alpha float32 [B, H, W])."""
         avatar = self.avatar
         params, (h, w), lod = _check_call(avatar, params, size, self.backend, lod)
-        static = self._static[lod]
-        if self.backend != "cpu" or not static.any() or static.all():
+        front = self._front
+        if self.backend != "cpu" or front is None or not self._in_plate[lod].any():
             return render(avatar, params, (h, w), self.backend, lod, return_alpha=return_alpha)  # type: ignore[call-overload]
         try:
-            posed = pose(avatar, params, lod=lod)
+            posed = pose(front, params, lod=lod)
         except RigError as exc:
             raise RenderError(str(exc)) from exc
-        moving = ~static
-        if float(posed.means[:, moving, 2].max()) >= self._static_near[lod]:
+        if posed.count and float(posed.means[..., 2].max()) >= self._plate_near[lod]:
             return render(avatar, params, (h, w), self.backend, lod, return_alpha=return_alpha)  # type: ignore[call-overload]
         from engines.splat.raster_cpu import rasterize_cpu
 
-        front = PosedGaussians(
-            np.ascontiguousarray(posed.means[:, moving]),
-            np.ascontiguousarray(posed.quats[:, moving]),
-            np.ascontiguousarray(posed.scales[:, moving]),
-            np.ascontiguousarray(posed.opacities[:, moving]),
-            np.ascontiguousarray(posed.colors[:, moving]),
-        )
         rgb, alpha = rasterize_cpu(
-            front,
+            posed,
             avatar.camera.scaled(h, w),
             np.asarray(avatar.background, np.float32),
             plate=self._plate(h, w, lod),
