@@ -106,3 +106,18 @@ def test_distill_cli_writes_levels(tmp_path: Path, capsys: pytest.CaptureFixture
     assert [lvl.index.shape[0] for lvl in load_avatar(out).lods] == [round(0.5 * load_avatar(src).count)]
     assert "PSNR" in capsys.readouterr().out
     assert main(["export", "distill", str(src), "--levels", "0.5,two"]) == 2
+
+
+def test_renderer_plate_works_per_level(distilled: tuple[Avatar, Avatar, list[LodReport]]) -> None:
+    from test_raster_backends import assert_close_to_reference
+
+    from engines.splat.render import Renderer
+
+    _, out, _ = distilled
+    params = np.stack([p for _, p in evaluation_params(out)[:4]]).astype(np.float32)
+    renderer = Renderer(out)
+    for lod in (0, 1, 2):
+        rgb, alpha = renderer.render(params, (64, 80), lod=lod, return_alpha=True)
+        ref_rgb, ref_alpha = render(out, params, (64, 80), lod=lod, return_alpha=True)
+        assert_close_to_reference(rgb, alpha, ref_rgb, ref_alpha)
+    assert renderer.plate_frames == 3 * len(params)
