@@ -88,8 +88,12 @@ def run(size: int, seconds: float, avatar: Path | None) -> dict[str, Any]:
             result = asyncio.run(_call(server.base, box, seconds))
             deadline = time.monotonic() + 15
             delays: list[float] = []
+            counts: dict[str, int] = {}
             while time.monotonic() < deadline and not delays:
                 for line in list(server.log):
+                    m = re.search(r"over: (\d+) images \((\d+) late, (\d+) repeated\)", line)
+                    if m:
+                        counts = dict(zip(("images", "late", "repeated"), map(int, m.groups()), strict=True))
                     m = re.search(r"audio→first image \[([^\]]*)\]", line)
                     if m and m.group(1).strip():
                         delays = [float(x) for x in m.group(1).split(",")]
@@ -97,6 +101,9 @@ def run(size: int, seconds: float, avatar: Path | None) -> dict[str, Any]:
         finally:
             server.stop()
     result["audio_to_first_image_ms"] = [round(d * 1000.0, 1) for d in delays]
+    result["service_frames"] = (
+        counts  # images pushed; late: an older render went out; repeated: the same image
+    )
     result.update({"size": size, "seconds": seconds, "avatar": label})
     return result
 

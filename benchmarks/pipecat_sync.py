@@ -30,7 +30,9 @@ TEXT = "Hello! I am a splatcast avatar. My lips move with my voice, and the two 
 CHUNK_BYTES = 960  # 10 ms of 48 kHz int16 mono
 
 
-async def measure(avatar: Path, size: int, audio_delay_frames: int, seconds: float) -> dict[str, Any]:
+async def measure(
+    avatar: Path, size: int, audio_delay_frames: int, seconds: float, audio_chunks: int = 4
+) -> dict[str, Any]:
     from aiortc import RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import AudioStreamTrack
     from pipecat.frames.frames import TTSSpeakFrame
@@ -92,7 +94,7 @@ async def measure(avatar: Path, size: int, audio_delay_frames: int, seconds: flo
     assert answer is not None
     await client.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
-    params = splat_pipecat.avatar_transport_params(fps=25, size=size)
+    params = splat_pipecat.avatar_transport_params(fps=25, size=size, audio_out_10ms_chunks=audio_chunks)
     transport = splat_pipecat.SplatSmallWebRTCTransport(connection, params)
     service = Recorded(avatar=avatar, size=size, audio_delay_frames=audio_delay_frames)
     worker = PipelineWorker(
@@ -130,6 +132,7 @@ async def measure(avatar: Path, size: int, audio_delay_frames: int, seconds: flo
     return {
         "size": size,
         "audio_delay_frames": audio_delay_frames,
+        "audio_out_10ms_chunks": audio_chunks,
         "speech_frames_matched": len(arr),
         "audio_minus_video_ms": {
             "median": round(float(np.median(arr)), 1) if len(arr) else None,
@@ -148,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--audio-delay-frames", dest="audio_delay_frames", type=int, default=1)
+    parser.add_argument(
+        "--audio-chunks", dest="audio_chunks", type=int, default=4, help="audio_out_10ms_chunks"
+    )
     parser.add_argument("--avatar", type=Path, default=None, help="default: a synthetic test avatar")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -156,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         if avatar is None:
             avatar = Path(tmp) / "synthetic.safetensors"
             write_synthetic_avatar(avatar)
-        result = asyncio.run(measure(avatar, args.size, args.audio_delay_frames, args.seconds))
+        result = asyncio.run(
+            measure(avatar, args.size, args.audio_delay_frames, args.seconds, args.audio_chunks)
+        )
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,12 @@ has come a period late, as soon as it arrives (its grid never re-forms), while
 audio leaves as soon as the transport's audio track takes it. Holding the
 audio back one frame keeps the voice behind its image in both modes (never
 ahead: receivers synchronise "as sent", and a voice ahead of the lips is what
-people notice first); it trails by up to about two frames, measured 63 ms
-median over SmallWebRTC (``benchmarks/pipecat_sync.py``), within the 125 ms
-that listeners tolerate for a late voice (ITU-R BT.1359).
+people notice first); by design it trails by up to two frames. Measured over
+SmallWebRTC (``benchmarks/pipecat_sync.py``) on a shared 2-core box the median
+was 63 to 232 ms across runs: under CPU starvation Pipecat's SmallWebRTC audio
+track (10 ms packets, an executor hop each) falls behind and the voice lags
+further; the service itself hands out each frame's audio exactly one frame
+after its image.
 
 SmallWebRTC: Pipecat's ``RawVideoTrack`` stamps frames with aiortc's fixed
 1/30 s step whatever the real rate, so at 25 FPS the video's RTP clock runs 20 %
