@@ -201,6 +201,8 @@ class SplatAvatarService(AIService):
                 )
             except SettingsError as exc:
                 raise SplatAvatarError(str(exc)) from exc
+        if avatar is not None and not Path(avatar).is_file():
+            raise SplatAvatarError(f"avatar {avatar} does not exist (leave it out for the bundled avatar)")
         if audio_delay_frames < 0:
             raise SplatAvatarError(f"audio_delay_frames must be >= 0, got {audio_delay_frames}")
         self._fps = fps

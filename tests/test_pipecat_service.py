@@ -35,7 +35,7 @@ from benchmarks.webrtc_client import write_synthetic_avatar
 from engines.tts import PiperTTS, SpeechChunk
 from realtime.conversation_services import AlignedTTSAudioRawFrame
 from realtime.engine import Engine
-from realtime.pipecat import AudioClockVideoTrack, RGBRenderer, SplatAvatarService
+from realtime.pipecat import AudioClockVideoTrack, RGBRenderer, SplatAvatarError, SplatAvatarService
 from realtime.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -291,3 +291,12 @@ async def test_audio_clock_video_track_stamps_frames_with_their_pts() -> None:
     got = [await asyncio.wait_for(track.recv(), 5) for _ in range(4)]
     assert [f.pts for f in got] == [0, 3600, 7200, 18000]  # 90 kHz, 25 FPS: not aiortc's 3000 steps
     assert all(f.width == 8 and f.height == 4 for f in got)
+
+
+def test_bad_options_fail_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(SplatAvatarError, match="does not exist"):
+        SplatAvatarService(avatar=tmp_path / "missing.safetensors")
+    with pytest.raises(SplatAvatarError, match="fps"):
+        SplatAvatarService(fps=24)
+    with pytest.raises(SplatAvatarError, match="render_backend"):
+        SplatAvatarService(render_backend="vulkan")
