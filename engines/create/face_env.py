@@ -4,8 +4,8 @@ mediapipe 0.10.21 pins ``protobuf<5`` and ``numpy<2``; the runtime
 environment needs protobuf ≥ 5.29 (pipecat) and numpy 2. So avatar creation
 keeps mediapipe in its own virtual environment, created on first use under
 ``$SPLATCAST_CACHE_DIR/envs/mediapipe-0.10.21`` (default
-``~/.cache/splatcast/envs/mediapipe-0.10.21``), and runs
-``landmarks_worker.py`` there. Creation is idempotent and guarded by a file
+``~/.cache/splatcast/envs/mediapipe-0.10.21``; about 0.4 GB and a minute or
+two to install), and runs ``landmarks_worker.py`` there. Creation is idempotent and guarded by a file
 lock, so two processes never build it at once. The runtime environment
 never imports mediapipe.
 """
@@ -29,7 +29,18 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 MEDIAPIPE_VERSION = "0.10.21"
-REQUIREMENTS = (f"mediapipe=={MEDIAPIPE_VERSION}", "numpy<2")
+# mediapipe itself is installed without its declared dependencies: face mesh needs only these
+# (jax, jaxlib, sentencepiece and sounddevice serve other solutions and would double the size).
+MEDIAPIPE = f"mediapipe=={MEDIAPIPE_VERSION}"
+REQUIREMENTS = (
+    "numpy<2",
+    "protobuf>=4.25.3,<5",
+    "absl-py",
+    "attrs>=19.1.0",
+    "flatbuffers>=2.0",
+    "opencv-python-headless",
+    "matplotlib",  # imported by mediapipe.python.solutions.drawing_utils
+)
 ENV_NAME = f"mediapipe-{MEDIAPIPE_VERSION}"
 WORKER = Path(__file__).resolve().parent / "landmarks_worker.py"
 READY_MARKER = ".splatcast-ready"
@@ -102,19 +113,9 @@ def ensure_env(notify: Callable[[str], None] | None = None, timeout: float = 900
             if root.exists():
                 shutil.rmtree(root)  # a half-built environment from an interrupted run
             _run([sys.executable, "-m", "venv", str(root)], "creating the virtual environment", 300)
-            _run(
-                [
-                    str(python),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    *REQUIREMENTS,
-                ],
-                f"installing {' '.join(REQUIREMENTS)} (needs PyPI access once)",
-                timeout,
-            )
+            pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+            _run([*pip, "--no-deps", MEDIAPIPE], f"installing {MEDIAPIPE} (needs PyPI access once)", timeout)
+            _run([*pip, *REQUIREMENTS], f"installing {' '.join(REQUIREMENTS)}", timeout)
             (root / READY_MARKER).write_text(MEDIAPIPE_VERSION + "\n")
             say(f"face-landmark environment ready ({time.monotonic() - start:.0f} s)")
         finally:
