@@ -72,7 +72,7 @@ async def test_bot_serves_the_prebuilt_client_and_its_start_endpoint(
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{server.base}/") as resp:
             page = await resp.text()
-            assert resp.status == 200 and "<html" in page.lower()
+            assert resp.status == 200 and "<!doctype html>" in page.lower()
         async with http.post(f"{server.base}/start", json={"transport": "webrtc"}) as resp:
             body = await resp.json()
             assert resp.status == 200 and len(body["sessionId"]) >= 32
