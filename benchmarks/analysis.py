@@ -164,18 +164,26 @@ def mouth_open_onset(
     min_delta: float = 1.0,
     hold: int = 2,
 ) -> float | None:
-    """Receive time of the first frame after ``after`` whose mouth is open for ``hold`` frames in a row."""
+    """Receive time of the first *opening* after ``after``: open for ``hold`` frames in a row, after a closed frame.
+
+    A mouth still open at ``after`` (the previous reply, or a frozen frame)
+    does not count until it has been seen closed.
+    """
     t = np.asarray(times, np.float64)
     sig = baseline.signal(luma)
     thr = baseline.threshold(k, min_delta)
-    ok = (t >= after) & (sig > thr)
+    window = t >= after
     if until is not None:
-        ok &= t <= until
-    run = 0
-    for i in range(t.size):
-        run = run + 1 if ok[i] else 0
-        if run >= max(1, hold):
-            return float(t[i - max(1, hold) + 1])
+        window &= t <= until
+    hold = max(1, hold)
+    seen_closed, run = False, 0
+    for i in np.flatnonzero(window):
+        if sig[i] > thr:
+            run = run + 1 if seen_closed else 0
+            if run >= hold:
+                return float(t[i - hold + 1])
+        else:
+            seen_closed, run = True, 0
     return None
 
 

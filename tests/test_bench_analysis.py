@@ -98,6 +98,11 @@ def test_mouth_open_onset_finds_the_first_sustained_opening_relative_to_the_idle
     onset = analysis.mouth_open_onset(t, luma, base, after=1.0)
     assert onset == pytest.approx(3.0, abs=1e-9)
     assert analysis.mouth_open_onset(t, luma, base, after=1.0, until=2.9) is None
+    # a mouth already open when the window starts is not an onset until it has closed and reopened
+    assert analysis.mouth_open_onset(t, luma, base, after=3.5) is None
+    reopened = luma.copy()
+    reopened[(t >= 4.0) & (t < 4.2)] = 120.0
+    assert analysis.mouth_open_onset(t, reopened, base, after=3.5) == pytest.approx(4.2, abs=1e-9)
     # a brighter mouth (e.g. teeth) is found the same way
     bright = 2 * 120.0 - luma
     base_b = analysis.mouth_baseline(bright[t < 1.5], bright[t >= 3.0])
