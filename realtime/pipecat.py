@@ -41,11 +41,12 @@ audio leaves as soon as the transport's audio track takes it. Holding the
 audio back one frame keeps the voice behind its image in both modes (never
 ahead: receivers synchronise "as sent", and a voice ahead of the lips is what
 people notice first); by design it trails by up to two frames. Measured over
-SmallWebRTC (``benchmarks/pipecat_sync.py``) on a shared 2-core box the median
-was 63 to 232 ms across runs: under CPU starvation Pipecat's SmallWebRTC audio
-track (10 ms packets, an executor hop each) falls behind and the voice lags
-further; the service itself hands out each frame's audio exactly one frame
-after its image.
+SmallWebRTC (``benchmarks/pipecat_sync.py``, per-frame send times) on a shared
+2-core box: 19 and 39 ms median (load 4-6); without the hold-back the voice led
+its image by 42 ms. Under CPU starvation (load 8-10) Pipecat's SmallWebRTC
+audio track (10 ms packets, an executor hop each) falls behind and the voice
+trailed by 63 to 232 ms; the service itself hands out each frame's audio
+exactly one frame after its image.
 
 SmallWebRTC: Pipecat's ``RawVideoTrack`` stamps frames with aiortc's fixed
 1/30 s step whatever the real rate, so at 25 FPS the video's RTP clock runs 20 %
