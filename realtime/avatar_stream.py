@@ -256,7 +256,10 @@ class AvatarStream:
         lip_model: LipModel | None = None,
         sample_rate: int = OUTPUT_SAMPLE_RATE,
         seed: int = 0,
+        rest: np.ndarray | None = None,
     ) -> None:
+        """``rest`` [C]: the avatar's relaxed closed-mouth expression (``Avatar.rest()``); motion and
+        speech are added on top of it (zeros: the source photo's own expression)."""
         if fps not in (25, 30):
             raise AvatarStreamError(f"fps must be 25 or 30, got {fps}")
         if sample_rate % fps:
@@ -264,6 +267,13 @@ class AvatarStream:
         if lip_model is not None and lip_model.fps != fps:
             raise AvatarStreamError(f"a2v model runs at {lip_model.fps} fps but the stream at {fps}")
         self.channels = tuple(channels)
+        self._rest = (
+            np.zeros(len(self.channels), np.float32) if rest is None else np.asarray(rest, np.float32)
+        )
+        if self._rest.shape != (len(self.channels),):
+            raise AvatarStreamError(
+                f"rest must have one value per channel ({len(self.channels)}), got {self._rest.shape}"
+            )
         self.fps = fps
         self.sample_rate = sample_rate
         self.samples_per_frame = sample_rate // fps
@@ -412,7 +422,7 @@ class AvatarStream:
                 self._emit({"type": "utterance_done", "frame": k})
                 if not self._queue:
                     self._set_state("listening" if self._user_speaking else "idle")
-        params = self._motion.frame(k, speech)
+        params = self._rest + self._motion.frame(k, speech)
         self.stats.frames += 1
         # the resampler may ring slightly past full scale: clip, or int16 would wrap around
         pcm16 = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)

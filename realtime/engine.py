@@ -57,7 +57,11 @@ class Engine:
 
     def new_stream(self, seed: int = 0) -> AvatarStream:
         return AvatarStream(
-            self.renderer.channels, fps=self.settings.fps, lip_model=self.lip_model, seed=seed
+            self.renderer.channels,
+            fps=self.settings.fps,
+            lip_model=self.lip_model,
+            seed=seed,
+            rest=self.avatar.rest(1)[0],
         )
 
     def close(self) -> None:

@@ -271,7 +271,13 @@ class SplatAvatarService(AIService):
         renderer = RGBRenderer(engine.avatar, (self._size, self._size), backend=self._config.render_backend)
         warm_s = await asyncio.to_thread(renderer.warmup)
         logger.info("%s: renderer ready in %.1f s (%d px, %d fps)", self, warm_s, self._size, self._fps)
-        stream = AvatarStream(renderer.channels, fps=self._fps, lip_model=engine.lip_model, seed=self._seed)
+        stream = AvatarStream(
+            renderer.channels,
+            fps=self._fps,
+            lip_model=engine.lip_model,
+            seed=self._seed,
+            rest=engine.avatar.rest(1)[0],
+        )
         stream.add_listener(self._on_stream_event)
         name, intensity = self._emotion
         if name != "neutral":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -66,9 +67,11 @@ class Renderer:
     """Renders one avatar at one output size, at any ladder level, to ``av.VideoFrame``s."""
 
     def __init__(self, avatar: Any, size: tuple[int, int], backend: str = "cpu") -> None:
-        from engines.splat.render import render  # imported here: numba compiles on first use
+        # imported here: numba compiles on first use. The engine's Renderer draws the static
+        # background once per size/LOD as a plate and composites only the moving layers each frame.
+        from engines.splat.render import Renderer as SplatRenderer
 
-        self._render = render
+        self._splat = SplatRenderer(avatar, backend)
         self.avatar = avatar
         self.size = size  # (H, W)
         self.backend = backend
@@ -84,9 +87,7 @@ class Renderer:
     def render(self, params: np.ndarray, level: int) -> np.ndarray:
         """params [B, C] float32 → uint8 [B, h, w, 3] at the level's internal size."""
         lvl = self.levels[level]
-        return np.asarray(
-            self._render(self.avatar, params, size=self.level_size(level), backend=self.backend, lod=lvl.lod)
-        )
+        return np.asarray(self._splat.render(params, size=self.level_size(level), lod=lvl.lod))
 
     def to_video_frame(self, image: np.ndarray) -> VideoFrame:
         """uint8 [h, w, 3] → a yuv420p frame at the output size (scaled up when rendered smaller)."""
@@ -255,6 +256,9 @@ class Scheduler:
 
 
 Release = Callable[[FrameJob, VideoFrame, bool], None]  # (job, frame, repeated)
+STALE_FRAMES = (
+    2  # a render job that cannot start within this many frame periods after its deadline is dropped
+)
 
 
 @dataclass
@@ -286,7 +290,8 @@ class FrameClock:
         self.lead = lead_frames * self.period
         self.adaptive = adaptive
         self.stats = ClockStats()
-        self._last: VideoFrame | None = None
+        self._newest: VideoFrame | None = None  # the newest finished image, shown when a frame is late
+        self._newest_k = -1
         self._task: asyncio.Task[None] | None = None
         self._slack: list[float] = []  # recent (deadline - done) / period
         self._since_change = 0
@@ -328,38 +333,50 @@ class FrameClock:
         level = self.stats.level
         frame: VideoFrame | None = None
         every = self.renderer.levels[level].render_every
-        skipped = every > 1 and k % every != 0 and self._last is not None
+        skipped = every > 1 and k % every != 0 and self._newest is not None
         if skipped:
             self.stats.skipped_by_ladder += 1
         else:
-            fut = self.scheduler.submit(self.renderer, job.params, deadline=due, level=level)
-            try:
-                frame = await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, due - time.monotonic()))
-            except TimeoutError:
-                fut.cancel()
-            if frame is not None:
+            # a render may finish after its own deadline: it is not cancelled, since a late image is still
+            # the newest face for the frames that follow; the worker drops it only if it cannot even start
+            # within STALE_FRAMES periods
+            fut = self.scheduler.submit(
+                self.renderer, job.params, deadline=due + STALE_FRAMES * self.period, level=level
+            )
+            fut.add_done_callback(functools.partial(self._rendered, k))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, due - time.monotonic()))
+            if fut.done() and fut.result() is not None:
+                frame = fut.result()
                 self._note_slack((due - time.monotonic()) / self.period)
             else:
                 self._note_slack(-1.0)
         repeated = frame is None
         if frame is None:
-            if self._last is None:  # nothing to repeat yet: wait for the very first image
+            if self._newest is None:  # nothing to show yet: wait for the very first image
                 frame = await self._first_frame(job)
                 repeated = False
             else:
-                frame = _copy(self._last)  # a fresh object: the encoder may still hold the last one
-                if not skipped:  # a frame that missed its deadline: a counted drop
+                frame = _copy(self._newest)  # a fresh object: the encoder may still hold the last one
+                if not skipped:  # this frame's own image missed its deadline: a counted repeat
                     self.stats.repeated += 1
-        self._last = frame
         self.stats.frames += 1
         lateness = (time.monotonic() - due) * 1000.0
         self.scheduler.timings.observe("frame_lateness", max(0.0, lateness))
         self.release(job, frame, repeated)
 
+    def _rendered(self, k: int, fut: asyncio.Future[VideoFrame | None]) -> None:
+        """Keep the newest finished image (renders may complete out of their frame's time)."""
+        if fut.cancelled() or fut.result() is None or k < self._newest_k:
+            return
+        self._newest, self._newest_k = fut.result(), k
+
     async def _first_frame(self, job: FrameJob) -> VideoFrame:
         loop = asyncio.get_running_loop()
         images = await loop.run_in_executor(None, self.renderer.render, job.params[None], self.stats.level)
-        return self.renderer.to_video_frame(images[0])
+        frame = self.renderer.to_video_frame(images[0])
+        self._newest, self._newest_k = frame, job.index
+        return frame
 
     def _note_slack(self, slack: float) -> None:
         """Step down when frames finish too close to their deadline, up when there is room."""
