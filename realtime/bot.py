@@ -41,13 +41,13 @@ from typing import Any
 
 from aiohttp import web
 
+from realtime.mic_audio import PIPELINE_SAMPLE_RATE as MIC_SAMPLE_RATE  # the one 16 kHz constant
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 GREETING = "Hello! I am a splatcast avatar. Say something, and I will answer."
 PREBUILT_PACKAGE = "pipecat_ai_small_webrtc_prebuilt"
-MIC_SAMPLE_RATE = 16_000
 
 _FALLBACK_PAGE = """<!doctype html><meta charset="utf-8"><title>splatcast bot</title>
 <h1>splatcast bot</h1>
@@ -225,36 +225,6 @@ class BotServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def make_turn_aggregators() -> Any:
-    """The user/assistant context aggregators with the conversation loop's turn-taking.
-
-    Silero VAD and Smart Turn v3 (both ONNX inside pipecat-ai) decide when a
-    user turn starts and ends, as in :class:`realtime.conversation.Conversation`.
-    """
-    from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-    from pipecat.audio.vad.silero import SileroVADAnalyzer
-    from pipecat.processors.aggregators.llm_context import LLMContext
-    from pipecat.processors.aggregators.llm_response_universal import (
-        LLMContextAggregatorPair,
-        LLMUserAggregatorParams,
-    )
-    from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
-    from pipecat.turns.user_turn_strategies import UserTurnStrategies
-
-    from engines.assets import smart_turn
-
-    turn_analyzer = LocalSmartTurnAnalyzerV3(smart_turn_model_path=str(smart_turn()), cpu_count=1)
-    return LLMContextAggregatorPair(
-        LLMContext(),  # the system prompt lives on the LLM service (realtime.brains)
-        user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(sample_rate=MIC_SAMPLE_RATE),
-            user_turn_strategies=UserTurnStrategies(
-                stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turn_analyzer)]
-            ),
-        ),
-    )
-
-
 def build_pipeline(shared: BotShared, transport: Any) -> tuple[Any, Any]:
     """(pipeline, avatar service) of one call: STT → turns → brain → Piper → avatar → transport."""
     from pipecat.pipeline.pipeline import Pipeline
@@ -264,6 +234,8 @@ def build_pipeline(shared: BotShared, transport: Any) -> tuple[Any, Any]:
     from realtime.pipecat import SplatAvatarService
 
     settings = shared.settings
+    from realtime.conversation import make_turn_aggregators
+
     aggregators = make_turn_aggregators()
     avatar = SplatAvatarService(engine=shared.engine, fps=settings.fps, size=settings.size)
     pipeline = Pipeline(
