@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks import analysis
 from benchmarks.latency import LOUD, SENTENCES, _last_stats, _scrape
+from benchmarks.machine import machine_info
 from benchmarks.metrics_scrape import cpu_cost, stage_summaries
 from benchmarks.report import ReportError, new_report, write_outputs
 from benchmarks.target import BenchError, Target
@@ -241,6 +242,7 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
         print("splatcast bench load: --duration (seconds measured per step) must be >= 3", file=sys.stderr)
         return 2
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    machine = machine_info()  # before the run: the load average says how busy the machine was
     try:
         with Target(settings, args.url) as target:
             body = asyncio.run(measure_load(target, max_sessions, args.duration))
@@ -251,7 +253,7 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
                 "warm_s": WARM_S,
                 "criteria": f"unique FPS >= {MIN_FPS} and p95 frame interval <= {MAX_P95_MS:g} ms",
             }
-        report = new_report("load", command, config)
+        report = new_report("load", command, config, machine)
         report.update(body)
         report["targets"] = {"capacity_sessions": {"op": ">=", "value": 1.0}}
         md, regressions = write_outputs(report, args.json_out, args.report, args.compare)

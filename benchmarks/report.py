@@ -109,17 +109,21 @@ class ReportError(ValueError):
     """A benchmark JSON does not follow the schema (the message lists every problem)."""
 
 
-def new_report(kind: str, command: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """A report skeleton with machine info, git commit and time filled in."""
+def new_report(
+    kind: str, command: str, config: Mapping[str, Any], machine: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A report skeleton with machine info (pass the one taken when the run started), git commit, time."""
     if kind not in KINDS:
         raise ReportError(f"kind must be one of {KINDS}, got {kind!r}")
+    info = dict(machine) if machine is not None else machine_info()
+    info["load_avg_1m_at_end"] = machine_info()["load_avg_1m_at_start"]  # other programs' load: how noisy
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
         "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command,
-        "machine": machine_info(),
+        "machine": info,
         "git": git_info(),
         "config": dict(config),
         "summary": {},
@@ -232,7 +236,7 @@ def markdown(report: Mapping[str, Any], regressions: Sequence[Regression] = ()) 
         "",
         f"`{report['command']}` — {report['created_utc']}, commit {commit}",
         f"machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gb')} GB"
-        f", load {m.get('load_avg_1m_at_start')} at start",
+        f", load average {m.get('load_avg_1m_at_start')} at start, {m.get('load_avg_1m_at_end')} at end",
         "",
         "| figure | value | target | |",
         "|---|---:|---:|:---:|",
