@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from engines.a2v.visemes import viseme_targets as table
 from engines.arkit import VISEMES
 from engines.splat.avatar import Avatar
 
@@ -18,34 +19,10 @@ YAW_DEG = 15.0
 PITCH_DEG = 10.0
 
 
-# Used only while engines.a2v.visemes is unavailable; the a2v table is the source of truth.
-_FALLBACK_TARGETS: dict[str, dict[str, float]] = {
-    "sil": {},
-    "PP": {"mouthPressLeft": 0.45, "mouthPressRight": 0.45, "mouthRollLower": 0.25, "mouthRollUpper": 0.2},
-    "FF": {"jawOpen": 0.1, "mouthRollLower": 0.55, "mouthUpperUpLeft": 0.25, "mouthUpperUpRight": 0.25},
-    "TH": {"jawOpen": 0.18, "tongueOut": 0.35},
-    "DD": {"jawOpen": 0.2, "mouthStretchLeft": 0.15, "mouthStretchRight": 0.15},
-    "kk": {"jawOpen": 0.25, "mouthStretchLeft": 0.1, "mouthStretchRight": 0.1},
-    "CH": {"jawOpen": 0.15, "mouthFunnel": 0.55, "mouthPucker": 0.25},
-    "SS": {"jawOpen": 0.08, "mouthStretchLeft": 0.35, "mouthStretchRight": 0.35},
-    "nn": {"jawOpen": 0.17, "mouthStretchLeft": 0.1, "mouthStretchRight": 0.1},
-    "RR": {"jawOpen": 0.15, "mouthFunnel": 0.35, "mouthPucker": 0.3},
-    "aa": {"jawOpen": 0.7, "mouthLowerDownLeft": 0.35, "mouthLowerDownRight": 0.35},
-    "E": {"jawOpen": 0.42, "mouthStretchLeft": 0.3, "mouthStretchRight": 0.3},
-    "I": {"jawOpen": 0.22, "mouthStretchLeft": 0.45, "mouthStretchRight": 0.45},
-    "O": {"jawOpen": 0.5, "mouthFunnel": 0.6, "mouthPucker": 0.3},
-    "U": {"jawOpen": 0.2, "mouthPucker": 0.8, "mouthFunnel": 0.4},
-}
-
-
 def viseme_targets(viseme: str) -> dict[str, float]:
     """ARKit channel targets of one viseme (from the a2v viseme table, :mod:`engines.a2v.visemes`)."""
     if viseme not in VISEMES:
         raise KeyError(f"unknown viseme {viseme!r}; expected one of {VISEMES}")
-    try:
-        from engines.a2v.visemes import viseme_targets as table
-    except ImportError:
-        return dict(_FALLBACK_TARGETS[viseme])
     return {k: v for k, v in table(viseme).items() if v != 0.0}
 
 
