@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import analysis
-from benchmarks.machine import machine_info
+from benchmarks.machine import git_info, machine_info
 from benchmarks.metrics_scrape import MetricsError, Scrape, cpu_cost, parse_metrics, stage_summaries
 from benchmarks.report import ReportError, new_report, write_outputs
 from benchmarks.target import BenchError, Target
@@ -445,7 +445,7 @@ def bench_latency_command(settings: Settings, args: argparse.Namespace) -> int:
         print("splatcast bench latency: need --sessions >= 1 and --duration >= 5", file=sys.stderr)
         return 2
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    machine = machine_info()  # before the run: the load average says how busy the machine was
+    machine = {**machine_info(), "git": git_info()}  # before the run: load average and the code measured
     try:
         with Target(settings, args.url) as target:
             body = asyncio.run(measure(target, args.sessions, args.duration))

@@ -30,7 +30,7 @@ import av
 import numpy as np
 
 from benchmarks import analysis
-from benchmarks.machine import machine_info
+from benchmarks.machine import git_info, machine_info
 from benchmarks.report import ReportError, new_report, write_outputs
 from benchmarks.target import BenchError, avatar_path, mouth_box_pixels
 from realtime.settings import Settings
@@ -117,7 +117,7 @@ def measure_sentence(
 def bench_lipsync_command(settings: Settings, args: argparse.Namespace) -> int:
     count = args.sessions if args.sessions > 1 else 5  # --sessions doubles as the sentence count here
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    machine = machine_info()  # before the run: the load average says how busy the machine was
+    machine = {**machine_info(), "git": git_info()}  # before the run: load average and the code measured
     try:
         with tempfile.TemporaryDirectory(prefix="splatcast-lipsync-") as tmp:
             path, synthetic = avatar_path(settings, Path(tmp))

@@ -34,7 +34,7 @@ import numpy as np
 
 from benchmarks import analysis
 from benchmarks.latency import LOUD, SENTENCES, _last_stats, _scrape
-from benchmarks.machine import machine_info
+from benchmarks.machine import git_info, machine_info
 from benchmarks.metrics_scrape import cpu_cost, stage_summaries
 from benchmarks.report import ReportError, new_report, write_outputs
 from benchmarks.target import BenchError, Target
@@ -242,7 +242,7 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
         print("splatcast bench load: --duration (seconds measured per step) must be >= 3", file=sys.stderr)
         return 2
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    machine = machine_info()  # before the run: the load average says how busy the machine was
+    machine = {**machine_info(), "git": git_info()}  # before the run: load average and the code measured
     try:
         with Target(settings, args.url) as target:
             body = asyncio.run(measure_load(target, max_sessions, args.duration))

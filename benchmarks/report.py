@@ -116,6 +116,7 @@ def new_report(
     if kind not in KINDS:
         raise ReportError(f"kind must be one of {KINDS}, got {kind!r}")
     info = dict(machine) if machine is not None else machine_info()
+    git = info.pop("git", None) or git_info()  # the checkout as it was when the run started, if given
     info["load_avg_1m_at_end"] = machine_info()["load_avg_1m_at_start"]  # other programs' load: how noisy
     return {
         "schema": SCHEMA,
@@ -124,7 +125,7 @@ def new_report(
         "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": command,
         "machine": info,
-        "git": git_info(),
+        "git": git,
         "config": dict(config),
         "summary": {},
         "targets": {},
