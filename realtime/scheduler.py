@@ -52,15 +52,19 @@ class Level:
 
 
 def ladder_for(lod_count: int) -> tuple[Level, ...]:
-    """Full quality → lower render scale → fewer Gaussians → repeat every other frame."""
-    fewer = min(1, lod_count)
-    last = lod_count
-    return (
-        Level(1.0, 0, 1),
-        Level(0.75, 0, 1),
-        Level(0.75, fewer, 1) if fewer else Level(0.6, 0, 1),
-        Level(0.5, last, 2),
-    )
+    """Full quality → lower render scale → fewer Gaussians → repeat every other frame.
+
+    Scale and level of detail step down together in small rungs, so a machine that cannot draw every
+    frame at full size still sends fresh (softer) faces at full frame rate before it repeats any.
+    """
+    mid = min(1, lod_count)  # 50 % Gaussians when the avatar has it
+    low = lod_count  # the smallest level it has
+    rungs = [Level(1.0, 0, 1), Level(0.75, 0, 1), Level(0.75, mid, 1), Level(0.5, mid, 1), Level(0.5, low, 1)]
+    unique: list[Level] = []
+    for rung in rungs:
+        if rung not in unique:
+            unique.append(rung)
+    return (*unique, Level(0.5, low, 2))
 
 
 class Renderer:

@@ -1,0 +1,35 @@
+"""The degradation ladder and admission control of the render scheduler."""
+
+from __future__ import annotations
+
+from realtime.scheduler import Level, Scheduler, ladder_for
+
+
+def test_ladder_steps_down_resolution_and_detail_before_repeating() -> None:
+    ladder = ladder_for(2)
+    assert ladder[0] == Level(1.0, 0, 1)
+    assert ladder[-1].render_every == 2  # repeating frames is the last resort
+    assert all(rung.render_every == 1 for rung in ladder[:-1])
+    costs = [rung.scale**2 * (1.0, 0.5, 0.25)[rung.lod] for rung in ladder]
+    assert all(a >= b for a, b in zip(costs, costs[1:], strict=False))  # each rung is no dearer than the last
+    assert len(set(ladder)) == len(ladder)
+
+
+def test_ladder_without_lod_levels_only_scales() -> None:
+    ladder = ladder_for(0)
+    assert {rung.lod for rung in ladder} == {0}
+    assert [r.scale for r in ladder[:-1]] == sorted((r.scale for r in ladder[:-1]), reverse=True)
+
+
+def test_admission_follows_measured_cost() -> None:
+    sched = Scheduler(fps=25)
+    try:
+        assert sched.admit() == (True, 0.0)  # nothing measured yet: admit and learn
+        sched._learn_cost(0, 15.0)  # 15 ms per frame, budget 0.8 x 40 ms = 32 ms -> 2 sessions
+        assert sched.capacity() == 2
+        sched.sessions = 2
+        admitted, retry = sched.admit()
+        assert not admitted and retry > 0
+        assert sched.admit(capacity=3) == (True, 0.0)  # an operator's --capacity overrides the measure
+    finally:
+        sched.close()
