@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from realtime.scheduler import Level, Scheduler, ladder_for
 
 
@@ -11,7 +13,7 @@ def test_ladder_steps_down_resolution_and_detail_before_repeating() -> None:
     assert ladder[-1].render_every == 2  # repeating frames is the last resort
     assert all(rung.render_every == 1 for rung in ladder[:-1])
     costs = [rung.scale**2 * (1.0, 0.5, 0.25)[rung.lod] for rung in ladder]
-    assert all(a >= b for a, b in zip(costs, costs[1:], strict=False))  # each rung is no dearer than the last
+    assert all(a >= b for a, b in itertools.pairwise(costs))  # each rung is no dearer than the last
     assert len(set(ladder)) == len(ladder)
 
 
