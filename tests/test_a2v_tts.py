@@ -38,3 +38,19 @@ def test_chunks_carry_alignments_covering_the_audio(tts: PiperTTS) -> None:
     )
     speech = out[:, SPEECH_INDEX] > 0.5
     assert rms[speech].mean() > 3 * rms[~speech].mean()
+
+
+def test_shipped_network_follows_the_alignment_path(tts: PiperTTS) -> None:
+    """Unseen text through Piper: the network's jawOpen tracks the alignment path, visemes mostly agree."""
+    from engines.a2v.runtime import load_a2v
+    from engines.a2v.visemes import JAW_OPEN_INDEX
+
+    a2v = load_a2v("onnx-cpu")
+    text = "Fourteen purple giraffes quietly watched the sunset over Lisbon yesterday."
+    chunks = list(tts.synthesize(text))
+    track = AlignmentTrack(25)
+    ref = np.concatenate([track.push(c.alignments, c.sample_rate) for c in chunks] + [track.flush()])
+    pred = a2v.infer(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate)
+    assert pred.shape == ref.shape
+    assert np.corrcoef(pred[:, JAW_OPEN_INDEX], ref[:, JAW_OPEN_INDEX])[0, 1] > 0.8
+    assert np.mean(pred[:, :15].argmax(1) == ref[:, :15].argmax(1)) > 0.55
