@@ -117,6 +117,7 @@ class _Job:
     level: int = field(compare=False)
     loop: asyncio.AbstractEventLoop = field(compare=False)
     future: asyncio.Future[VideoFrame | None] = field(compare=False)
+    owner: object = field(default=None, compare=False)  # the session's frame clock (None: standalone job)
 
 
 class Scheduler:
@@ -135,6 +136,7 @@ class Scheduler:
         self.sessions = 0
         self.rendered = 0
         self.skipped_stale = 0
+        self.superseded = 0  # jobs skipped because their session had queued a newer frame
         self.batches = 0
         self._threads = [
             threading.Thread(target=self._work, name=f"splatcast-render-{i}", daemon=True)
@@ -145,12 +147,16 @@ class Scheduler:
 
     # --- jobs --------------------------------------------------------------------------------------
     def submit(
-        self, renderer: Renderer, params: np.ndarray, deadline: float, level: int
+        self, renderer: Renderer, params: np.ndarray, deadline: float, level: int, owner: object = None
     ) -> asyncio.Future[VideoFrame | None]:
-        """Queue one frame; the future gets the frame, or None when it could not be done in time."""
+        """Queue one frame; the future gets the frame, or None when it could not be done in time.
+
+        A job whose ``owner`` has queued a newer job by the time a worker gets to it is skipped: its
+        frame is already due, and the newer one will be the freshest image anyway.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[VideoFrame | None] = loop.create_future()
-        job = _Job(deadline, next(self._seq), renderer, params, level, loop, fut)
+        job = _Job(deadline, next(self._seq), renderer, params, level, loop, fut, owner)
         with self._cv:
             if self._closed:
                 fut.set_result(None)
@@ -166,6 +172,12 @@ class Scheduler:
             if self._closed:
                 return None
             first = heapq.heappop(self._heap)
+            while self._superseded(first):
+                self.superseded += 1
+                self._resolve(first, None)  # thread-safe: resolved on the session's loop
+                if not self._heap:
+                    return []
+                first = heapq.heappop(self._heap)
             batch = [first]
             if first.renderer.max_batch > 1:
                 horizon = first.deadline + self.period / 2
@@ -180,6 +192,10 @@ class Scheduler:
                 for job in keep:
                     heapq.heappush(self._heap, job)
             return batch
+
+    def _superseded(self, job: _Job) -> bool:
+        """The job's session has queued a newer frame (call with the lock held)."""
+        return job.owner is not None and any(j.owner is job.owner and j.seq > job.seq for j in self._heap)
 
     def _work(self) -> None:
         while True:
@@ -345,7 +361,7 @@ class FrameClock:
             # the newest face for the frames that follow; the worker drops it only if it cannot even start
             # within STALE_FRAMES periods
             fut = self.scheduler.submit(
-                self.renderer, job.params, deadline=due + STALE_FRAMES * self.period, level=level
+                self.renderer, job.params, deadline=due + STALE_FRAMES * self.period, level=level, owner=self
             )
             fut.add_done_callback(functools.partial(self._rendered, k))
             with contextlib.suppress(TimeoutError):

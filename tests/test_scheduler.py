@@ -35,3 +35,49 @@ def test_admission_follows_measured_cost() -> None:
         assert sched.admit(capacity=3) == (True, 0.0)  # an operator's --capacity overrides the measure
     finally:
         sched.close()
+
+
+class _SlowRenderer:
+    """Stands in for Renderer where only the scheduling matters: renders take 0.15 s."""
+
+    max_batch = 1
+
+    def __init__(self) -> None:
+        self.rendered: list[float] = []
+
+    def render(self, params, level):  # type: ignore[no-untyped-def]
+        import time
+
+        import numpy as np
+
+        time.sleep(0.15)
+        self.rendered.append(float(params[0, 0]))
+        return np.zeros((len(params), 16, 16, 3), np.uint8)
+
+    def to_video_frame(self, image):  # type: ignore[no-untyped-def]
+        from av import VideoFrame
+
+        return VideoFrame.from_ndarray(image, format="rgb24")
+
+
+async def test_a_job_superseded_by_its_sessions_newer_frame_is_skipped() -> None:
+    import asyncio
+    import time
+
+    import numpy as np
+
+    sched = Scheduler(fps=25)
+    renderer = _SlowRenderer()
+    try:
+        far = time.monotonic() + 10
+        busy = sched.submit(renderer, np.full(1, 0.0, np.float32), far, 0, owner="other")  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)  # the worker is now inside the slow render
+        old = sched.submit(renderer, np.full(1, 1.0, np.float32), far, 0, owner="session")  # type: ignore[arg-type]
+        new = sched.submit(renderer, np.full(1, 2.0, np.float32), far + 0.04, 0, owner="session")  # type: ignore[arg-type]
+        results = await asyncio.wait_for(asyncio.gather(busy, old, new), timeout=5)
+        assert results[0] is not None and results[2] is not None
+        assert results[1] is None  # never drawn: its session's newer frame was already queued
+        assert renderer.rendered == [0.0, 2.0]
+        assert sched.superseded == 1
+    finally:
+        sched.close()
