@@ -64,9 +64,6 @@ class MediaOutlet:
         self.stats = OutletStats()
         self.closed = False
         self.encode_timer: Callable[[float], None] | None = None  # records ms between video recv() calls
-        # video is encoded after it leaves recv() and audio hardly at all: a video frame is handed over
-        # this much before its time so both reach the wire together (EMA of the measured encode time)
-        self.video_lead_s = 0.0
 
     def start(self) -> float:
         """Start the clock (first recv of either track); idempotent."""
@@ -124,7 +121,7 @@ class MediaOutlet:
             self._video.popleft()
             self.stats.video_skipped += 1
         k, pts, frame = self._video.popleft()
-        await sleep_until(t0 + k / self.fps - self.video_lead_s)
+        await sleep_until(t0 + k / self.fps)
         self.stats.video_sent += 1
         return k, pts, frame
 
@@ -179,11 +176,6 @@ class AvatarVideoTrack(MediaStreamTrack):
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._returned_at is not None:
-            encode_s = time.perf_counter() - self._returned_at
-            # at most half a frame: a sender stalled for another reason must not pull video far ahead
-            lead = min(encode_s, 0.5 / self.outlet.fps)
-            self.outlet.video_lead_s = 0.9 * self.outlet.video_lead_s + 0.1 * lead
         if self._returned_at is not None and self.outlet.encode_timer is not None:
             # the sender encodes and sends between our returns: that interval is the encode stage
             self.outlet.encode_timer((time.perf_counter() - self._returned_at) * 1000.0)
