@@ -33,7 +33,7 @@ import numpy as np
 from benchmarks import analysis
 from benchmarks.machine import git_info, machine_info
 from benchmarks.metrics_scrape import MetricsError, Scrape, cpu_cost, parse_metrics, stage_summaries
-from benchmarks.report import ReportError, new_report, write_outputs
+from benchmarks.report import ReportError, finish, new_report, write_outputs
 from benchmarks.target import BenchError, Target
 from benchmarks.webrtc_client import Client
 from realtime.settings import Settings
@@ -458,10 +458,5 @@ def bench_latency_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"splatcast bench latency: {exc}", file=sys.stderr)
         return 1
     print(md)
-    for r in regressions:
-        print(f"REGRESSION {r}")
-    if args.json_out:
-        print(f"wrote {args.json_out}")
-    if args.report:
-        print(f"wrote {Path(args.report) / 'latency.md'} and plots in {args.report}")
-    return 3 if regressions else 0
+    plots = [f"{Path(args.report) / 'latency.md'} and plots in {args.report}"] if args.report else []
+    return finish(regressions, args.json_out, *plots)

@@ -31,7 +31,7 @@ import numpy as np
 
 from benchmarks import analysis
 from benchmarks.machine import git_info, machine_info
-from benchmarks.report import ReportError, new_report, write_outputs
+from benchmarks.report import ReportError, finish, new_report, write_outputs
 from benchmarks.target import BenchError, avatar_path, mouth_box_pixels
 from realtime.settings import Settings
 
@@ -160,8 +160,4 @@ def bench_lipsync_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"splatcast bench lipsync: {exc}", file=sys.stderr)
         return 1
     print(md)
-    for r in regressions:
-        print(f"REGRESSION {r}")
-    if args.json_out:
-        print(f"wrote {args.json_out}")
-    return 3 if regressions else 0
+    return finish(regressions, args.json_out)

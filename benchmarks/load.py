@@ -36,7 +36,7 @@ from benchmarks import analysis
 from benchmarks.latency import LOUD, SENTENCES, _last_stats, _scrape
 from benchmarks.machine import git_info, machine_info
 from benchmarks.metrics_scrape import cpu_cost, stage_summaries
-from benchmarks.report import ReportError, new_report, write_outputs
+from benchmarks.report import ReportError, finish, new_report, write_outputs
 from benchmarks.target import BenchError, Target
 from benchmarks.webrtc_client import Client
 from realtime.settings import Settings
@@ -268,10 +268,5 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
         f"({', '.join(f'{k} {v:.0f} ms/s' for k, v in b['stage_ms_per_s'].items())}; "
         f"server CPU {b['server_cpu_percent_mean'] or float('nan'):.0f} %)"
     )
-    for r in regressions:
-        print(f"REGRESSION {r}")
-    if args.json_out:
-        print(f"wrote {args.json_out}")
-    if args.report:
-        print(f"wrote {Path(args.report) / 'load.md'} and capacity.png in {args.report}")
-    return 3 if regressions else 0
+    plots = [f"{Path(args.report) / 'load.md'} and capacity.png in {args.report}"] if args.report else []
+    return finish(regressions, args.json_out, *plots)

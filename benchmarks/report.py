@@ -498,3 +498,14 @@ def write_outputs(
         plot = {"latency": plot_latency, "load": plot_load, "lipsync": plot_lipsync}[report["kind"]]
         plot(report, report_dir)
     return md, regressions
+
+
+def finish(regressions: list[str], json_out: Path | None, *wrote: str) -> int:
+    """Print the regressions and what was written; the runner's exit code (3 when anything regressed)."""
+    for r in regressions:
+        print(f"REGRESSION {r}")
+    if json_out:
+        print(f"wrote {json_out}")
+    for line in wrote:
+        print(f"wrote {line}")
+    return 3 if regressions else 0
