@@ -500,7 +500,7 @@ def write_outputs(
     return md, regressions
 
 
-def finish(regressions: list[str], json_out: Path | None, *wrote: str) -> int:
+def finish(regressions: list[Regression], json_out: Path | None, *wrote: str) -> int:
     """Print the regressions and what was written; the runner's exit code (3 when anything regressed)."""
     for r in regressions:
         print(f"REGRESSION {r}")
