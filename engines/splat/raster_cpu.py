@@ -49,6 +49,7 @@ _ALPHA_MAX = 0.99
 _ALPHA_MIN = 1.0 / 255.0
 _T_STOP = 1e-4
 _BLUR = 0.3
+_CHECK_EVERY = 16  # Gaussians composited between checks whether a tile has finished
 
 # fastmath lets LLVM use approximate exp/sqrt and reassociate the float32
 # pixel arithmetic; the reference-agreement tests hold with it.
@@ -223,19 +224,20 @@ def _blend_rows(
     cr: float,
     cg: float,
     cbl: float,
-) -> int:
-    """Composite one Gaussian over a run of ``rows`` 8-pixel half-rows; returns how many pixels stopped.
+) -> None:
+    """Composite one Gaussian over a run of ``rows`` 8-pixel half-rows.
 
     One flat, branch-free loop over ``rows × 8`` pixels, which LLVM vectorises
     (8 pixels per AVX2 op): every test is a select and exp(-d/2) is a
     polynomial. Pixels outside the Gaussian's box get α < 1/255 and are left
     untouched, so covering whole half-rows costs a little arithmetic but saves
-    the per-row loop set-up that dominated for small splats.
+    the per-row loop set-up that dominated for small splats. It counts nothing:
+    a count of finished pixels made the loop ~35 % slower, so the caller checks
+    now and then whether the whole tile has finished instead.
     """
     one = np.float32(1.0)
     zero = np.float32(0.0)
     two_cb = np.float32(2.0) * cb
-    stopped = np.int32(0)
     for q in range(rows * HALF):
         # an unsigned index spares numba's negative-index wraparound, which would
         # otherwise stop LLVM from vectorising the loop
@@ -273,10 +275,7 @@ def _blend_rows(
         acc_r[p] += cr * w
         acc_g[p] += cg * w
         acc_b[p] += cbl * w
-        after = tr * (one - a)
-        trans[p] = after
-        stopped += np.int32(1) if (hit and after < np.float32(_T_STOP)) else np.int32(0)
-    return int(stopped)
+        trans[p] = tr * (one - a)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
@@ -318,9 +317,9 @@ def _composite(
         for p in range(TILE * TILE):
             if x0 + (p // (TILE * HALF)) * HALF + p % HALF > x1 or y0 + (p % (TILE * HALF)) // HALF > y1:
                 trans[p] = 0.0
-        remaining = (x1 - x0 + 1) * (y1 - y0 + 1)
         for e in range(starts[t], starts[t + 1]):
-            if remaining <= 0:
+            # every _CHECK_EVERY Gaussians: leave the tile once every pixel has stopped
+            if (e - starts[t]) % _CHECK_EVERY == _CHECK_EVERY - 1 and trans.max() < np.float32(_T_STOP):
                 break
             k = ids[e]
             u = feat[k, 0]
@@ -330,7 +329,7 @@ def _composite(
             h0 = (max(rect[k, 0], x0) - x0) // HALF
             h1 = (min(rect[k, 1], x1) - x0) // HALF
             for h in range(h0, h1 + 1):
-                remaining -= _blend_rows(
+                _blend_rows(
                     acc_r,
                     acc_g,
                     acc_b,
@@ -369,8 +368,32 @@ def _store(out_rgb: np.ndarray, i: int, j: int, ch: int, value: float) -> None:
 
 @numba.njit(cache=True, nogil=True)
 def _depth_order(depth: np.ndarray) -> np.ndarray:
-    """Stable ascending order (ties keep index order); culled (+inf) last."""
-    return np.argsort(depth, kind="mergesort")
+    """Stable ascending order (ties keep index order); culled (+inf) last.
+
+    An LSD radix sort over the float32 bit patterns, three passes of 11 bits:
+    every depth here is positive or +inf (preprocess culls z < 0.01), and the
+    bit patterns of such floats sort like the floats. Each pass is stable, so
+    the result is exactly ``np.argsort(depth, kind="stable")``, about five
+    times faster at the ~25k Gaussians of a head.
+    """
+    n = depth.shape[0]
+    keys = depth.view(np.uint32)
+    order = np.arange(n)
+    spare = np.empty(n, dtype=np.int64)
+    counts = np.empty(2049, dtype=np.int64)
+    for shift in (0, 11, 22):
+        counts[:] = 0
+        for r in range(n):
+            counts[((keys[order[r]] >> shift) & 2047) + 1] += 1
+        for b in range(2048):
+            counts[b + 1] += counts[b]
+        for r in range(n):
+            k = order[r]
+            b = (keys[k] >> shift) & 2047
+            spare[counts[b]] = k
+            counts[b] += 1
+        order, spare = spare, order
+    return order
 
 
 def _draw_frame(
@@ -408,7 +431,14 @@ def _draw_frame(
     tiles_x = (camera.width + TILE - 1) // TILE
     tiles_y = (camera.height + TILE - 1) // TILE
     starts, ids = _bin(order, rect, tiles_x, tiles_y)
-    _composite(starts, ids, feat, rect, colors, bg_rgb, bg_trans, tiles_x, out_rgb, out_alpha)
+    # tiles differ a lot in cost (face vs background): hand them out in small chunks rather
+    # than one contiguous half of the image per thread. Only here: the per-Gaussian loop of
+    # _preprocess with chunks of 2 cost 4-5x its time in scheduling.
+    previous_chunksize = numba.set_parallel_chunksize(2)
+    try:
+        _composite(starts, ids, feat, rect, colors, bg_rgb, bg_trans, tiles_x, out_rgb, out_alpha)
+    finally:
+        numba.set_parallel_chunksize(previous_chunksize)
 
 
 def rasterize_cpu(
@@ -443,25 +473,19 @@ def rasterize_cpu(
             raise ValueError(
                 f"plate must be [{camera.height}, {camera.width}, 3] and [{camera.height}, {camera.width}]"
             )
-    # tiles differ a lot in cost (face vs background): hand them out in small chunks
-    # rather than one contiguous half of the image per thread
-    previous_chunksize = numba.set_parallel_chunksize(2)
-    try:
-        for f in range(b):
-            _draw_frame(
-                np.ascontiguousarray(g.means[f]),
-                np.ascontiguousarray(g.quats[f]),
-                np.ascontiguousarray(g.scales[f]),
-                np.ascontiguousarray(g.opacities[f]),
-                np.ascontiguousarray(g.colors[f]),
-                camera,
-                bg_rgb,
-                bg_trans,
-                rgb[f],
-                alpha[f],
-            )
-    finally:
-        numba.set_parallel_chunksize(previous_chunksize)
+    for f in range(b):
+        _draw_frame(
+            np.ascontiguousarray(g.means[f]),
+            np.ascontiguousarray(g.quats[f]),
+            np.ascontiguousarray(g.scales[f]),
+            np.ascontiguousarray(g.opacities[f]),
+            np.ascontiguousarray(g.colors[f]),
+            camera,
+            bg_rgb,
+            bg_trans,
+            rgb[f],
+            alpha[f],
+        )
     return rgb, alpha
 
 
