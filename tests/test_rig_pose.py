@@ -169,3 +169,38 @@ def test_sorting_by_layer_keeps_the_pose(avatar: Avatar) -> None:
     up = back.metadata["landmark_gaussians"]["inner_lip_upper"]
     up_mixed = mixed.metadata["landmark_gaussians"]["inner_lip_upper"]
     np.testing.assert_allclose(posed_back[up], posed_mixed[up_mixed], atol=1e-6)
+
+
+def _quat_matrix(q: np.ndarray) -> np.ndarray:
+    """[K, 3, 3] rotation matrices of unit (w, x, y, z) quaternions [K, 4]."""
+    w, x, y, z = (q[:, i].astype(np.float64) for i in range(4))
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        1,
+    )
+
+
+def test_head_pose_turns_each_gaussian_by_the_head_rotation(avatar: Avatar) -> None:
+    """Posed orientation = R_head · R(q_rest) for every moving Gaussian, in every frame of a batch."""
+    from engines.splat.rig import euler_matrix
+
+    angles = np.array([[0.2, -0.1, 0.05], [-0.15, 0.3, -0.1], [0.0, 0.0, 0.0]], np.float32)
+    params = np.concatenate(
+        [
+            avatar.params({"headPitch": float(p), "headYaw": float(y), "headRoll": float(r)})
+            for p, y, r in angles
+        ]
+    )
+    g = pose(avatar, params)
+    moving = np.flatnonzero((avatar.layers != LAYER_STATIC) & (avatar.layers != LAYER_JAW))
+    rest = _quat_matrix(avatar.quats[moving])
+    for b, (p, y, r) in enumerate(angles):
+        head = euler_matrix(np.array([p]), np.array([y]), np.array([r]))[0].astype(np.float64)
+        np.testing.assert_allclose(_quat_matrix(g.quats[b, moving]), head @ rest, atol=2e-5)
+        pivot = avatar.rig.head_pivot.astype(np.float64)
+        expected = (avatar.means[moving] - pivot) @ head.T + pivot
+        np.testing.assert_allclose(g.means[b, moving], expected, atol=2e-6)

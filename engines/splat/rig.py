@@ -19,6 +19,7 @@ by the linear deltas of step 1 on the eye layer.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from engines.splat.avatar import LAYER_JAW, LAYER_STATIC, Avatar
@@ -98,6 +99,55 @@ def _rows(layers: np.ndarray, sel: np.ndarray) -> slice | np.ndarray:
     return idx
 
 
+@numba.njit(cache=True, nogil=True)
+def _add_deltas(
+    means: np.ndarray,  # [B, N, 3] float32, modified in place
+    params: np.ndarray,  # [B, C] float32
+    channels: np.ndarray,  # [A] int64, the channels to apply
+    offsets: np.ndarray,  # [C + 1] int64, CSR row starts of each channel's deltas
+    index: np.ndarray,  # [E] int32, Gaussian of each delta
+    deltas: np.ndarray,  # [E, 3] float32
+) -> None:
+    """``means[b, index[e]] += params[b, c] · deltas[e]`` over the entries of each channel in ``channels``."""
+    for a in range(channels.shape[0]):
+        c = channels[a]
+        for e in range(offsets[c], offsets[c + 1]):
+            k = index[e]
+            for b in range(means.shape[0]):
+                w = params[b, c]
+                means[b, k, 0] += w * deltas[e, 0]
+                means[b, k, 1] += w * deltas[e, 1]
+                means[b, k, 2] += w * deltas[e, 2]
+
+
+@numba.njit(cache=True, nogil=True)
+def _rigid(
+    means: np.ndarray,  # [B, N, 3] float32, modified in place on rows lo..hi-1
+    quats: np.ndarray,  # [B, N, 4] float32, (w, x, y, z)
+    lo: int,
+    hi: int,
+    rot: np.ndarray,  # [B, 3, 3] float32
+    q: np.ndarray,  # [B, 4] float32, the quaternion of rot
+    pivot: np.ndarray,  # [3] float32
+    shift: np.ndarray,  # [B, 3] float32
+) -> None:
+    """x ← R (x − p) + p + t and q_k ← q ⊗ q_k on rows lo..hi-1 of every frame."""
+    for b in range(means.shape[0]):
+        qw, qx, qy, qz = q[b, 0], q[b, 1], q[b, 2], q[b, 3]
+        for k in range(lo, hi):
+            x = means[b, k, 0] - pivot[0]
+            y = means[b, k, 1] - pivot[1]
+            z = means[b, k, 2] - pivot[2]
+            means[b, k, 0] = rot[b, 0, 0] * x + rot[b, 0, 1] * y + rot[b, 0, 2] * z + pivot[0] + shift[b, 0]
+            means[b, k, 1] = rot[b, 1, 0] * x + rot[b, 1, 1] * y + rot[b, 1, 2] * z + pivot[1] + shift[b, 1]
+            means[b, k, 2] = rot[b, 2, 0] * x + rot[b, 2, 1] * y + rot[b, 2, 2] * z + pivot[2] + shift[b, 2]
+            pw, px, py, pz = quats[b, k, 0], quats[b, k, 1], quats[b, k, 2], quats[b, k, 3]
+            quats[b, k, 0] = qw * pw - qx * px - qy * py - qz * pz
+            quats[b, k, 1] = qw * px + qx * pw + qy * pz - qz * py
+            quats[b, k, 2] = qw * py - qx * pz + qy * pw + qz * px
+            quats[b, k, 3] = qw * pz + qx * py - qy * px + qz * pw
+
+
 def _rotate(
     means: np.ndarray,  # [B, N, 3] (modified in place on the selected rows)
     quats: np.ndarray,  # [B, N, 4]
@@ -106,13 +156,18 @@ def _rotate(
     pivot: np.ndarray,  # [3]
     translation: np.ndarray | None = None,  # [B, 3]
 ) -> None:
-    rot_t = np.ascontiguousarray(np.swapaxes(rot, 1, 2), dtype=np.float32)  # [B, 3, 3]
-    offset = pivot - pivot @ rot_t  # [B, 3]: x R^T + (p - p R^T) = R (x - p) + p
-    if translation is not None:
-        offset = offset + translation
-    means[:, sel] = means[:, sel] @ rot_t + offset[:, None, :]
-    left = _quat_left_matrix(matrix_to_quat(rot))  # [B, 4, 4]
-    quats[:, sel] = quats[:, sel] @ np.swapaxes(left, 1, 2)
+    b = means.shape[0]
+    shift = np.zeros((b, 3), np.float32) if translation is None else np.asarray(translation, np.float32)
+    rot = np.ascontiguousarray(rot, dtype=np.float32)
+    q = matrix_to_quat(rot)
+    pivot = np.asarray(pivot, np.float32)
+    if isinstance(sel, slice):
+        _rigid(means, quats, int(sel.start), int(sel.stop), rot, q, pivot, np.ascontiguousarray(shift))
+        return
+    # rows that are not one contiguous run (an avatar not sorted by layer): the same maths in numpy
+    rot_t = np.swapaxes(rot, 1, 2)  # [B, 3, 3]
+    means[:, sel] = (means[:, sel] - pivot) @ rot_t + pivot + shift[:, None, :]
+    quats[:, sel] = quats[:, sel] @ np.swapaxes(_quat_left_matrix(q), 1, 2)
 
 
 def pose(avatar: Avatar, params: np.ndarray, lod: int = 0) -> PosedGaussians:
@@ -132,11 +187,16 @@ def pose(avatar: Avatar, params: np.ndarray, lod: int = 0) -> PosedGaussians:
     quats = np.repeat(avatar.quats[None], b, axis=0)  # [B, N, 4]
 
     # 1. sparse linear deltas, only for channels that are non-zero somewhere in the batch
-    active = np.flatnonzero(np.any(params != 0.0, axis=0))
-    for ch in active:
-        idx, delta = rig.channel_deltas(int(ch))
-        if idx.size:
-            means[:, idx] += params[:, ch, None, None] * delta[None]
+    active = np.flatnonzero(np.any(params != 0.0, axis=0)).astype(np.int64)
+    if active.size:
+        _add_deltas(
+            means,
+            np.ascontiguousarray(params),
+            active,
+            np.asarray(rig.delta_offsets, np.int64),
+            rig.delta_index,
+            rig.delta_means,
+        )
 
     # 2. rigid jaw
     angle = params @ rig.jaw_angle  # [B]
