@@ -5,7 +5,7 @@ JSON schema ``splatcast-bench`` version 1 (one file per run)::
     {
       "schema": "splatcast-bench",
       "schema_version": 1,
-      "kind": "latency" | "load" | "lipsync",
+      "kind": "latency" | "load" | "lipsync" | "soak",
       "created_utc": "2026-11-22T05:00:00Z",
       "command": "splatcast bench latency --sessions 1 --duration 60",
       "machine": {cpu, cores, memory_gb, os, python, gpu, load_avg_1m_at_start, packages{...}},
@@ -41,7 +41,7 @@ from benchmarks.machine import git_info, machine_info
 
 SCHEMA = "splatcast-bench"
 SCHEMA_VERSION = 1
-KINDS = ("latency", "load", "lipsync")
+KINDS = ("latency", "load", "lipsync", "soak")
 
 # which way is better for each headline figure
 DIRECTION: dict[str, str] = {
@@ -68,6 +68,8 @@ DIRECTION: dict[str, str] = {
     "cpu_bound_capacity_estimate": "higher",
     "lipsync_corr": "higher",
     "lipsync_lag_abs_ms": "lower",
+    "rss_growth_pct": "lower",
+    "errors": "lower",
 }
 # noise bands (relative, absolute) where the default does not fit
 NOISE: dict[str, tuple[float, float]] = {
@@ -83,6 +85,8 @@ NOISE: dict[str, tuple[float, float]] = {
     "cpu_bound_capacity_estimate": (0.0, 1.0),
     "lipsync_corr": (0.0, 0.1),
     "lipsync_lag_abs_ms": (0.0, 40.0),
+    "rss_growth_pct": (0.0, 3.0),
+    "errors": (0.0, 0.5),
 }
 DEFAULT_NOISE = (0.25, 10.0)
 
@@ -102,6 +106,7 @@ _KIND_FIELDS: dict[str, dict[str, type]] = {
     "latency": {"sessions": list, "server": dict, "series": dict},
     "load": {"steps": list, "server": dict},
     "lipsync": {"sentences": list},
+    "soak": {"series": dict, "sessions": list},
 }
 
 
@@ -440,6 +445,35 @@ def plot_load(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     return [_save(fig, out_dir / "capacity.png")]
 
 
+def plot_soak(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """soak.png: server RSS, threads, asyncio tasks and live sessions over the run."""
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    series = report["series"]
+    t = [v / 60.0 for v in series["t_s"]]
+
+    def col(key: str) -> list[float]:
+        return [float("nan") if v is None else float(v) for v in series[key]]
+
+    fig, ax1 = plt.subplots(figsize=(8, 4))
+    ax1.plot(t, col("rss_mb"), "b-", label="server RSS (MB)")
+    ax1.set_xlabel("minutes")
+    ax1.set_ylabel("MB")
+    ax2 = ax1.twinx()
+    ax2.plot(t, col("threads"), "g-", label="threads")
+    ax2.plot(t, col("tasks"), "r-", label="asyncio tasks")
+    ax2.plot(t, col("sessions"), "k:", label="sessions")
+    ax2.set_ylabel("count")
+    h1, l1 = ax1.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax1.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+    growth = report["summary"].get("rss_growth_pct")
+    ax1.set_title(
+        f"Soak: RSS growth {_fmt(growth)} % after warm-up, errors {_fmt(report['summary'].get('errors'))}"
+    )
+    return [_save(fig, out_dir / "soak.png")]
+
+
 def plot_lipsync(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """lipsync.png: rendered mouth opening (pixels) vs alignment jawOpen for each sentence."""
     import numpy as np
@@ -495,7 +529,9 @@ def write_outputs(
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / f"{report['kind']}.md").write_text(md)
-        plot = {"latency": plot_latency, "load": plot_load, "lipsync": plot_lipsync}[report["kind"]]
+        plot = {"latency": plot_latency, "load": plot_load, "lipsync": plot_lipsync, "soak": plot_soak}[
+            report["kind"]
+        ]
         plot(report, report_dir)
     return md, regressions
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from realtime.metrics import gauge
+from realtime.metrics import ErrorCounter, gauge, process_gauges
 from realtime.openapi import openapi_spec
 from realtime.security import RateLimiter, auth_middleware, origin_middleware
 from realtime.sessions import SessionError, SessionManager
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 MANAGER_KEY = web.AppKey("manager", SessionManager)
 LIMITER_KEY = web.AppKey("offer_limiter", RateLimiter)
+ERRORS_KEY = web.AppKey("error_counter", ErrorCounter)
 WS_MESSAGES_PER_S = 20
 MAX_BODY_BYTES = 256 * 1024
 MAX_SAY_CHARS = 5_000
@@ -249,6 +250,11 @@ async def _metrics(request: web.Request) -> web.Response:
     lines += gauge(
         "splatcast_frames_repeated", "late frames replaced by the previous one (active sessions)", repeated
     )
+    lines += process_gauges(
+        tasks=len(asyncio.all_tasks()),
+        peer_connections=manager.live_peer_connections(),
+        errors=request.app[ERRORS_KEY].count,
+    )
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
@@ -272,6 +278,7 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app[SETTINGS_KEY] = settings
     app[MANAGER_KEY] = manager
     app[LIMITER_KEY] = RateLimiter(settings.offer_rate_per_minute)
+    app[ERRORS_KEY] = ErrorCounter()
     static = resources.files("realtime").joinpath("static")
     app.router.add_get("/", _index)
     app.router.add_get("/api/config", _config)
@@ -288,13 +295,18 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app.router.add_static("/static/", str(static))
 
     async def on_startup(app: web.Application) -> None:
+        logging.getLogger().addHandler(app[ERRORS_KEY])  # counts ERROR records for splatcast_errors_total
         app[MANAGER_KEY].start()
 
     async def on_shutdown(app: web.Application) -> None:
         await app[MANAGER_KEY].close_all()
 
+    async def on_cleanup(app: web.Application) -> None:
+        logging.getLogger().removeHandler(app[ERRORS_KEY])
+
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
     return app
 
 

@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -310,7 +311,10 @@ class SessionManager:
         self.idle_timeout_s = engine.settings.idle_timeout_s
         self.session_max_s = engine.settings.session_max_s
         self.max_sessions = engine.settings.max_sessions
+        self.connect_timeout_s = engine.settings.connect_timeout_s
         self.sessions: dict[str, Session] = {}
+        # every peer connection made, weakly: /metrics counts those not yet closed, so a leak shows up
+        self.peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
 
@@ -335,6 +339,7 @@ class SessionManager:
             raise SessionError("this machine is at capacity for 25 FPS sessions", 503, retry_after=retry)
         session = Session(self.engine, self.talker_factory, self.engine.settings.ice_servers)
         self.sessions[session.id] = session
+        self.peer_connections.add(session.pc)
         self.engine.scheduler.sessions = len(self.sessions)
         try:
             answer = await session.answer(sdp, kind, self._ended)
@@ -346,6 +351,10 @@ class SessionManager:
             raise SessionError(f"cannot use this SDP offer: {exc}") from exc
         logger.info("session %s: created (%d active)", session.id, len(self.sessions))
         return session, answer
+
+    def live_peer_connections(self) -> int:
+        """Peer connections this process made that are not closed yet (sessions' and any leaked)."""
+        return sum(1 for pc in list(self.peer_connections) if pc.connectionState != "closed")
 
     def get(self, session_id: str) -> Session:
         session = self.sessions.get(session_id)
@@ -373,14 +382,16 @@ class SessionManager:
             self._reaper = None
 
     async def _reap(self) -> None:
+        period = min(5.0, self.connect_timeout_s / 2)
         while True:
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(period)
             now = time.monotonic()
             for sid, session in list(self.sessions.items()):
                 connected = session.pc.connectionState == "connected"
                 idle = now - session.last_activity
                 age = now - session.created
-                if (not connected and age > 30) or idle > self.idle_timeout_s or age > self.session_max_s:
+                # never connected (ICE did not complete) or lost: ended after connect_timeout_s
+                if (not connected and age > self.connect_timeout_s) or idle > self.idle_timeout_s or age > self.session_max_s:
                     logger.info(
                         "session %s: closing (connection %s, idle %.0f s)",
                         sid,

@@ -49,6 +49,7 @@ class Settings:
     offer_rate_per_minute: int = 20  # new sessions per client IP per minute
     idle_timeout_s: int = 600  # a session nobody drives or talks to ends after this
     session_max_s: int = 3600  # and every session ends after this
+    connect_timeout_s: int = 20  # a session whose media (ICE/DTLS) is not connected after this ends
     drain_s: int = 30  # on SIGTERM: how long current sessions may finish before they are closed
     max_sessions: int | None = None  # hard cap on concurrent sessions (None: admission control alone)
     capacity: int | None = None  # override the measured capacity (sessions at 25 FPS); None: measured
@@ -187,7 +188,14 @@ def _validate(s: Settings) -> None:
         raise SettingsError("brain 'openai' needs --llm-url (or SPLATCAST_LLM_URL)")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
-    for name in ("max_sessions", "capacity", "offer_rate_per_minute", "idle_timeout_s", "session_max_s"):
+    for name in (
+        "max_sessions",
+        "capacity",
+        "offer_rate_per_minute",
+        "idle_timeout_s",
+        "session_max_s",
+        "connect_timeout_s",
+    ):
         value = getattr(s, name)
         if value is not None and value < 1:
             raise SettingsError(f"{name} must be >= 1, got {value}")
