@@ -391,7 +391,11 @@ class SessionManager:
                 idle = now - session.last_activity
                 age = now - session.created
                 # never connected (ICE did not complete) or lost: ended after connect_timeout_s
-                if (not connected and age > self.connect_timeout_s) or idle > self.idle_timeout_s or age > self.session_max_s:
+                if (
+                    (not connected and age > self.connect_timeout_s)
+                    or idle > self.idle_timeout_s
+                    or age > self.session_max_s
+                ):
                     logger.info(
                         "session %s: closing (connection %s, idle %.0f s)",
                         sid,
