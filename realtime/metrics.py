@@ -138,10 +138,21 @@ def resident_memory_bytes() -> int:
         return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def executor_threads() -> int:
+    """Threads of asyncio's default executor (``run_in_executor(None, ...)``), named ``asyncio_<n>``."""
+    return sum(1 for t in threading.enumerate() if t.name.startswith("asyncio_"))
+
+
 def process_gauges(tasks: int, peer_connections: int, errors: int | None) -> list[str]:
     """Prometheus lines for the process: RSS, threads, asyncio tasks, live peer connections, errors."""
     lines = gauge("process_resident_memory_bytes", "resident memory size in bytes", resident_memory_bytes())
     lines += gauge("splatcast_threads", "live Python threads", threading.active_count())
+    lines += gauge(
+        "splatcast_executor_threads",
+        "of those, workers of asyncio's default executor (a pool: grows on demand to min(32, cores + 4), "
+        "then idles)",
+        executor_threads(),
+    )
     lines += gauge("splatcast_asyncio_tasks", "asyncio tasks on the server loop", tasks)
     lines += gauge(
         "splatcast_peer_connections", "RTCPeerConnections created and not yet closed", peer_connections
