@@ -1,0 +1,183 @@
+"""Sessions leave nothing behind, and a session whose ICE never connects is ended and freed.
+
+A real ``splatcast serve`` subprocess (synthetic avatar at 160 px; the real
+conversation loop) with ``SPLATCAST_CONNECT_TIMEOUT_S=4`` so a session that
+never connects is ended quickly. What is measured comes from the server's own
+``/metrics``: ``splatcast_asyncio_tasks``, ``splatcast_threads`` (less
+``splatcast_executor_threads``, asyncio's default-executor pool, which grows on
+demand and keeps idle workers: a bounded pool, not a leak),
+``splatcast_peer_connections`` (peer connections made and not yet closed, kept
+weakly so a leaked one is counted) and ``splatcast_sessions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection
+
+from benchmarks.metrics_scrape import parse_metrics
+from benchmarks.webrtc_client import Client, ServerProcess, fps_between, free_port, write_synthetic_avatar
+
+CONNECT_TIMEOUT_S = 4
+SETTLE_S = 30.0  # a client that vanished is noticed by DTLS close or the reaper (connect timeout + period)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    path: Path = tmp_path_factory.mktemp("avatar") / "synthetic.safetensors"
+    write_synthetic_avatar(path)
+    env = {
+        **os.environ,
+        "SPLATCAST_OFFER_RATE_PER_MINUTE": "600",
+        "SPLATCAST_CONNECT_TIMEOUT_S": str(CONNECT_TIMEOUT_S),
+    }
+    srv = ServerProcess("--avatar", str(path), "--size", "160", "--capacity", "4", env=env)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        assert srv.stop() == 0, "".join(srv.log[-30:])
+
+
+def gauges(srv: ServerProcess) -> dict[str, float]:
+    with urllib.request.urlopen(f"{srv.base}/metrics", timeout=10) as resp:
+        g = parse_metrics(resp.read().decode()).gauges
+    g["own_threads"] = g["splatcast_threads"] - g["splatcast_executor_threads"]
+    return g
+
+
+async def settle(srv: ServerProcess, timeout: float = SETTLE_S) -> dict[str, float]:
+    """Wait until the server holds no session and no open peer connection, then read the idle gauges."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        g = gauges(srv)
+        if g["splatcast_sessions"] == 0 and g["splatcast_peer_connections"] == 0:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # the closing tasks finish and are collected
+    return gauges(srv)
+
+
+async def _post_offer(base: str, sdp: str) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/offer", json={"sdp": sdp, "type": "offer"}) as resp:
+            return resp.status, await resp.json()
+
+
+async def _offer_sdp(*kinds: str) -> str:
+    pc = RTCPeerConnection()
+    try:
+        for kind in kinds:
+            pc.addTransceiver(kind, direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+
+
+async def _talk_and_leave(srv: ServerProcess, delete: bool) -> Client:
+    c = Client(srv.base)
+    try:
+        await c.connect()
+        c.watch_events()  # a websocket subscriber too: it must be dropped on close
+        await c.wait_video(5)
+        assert (await c.post("say", {"text": "Hello there, I will not be here for long."}))[0] == 202
+        await asyncio.sleep(0.8)  # mid-sentence
+        if delete:
+            assert (await c.post("interrupt"))[0] == 200
+            assert (await c.post("emotion", {"name": "happy", "intensity": 0.5}))[0] == 200
+    finally:
+        await c.close(delete=delete)
+    return c
+
+
+async def test_sessions_leave_no_tasks_threads_or_peer_connections_behind(server: ServerProcess) -> None:
+    srv = server
+    await _talk_and_leave(srv, delete=True)  # priming: lazily started pools exist before the baseline
+    base = await settle(srv)
+    assert base["splatcast_sessions"] == 0 and base["splatcast_peer_connections"] == 0
+
+    # two at once, then: a normal leave (DELETE), a vanishing client (no DELETE), failed offers
+    a, b = Client(srv.base), Client(srv.base)
+    try:
+        await a.connect()
+        await b.connect()
+        await a.wait_video(5)
+        await b.wait_video(5)
+        busy = gauges(srv)
+        assert busy["splatcast_sessions"] == 2 and busy["splatcast_peer_connections"] == 2
+        assert busy["splatcast_asyncio_tasks"] > base["splatcast_asyncio_tasks"]  # the gauge sees sessions
+    finally:
+        await a.close()
+        await b.close(delete=False)
+    await _talk_and_leave(srv, delete=True)
+    await _talk_and_leave(srv, delete=False)
+    # an offer without video: a session (and its peer connection) is made, then refused and freed
+    status, body = await _post_offer(srv.base, await _offer_sdp("audio"))
+    assert status == 400 and "video" in body["error"]
+    # an offer that parses but that aiortc refuses (no ICE credentials)
+    broken = re.sub(r"a=ice-(ufrag|pwd):.*\r\n", "", await _offer_sdp("video", "audio"))
+    status, body = await _post_offer(srv.base, broken)
+    assert status == 400, body
+
+    end = await settle(srv)
+    assert end["splatcast_sessions"] == 0
+    assert end["splatcast_peer_connections"] == 0
+    assert end["splatcast_asyncio_tasks"] == base["splatcast_asyncio_tasks"]
+    assert end["own_threads"] == base["own_threads"]
+    assert srv.health()["sessions"] == 0
+    with urllib.request.urlopen(f"{srv.base}/api/sessions", timeout=10) as resp:
+        assert resp.read().strip() == b"[]"
+
+
+async def test_session_whose_ice_never_connects_is_ended_and_others_keep_streaming(
+    server: ServerProcess,
+) -> None:
+    srv = server
+    keeper = Client(srv.base)
+    try:
+        await keeper.connect()
+        await keeper.wait_video(5)
+        # a ghost: its candidates point at a closed loopback port, and nothing answers there
+        dead_port = free_port()  # bound, then closed again: nothing listens on it
+        sdp = re.sub(
+            r"(a=candidate:\S+ \d+ udp \d+ )\S+ \d+ (typ \w+).*",
+            rf"\g<1>127.0.0.1 {dead_port} \g<2>",
+            await _offer_sdp("video", "audio"),
+        )
+        assert f"127.0.0.1 {dead_port} typ host" in sdp
+        t0 = time.monotonic()
+        status, body = await _post_offer(srv.base, sdp)
+        assert status == 200, body
+        ghost = body["session_id"]
+        assert srv.health()["sessions"] == 2
+        deadline = t0 + CONNECT_TIMEOUT_S + 15.0
+        while time.monotonic() < deadline:
+            g = gauges(srv)
+            if g["splatcast_sessions"] == 1 and g["splatcast_peer_connections"] == 1:
+                break
+            await asyncio.sleep(0.25)
+        gone_s = time.monotonic() - t0
+        assert g["splatcast_sessions"] == 1, f"the ghost session was not ended after {gone_s:.1f} s"
+        assert g["splatcast_peer_connections"] == 1  # its peer connection is closed, the keeper's is not
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{srv.base}/api/sessions") as resp:
+                ids = [s["id"] for s in await resp.json()]
+        assert ghost not in ids and ids == [keeper.session_id]
+        # the keeper streamed all along and still does
+        assert fps_between(keeper.rx.video_t, t0, time.monotonic()) >= 20.0
+        n = len(keeper.rx.video_t)
+        await asyncio.sleep(1.0)
+        assert len(keeper.rx.video_t) >= n + 20
+    finally:
+        await keeper.close()
+    await settle(srv)
