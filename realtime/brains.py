@@ -10,7 +10,10 @@ and answers with ``LLMFullResponseStartFrame``, ``LLMTextFrame``s and
 * ``openai``: Pipecat's ``OpenAILLMService`` pointed at any OpenAI-compatible
   ``/v1/chat/completions`` endpoint (``--llm-url``, ``--llm-model``,
   ``--llm-key``); tokens stream, and the first sentence is spoken while the
-  rest is generated.
+  rest is generated. A failed turn (endpoint down, HTTP error, no first token
+  within ``--llm-timeout``, a reply that is not a chat completion stream) ends
+  with an error event and the spoken ``--llm-fallback`` line, and the next turn
+  tries the endpoint again (:mod:`realtime.openai_brain`).
 """
 
 from __future__ import annotations
@@ -95,13 +98,15 @@ def make_brain(settings: Settings) -> FrameProcessor:
             raise BrainError("brain 'openai' needs --llm-url (or SPLATCAST_LLM_URL)")
         if not settings.llm_model:
             raise BrainError("brain 'openai' needs --llm-model (or SPLATCAST_LLM_MODEL)")
-        from pipecat.services.openai.llm import OpenAILLMService
+        from realtime.openai_brain import GuardedOpenAILLMService
 
         logger.info("brain: OpenAI-compatible %s, model %s", settings.llm_url, settings.llm_model)
-        return OpenAILLMService(
+        return GuardedOpenAILLMService(
+            timeout_s=settings.llm_timeout_s,
+            fallback=settings.llm_fallback,
             api_key=settings.llm_key or NO_KEY,
             base_url=settings.llm_url,
-            settings=OpenAILLMService.Settings(
+            settings=GuardedOpenAILLMService.Settings(
                 model=settings.llm_model, system_instruction=settings.system_prompt or None
             ),
         )

@@ -44,6 +44,23 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--numba-threads", dest="numba_threads", type=int, default=None)
 
 
+def _llm_fault_flags(g: argparse._ArgumentGroup) -> None:
+    """What a failed LLM turn does (serve and bot)."""
+    g.add_argument(
+        "--llm-timeout",
+        dest="llm_timeout_s",
+        type=float,
+        default=None,
+        help="seconds to wait for the LLM's first token (and between tokens) before the turn fails (default 15)",
+    )
+    g.add_argument(
+        "--llm-fallback",
+        dest="llm_fallback",
+        default=None,
+        help='what the avatar says when an LLM turn fails ("" for nothing)',
+    )
+
+
 def _server_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("server")
     g.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
@@ -53,6 +70,7 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--llm-model", dest="llm_model", default=None)
     g.add_argument("--llm-key", dest="llm_key", default=None, help="API key (prefer SPLATCAST_LLM_KEY)")
     g.add_argument("--system-prompt", dest="system_prompt", default=None)
+    _llm_fault_flags(g)
     g.add_argument("--ice-servers", dest="ice_servers", default=None, help="comma-separated STUN/TURN URLs")
     g.add_argument("--max-sessions", dest="max_sessions", type=int, default=None, help="hard session cap")
     g.add_argument("--token", default=None, help="bearer token for the API (prefer SPLATCAST_TOKEN)")
@@ -113,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--llm-model", dest="llm_model", default=None)
     g.add_argument("--llm-key", dest="llm_key", default=None, help="API key (prefer SPLATCAST_LLM_KEY)")
     g.add_argument("--system-prompt", dest="system_prompt", default=None)
+    _llm_fault_flags(g)
     g.add_argument("--ice-servers", dest="ice_servers", default=None, help="comma-separated STUN/TURN URLs")
     g.add_argument(
         "--insecure", action="store_const", const=True, default=None, help="allow a non-loopback bind"

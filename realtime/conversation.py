@@ -27,7 +27,11 @@ the avatar's own events, ``state`` speaking/listening/idle, ``interrupted``,
 * ``{"type": "transcript", "role": "user" | "assistant", "text": str}``
   (user: the whole turn as the brain gets it; assistant: each sentence once
   it is synthesised and handed to the avatar)
-* ``{"type": "error", "message": str}`` a stage failed; the session goes on
+* ``{"type": "error", "stage": "stt" | "llm" | "tts" | "pipeline", "message": str}``
+  a stage failed for one turn (a short message, secrets masked); the session
+  goes on, the avatar keeps streaming and the next turn runs normally. A failed
+  LLM turn also ends with the spoken ``llm_fallback`` line
+  (:mod:`realtime.openai_brain`).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ EventCallback = Callable[[dict[str, Any]], None]
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+ERROR_MESSAGE_MAX = 300  # characters of an error event's message
 
 
 class ConversationError(RuntimeError):
@@ -244,6 +249,7 @@ class Conversation:
         self._run_task: asyncio.Task[None] | None = None
         self._running = False  # the pipeline is ready for frames
         self._stopped = False
+        self._stages: dict[int, str] = {}  # id(processor) -> stage name for error events
 
     @property
     def running(self) -> bool:
@@ -270,12 +276,15 @@ class Conversation:
                 self._emit({"type": "transcript", "role": "user", "text": text})
 
         self._output = AvatarOutput(self._avatar, self._emit)
+        stt = SharedWhisperSTTService(models.stt)
+        tts = AlignedPiperTTSService(models)
+        self._stages = {id(stt): "stt", id(self._brain): "llm", id(tts): "tts"}
         pipeline = Pipeline(
             [
-                SharedWhisperSTTService(models.stt),
+                stt,
                 user_aggregator,
                 self._brain,
-                AlignedPiperTTSService(models),
+                tts,
                 self._output,
                 aggregators.assistant(),
             ]
@@ -311,11 +320,7 @@ class Conversation:
 
         @worker.event_handler("on_pipeline_error")
         async def _on_error(_worker: Any, frame: ErrorFrame) -> None:
-            message = str(frame.error)
-            if self._settings.llm_key:  # an endpoint may echo the key back in its error text
-                message = message.replace(self._settings.llm_key, "***")
-            logger.warning("Conversation: %s", message)
-            self._emit({"type": "error", "message": message})
+            self._emit(self._error_event(frame))
 
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)
@@ -333,6 +338,18 @@ class Conversation:
         if self._output is not None:
             self._avatar.add_listener(self._output.on_avatar_event)
         logger.info("Conversation: started (brain %s)", self._settings.brain)
+
+    def _error_event(self, frame: ErrorFrame) -> dict[str, Any]:
+        """The websocket event for a stage's error: which stage, a short message, secrets masked."""
+        stage = self._stages.get(id(frame.processor), "pipeline")
+        message = " ".join(str(frame.error).split())
+        for secret in (self._settings.llm_key, self._settings.token):
+            if secret:  # an endpoint may echo the key back in its error text
+                message = message.replace(secret, "***")
+        if len(message) > ERROR_MESSAGE_MAX:
+            message = message[: ERROR_MESSAGE_MAX - 1] + "…"
+        logger.warning("Conversation: %s failed: %s", stage, message)
+        return {"type": "error", "stage": stage, "message": message}
 
     async def stop(self) -> None:
         """Cancel the pipeline and wait for every task it started to end."""

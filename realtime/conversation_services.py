@@ -116,10 +116,14 @@ class AlignedPiperTTSService(TTSService):
             push_stop_frames=True,
             sample_rate=models.tts.sample_rate,
             settings=TTSSettings(model="piper", voice="en_US-joe-medium", language=None),
+            # Pipecat writes a TTS off after 3 silent contexts in a row (meant for a remote voice that
+            # stays mute); a local Piper that failed 3 times must still speak the 4th reply.
+            max_consecutive_zero_audio_contexts=0,
             **kwargs,  # type: ignore[arg-type]
         )
         self._models = models
         self._options = options
+        self._failed_contexts: set[str] = set()  # contexts whose synthesis failed (already reported)
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         chunks = self._models.tts.synthesize(text, self._options)
@@ -139,4 +143,13 @@ class AlignedPiperTTSService(TTSService):
                 )
         except Exception as exc:  # a failed sentence must not end the session
             logger.exception("AlignedPiperTTSService: synthesis failed for %r", text[:60])
+            self._failed_contexts.add(context_id)
             yield ErrorFrame(error=f"speech synthesis failed: {exc}")
+
+    async def _record_context_audio_outcome(self, context_id: str, received_audio: bool) -> None:
+        # Pipecat reports a context that ends without audio as an error of its own; for a context
+        # whose synthesis failed that would be a second error event for one fault.
+        if context_id in self._failed_contexts:
+            self._failed_contexts.discard(context_id)
+            return
+        await super()._record_context_audio_outcome(context_id, received_audio)

@@ -42,6 +42,8 @@ class Settings:
     llm_model: str | None = None
     llm_key: str | None = field(default=None, repr=False)  # a secret: never in logs
     system_prompt: str = "You are a friendly, concise assistant. Answer in one or two short sentences."
+    llm_timeout_s: float = 15.0  # longest wait for the first token (and between tokens) of an LLM answer
+    llm_fallback: str = "Sorry, I could not think of an answer just now."  # said when a turn fails; "": none
     # access and limits (see README "Deploying")
     token: str | None = field(default=None, repr=False)  # bearer token for /api and the websocket; a secret
     insecure: bool = False  # allow a non-loopback bind without a token
@@ -108,6 +110,10 @@ def _coerce(name: str, raw: Any) -> Any:
             if isinstance(raw, bool):
                 raise TypeError("bool is not an int")
             return int(raw)
+        if base is float:
+            if isinstance(raw, bool):
+                raise TypeError("bool is not a number")
+            return float(raw)
         if base is str:
             return str(raw)
         if typing.get_origin(base) is tuple:
@@ -199,6 +205,10 @@ def _validate(s: Settings) -> None:
         value = getattr(s, name)
         if value is not None and value < 1:
             raise SettingsError(f"{name} must be >= 1, got {value}")
+    if not 0.1 <= s.llm_timeout_s <= 600:  # also false for NaN
+        raise SettingsError(f"llm_timeout_s must be 0.1..600 seconds, got {s.llm_timeout_s}")
+    if len(s.llm_fallback) > 500:
+        raise SettingsError(f"llm_fallback must be at most 500 characters, got {len(s.llm_fallback)}")
     if s.drain_s < 0:
         raise SettingsError(f"drain_s must be >= 0, got {s.drain_s}")
     if s.token is not None and len(s.token) < 16:

@@ -207,7 +207,8 @@ def test_openai_brain_needs_a_model_and_keeps_the_key_out_of_repr() -> None:
         make_brain(Settings(brain="openai", llm_url="http://127.0.0.1:1/v1", llm_key="sk-secret"))
     settings = Settings(brain="openai", llm_url="http://127.0.0.1:1/v1", llm_model="m", llm_key="sk-secret")
     brain = make_brain(settings)
-    assert type(brain).__name__ == "OpenAILLMService"
+    assert type(brain).__name__ == "GuardedOpenAILLMService"  # Pipecat's OpenAILLMService, guarded
+    assert getattr(brain, "_timeout_s", None) == settings.llm_timeout_s == 15.0
     assert "sk-secret" not in repr(settings) and "sk-secret" not in str(settings.public_dict())
     assert isinstance(make_brain(Settings()), EchoBrain)
 
