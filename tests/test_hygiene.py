@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +31,22 @@ from benchmarks.metrics_scrape import parse_metrics
 from benchmarks.webrtc_client import Client, ServerProcess, fps_between, free_port, write_synthetic_avatar
 
 CONNECT_TIMEOUT_S = 4
-SETTLE_S = 30.0  # a client that vanished is noticed by DTLS close or the reaper (connect timeout + period)
+# a client that closed is noticed at once (DTLS close); one that was killed when aioice's consent checks
+# fail (~30 s after its last answer; measured 32 s here)
+SETTLE_S = 60.0
+KILLED_CLIENT = """
+import asyncio, sys
+from benchmarks.webrtc_client import Client
+
+async def main():
+    c = Client(sys.argv[1])
+    await c.connect()
+    await c.wait_video(5)
+    print("connected", c.session_id, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +124,19 @@ async def test_sessions_leave_no_tasks_threads_or_peer_connections_behind(server
     base = await settle(srv)
     assert base["splatcast_sessions"] == 0 and base["splatcast_peer_connections"] == 0
 
+    # a client process killed while connected: no DELETE, no DTLS close, it just stops answering
+    killed = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CLIENT, srv.base], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert killed.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(killed.stdout.readline), timeout=60)
+        assert line.startswith("connected"), line
+    finally:
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+    assert gauges(srv)["splatcast_sessions"] == 1  # freed later, while the cases below run
+
     # two at once, then: a normal leave (DELETE), a vanishing client (no DELETE), failed offers
     a, b = Client(srv.base), Client(srv.base)
     try:
@@ -114,7 +145,7 @@ async def test_sessions_leave_no_tasks_threads_or_peer_connections_behind(server
         await a.wait_video(5)
         await b.wait_video(5)
         busy = gauges(srv)
-        assert busy["splatcast_sessions"] == 2 and busy["splatcast_peer_connections"] == 2
+        assert busy["splatcast_sessions"] == 3 and busy["splatcast_peer_connections"] == 3
         assert busy["splatcast_asyncio_tasks"] > base["splatcast_asyncio_tasks"]  # the gauge sees sessions
     finally:
         await a.close()
