@@ -320,7 +320,13 @@ async def _watch(c: Client, visit: Visit, seconds: float, counts: Counts) -> boo
 def _log_errors(target: Target) -> int | None:
     if target.server is None:
         return None
-    return sum(1 for line in list(target.server.log) if " ERROR " in line or "Traceback" in line)
+    # logged errors, and exceptions that escaped a thread (printed by threading.excepthook, not logged)
+    marks = (" ERROR ", " CRITICAL ")
+    return sum(
+        1
+        for line in list(target.server.log)
+        if any(m in line for m in marks) or line.startswith("Exception in thread")
+    )
 
 
 async def run_soak(

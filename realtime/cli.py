@@ -241,12 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
             "--sessions",
             type=int,
             default=1,
-            help="latency: concurrent clients; load: most sessions to try (default 16); lipsync: sentences",
+            help="latency: concurrent clients; load: most sessions to try (default 16); lipsync: sentences; "
+            "soak: most sessions at once",
         )
         p.add_argument(
             "--duration", type=float, default=30.0, help="seconds measured (load: per step of sessions)"
         )
-        p.add_argument("--minutes", type=float, default=30.0)
+        p.add_argument("--minutes", type=float, default=30.0, help="soak: how long sessions join and leave")
         p.add_argument("--json", dest="json_out", type=Path, default=None)
         p.add_argument("--report", type=Path, default=None)
         p.add_argument("--compare", type=Path, default=None)
