@@ -49,6 +49,32 @@ asyncio.run(main())
 """
 
 
+def test_process_gauges_read_this_process() -> None:
+    import logging
+    import threading
+
+    import psutil
+
+    from realtime.metrics import ErrorCounter, process_gauges, resident_memory_bytes
+
+    rss = psutil.Process().memory_info().rss
+    assert resident_memory_bytes() == pytest.approx(rss, rel=0.1)
+    counter = ErrorCounter()
+    log = logging.getLogger("splatcast.test.hygiene")
+    log.addHandler(counter)
+    try:
+        log.warning("not an error")
+        log.error("one")
+        log.critical("two")
+    finally:
+        log.removeHandler(counter)
+    assert counter.count == 2
+    g = parse_metrics("\n".join(process_gauges(tasks=7, peer_connections=3, errors=counter.count))).gauges
+    assert g["splatcast_asyncio_tasks"] == 7 and g["splatcast_peer_connections"] == 3
+    assert g["splatcast_errors_total"] == 2 and g["splatcast_threads"] == threading.active_count()
+    assert g["process_resident_memory_bytes"] > 10e6
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     path: Path = tmp_path_factory.mktemp("avatar") / "synthetic.safetensors"
