@@ -10,8 +10,9 @@ the alignments:
   field, ``alignments``: the phonemes of exactly this chunk of audio, their
   ``num_samples`` summing to the frame's ``num_frames``. Every Pipecat
   processor treats it as ordinary TTS audio; the avatar sink reads the field.
-  One frame carries one Piper sentence at Piper's own rate (22 050 Hz), so the
-  alignments stay exact (no resampling, no re-chunking).
+  One frame carries one Piper chunk (a clause, :meth:`engines.tts.PiperTTS.stream`)
+  at Piper's own rate (22 050 Hz), so the alignments stay exact (no
+  resampling, no re-chunking).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from engines.stt import SAMPLE_RATE as STT_SAMPLE_RATE
 from engines.stt import WhisperSTT
-from engines.tts import Alignment, PiperTTS, SpeechChunk, SynthesisOptions
+from engines.tts import FIRST_MAX_WORDS, Alignment, PiperTTS, SpeechChunk, SynthesisOptions
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +101,16 @@ def _next_chunk(chunks: Iterator[SpeechChunk], lock: threading.Lock) -> SpeechCh
 
 
 class AlignedPiperTTSService(TTSService):
-    """Pipecat TTS on a shared :class:`PiperTTS`: one :class:`AlignedTTSAudioRawFrame` per sentence.
+    """Pipecat TTS on a shared :class:`PiperTTS`: one :class:`AlignedTTSAudioRawFrame` per clause.
 
     Pipecat's sentence aggregation hands each sentence to :meth:`run_tts` as
     soon as the LLM has produced it, so the first sentence is spoken while the
-    rest is still being generated. A text with several sentences (``say()``)
-    is streamed sentence by sentence as Piper finishes each.
+    rest is still being generated. Within a text, :meth:`PiperTTS.stream`
+    synthesises clause by clause; the first text of a reply (a new
+    ``context_id``: a ``say()`` or the first sentence of an LLM turn) starts
+    with a short piece (at most ``FIRST_MAX_WORDS`` words), so its first audio
+    is ready after a few words' worth of synthesis. Later sentences of the
+    same reply are synthesised while earlier ones play and are not cut short.
     """
 
     def __init__(
@@ -124,9 +129,17 @@ class AlignedPiperTTSService(TTSService):
         self._models = models
         self._options = options
         self._failed_contexts: set[str] = set()  # contexts whose synthesis failed (already reported)
+        self._last_context: str | None = None  # the reply run_tts spoke last (a new one starts short)
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
-        chunks = self._models.tts.synthesize(text, self._options)
+        first_of_reply = context_id != self._last_context
+        self._last_context = context_id
+        chunks = self._models.tts.stream(
+            text,
+            self._options,
+            first_max_words=FIRST_MAX_WORDS if first_of_reply else None,
+            trim_lead=first_of_reply,
+        )
         try:
             while True:
                 chunk = await asyncio.to_thread(_next_chunk, chunks, self._models.tts_lock)
