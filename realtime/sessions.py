@@ -93,6 +93,7 @@ class Session:
         self._closing = False
         self.talker = talker_factory(self.stream, self.publish) if talker_factory else None
         self.stream.add_listener(self.publish)
+        self.stream.add_listener(self._silence_on_interrupt)
         self._stats_task: asyncio.Task[None] | None = None
         self._mic_task: asyncio.Task[None] | None = None
         self._talker_start: asyncio.Task[None] | None = None
@@ -151,6 +152,12 @@ class Session:
             self._reply_in_at = self._reply_first_frame = None
         self.outlet.release(job, frame, repeated)
 
+    def _silence_on_interrupt(self, event: dict[str, Any]) -> None:
+        """However the avatar was interrupted (``/interrupt``, the user's voice): audio not sent yet,
+        released or still in a render in flight, goes silent at once."""
+        if event.get("type") == "interrupted":
+            self.outlet.drop_pending_audio(until_frame=int(event["frame"]))
+
     def _time_reply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "utterance_queued" and event.get("ahead") == 0 and self._reply_in_at is None:
@@ -181,8 +188,9 @@ class Session:
 
     async def interrupt(self) -> None:
         self.touch()
-        self.stream.interrupt()  # at once: pending audio and frames are dropped here
-        self.outlet.drop_pending_audio()  # and what was released but not yet sent goes silent
+        # at once: pending audio and frames are dropped here, and (_silence_on_interrupt) what was
+        # released or is still being rendered but not yet sent goes silent
+        self.stream.interrupt()
         if self.talker is not None and self._talker_start is not None and self._talker_start.done():
             await self.talker.interrupt()  # and the reply in flight stops upstream
 

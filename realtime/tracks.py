@@ -11,6 +11,11 @@ from aiortc's fixed 1/30 s ``next_timestamp`` (invariant 1).
 Audio is kept by absolute sample position, so a late release can never shift
 the audio against the video: a missing piece is sent as silence (counted as a
 gap) and the late samples are discarded when they arrive.
+
+Interrupt (invariant 6): :meth:`MediaOutlet.drop_pending_audio` silences every
+sample before the interrupt's media position that has not been sent yet,
+those released and those of frames still being rendered (their jobs were
+taken before the interrupt and are released after it).
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class MediaOutlet:
         self._audio_event = asyncio.Event()
         self._released_until = 0  # audio samples released so far (end position)
         self._sent_until = 0  # audio samples handed to the audio track so far
+        self._mute_until = 0  # audio before this sample position is silenced when released (interrupt)
         self.stats = OutletStats()
         self.closed = False
         self.encode_timer: Callable[[float], None] | None = None  # records ms between video recv() calls
@@ -76,7 +82,11 @@ class MediaOutlet:
     def release(self, job: FrameJob, frame: VideoFrame, repeated: bool = False) -> None:
         """Frame ``job.index`` is final: its image and its audio may now leave."""
         start = job.index * self.samples_per_frame
-        self._audio.append((start, job.audio))
+        audio = job.audio
+        if start < self._mute_until and audio.any():  # taken before an interrupt, released after it
+            audio = audio.copy()
+            audio[: self._mute_until - start] = 0
+        self._audio.append((start, audio))
         self._released_until = start + len(job.audio)
         self._video.append((job.index, job.pts, frame))
         self.stats.repeated += int(repeated)
@@ -88,8 +98,14 @@ class MediaOutlet:
         self._video_event.set()
         self._audio_event.set()
 
-    def drop_pending_audio(self) -> int:
-        """Silence released audio that has not been sent yet (interrupt); returns samples dropped."""
+    def drop_pending_audio(self, until_frame: int | None = None) -> int:
+        """Silence audio that has not been sent yet (interrupt); returns released samples dropped.
+
+        ``until_frame``: the first frame made after the interrupt (``AvatarStream.frame_index``);
+        frames before it that are released later (renders in flight) leave silent too.
+        """
+        if until_frame is not None:
+            self._mute_until = max(self._mute_until, until_frame * self.samples_per_frame)
         dropped = 0
         for i, (start, samples) in enumerate(self._audio):
             cut = max(0, self._sent_until - start)

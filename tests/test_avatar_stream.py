@@ -7,6 +7,8 @@ tests/test_avatar_stream_a2v.py.)
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import soxr
@@ -196,6 +198,39 @@ async def test_outlet_drops_released_but_unsent_audio_on_interrupt() -> None:
     assert dropped == 4 * 1920 - 960
     for j in range(1, 8):
         assert not (await outlet.audio_packet(j)).any()  # released but unsent: now silent
+
+
+async def test_outlet_silences_frames_in_render_when_interrupted() -> None:
+    """A frame whose job was taken before the interrupt (its render in flight) is released after it:
+    its audio must leave silent too, and audio of frames made after the interrupt plays again."""
+    from av import VideoFrame
+
+    from realtime.tracks import MediaOutlet
+
+    stream = AvatarStream(CHANNELS, fps=25)
+    outlet = MediaOutlet(25, 48_000)
+
+    def on_event(event: dict[str, Any]) -> None:  # as the session does
+        if event["type"] == "interrupted":
+            outlet.drop_pending_audio(until_frame=event["frame"])
+
+    stream.add_listener(on_event)
+    stream.push_tts_audio(np.full(48_000, 0.5, np.float32), 48_000)
+    stream.end_utterance()
+    outlet.t0 = 0.0
+    image = VideoFrame(16, 16, "yuv420p")
+    outlet.release(stream.next_frame_job(), image)  # frame 0 released
+    in_flight = [stream.next_frame_job(), stream.next_frame_job()]  # frames 1, 2 being rendered
+    assert all(j.audio.any() for j in in_flight)
+    stream.interrupt()
+    for job in in_flight:
+        outlet.release(job, image)
+    stream.push_tts_audio(np.full(4_800, 0.5, np.float32), 48_000)  # a new reply after the interrupt
+    stream.end_utterance()
+    outlet.release(stream.next_frame_job(), image)  # frame 3
+    packets = [await outlet.audio_packet(j) for j in range(8)]
+    assert all(not p.any() for p in packets[:6])  # frames 0-2: 0 released, 1-2 in render, all unsent
+    assert packets[6].any() and packets[7].any()  # frame 3 plays
 
 
 def test_late_chunks_of_an_interrupted_reply_are_dropped(sentence: SpeechChunk) -> None:
