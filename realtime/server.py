@@ -84,6 +84,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise SessionError("request body is not UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise SessionError(f"request body is not JSON: {exc.msg} at {exc.pos}") from exc
+    except RecursionError as exc:  # "[[[[…" a few thousand deep (was a 500)
+        raise SessionError("request body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise SessionError("request body must be a JSON object")
     return body
@@ -99,7 +101,18 @@ def _field(body: dict[str, Any], name: str, kind: type, required: bool = True) -
         return float(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise SessionError(f"field '{name}' must be a {kind.__name__}")
+    if isinstance(value, str) and not _is_unicode(value):
+        raise SessionError(f"field '{name}' is not valid Unicode (a lone surrogate escape)")
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string with lone surrogates (JSON lets ``"\\ud800"`` through; UTF-8 cannot encode it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --- routes ------------------------------------------------------------------------------------------
@@ -211,7 +224,8 @@ async def _ws_command(session: Any, data: str, ws: web.WebSocketResponse) -> Non
         if not isinstance(cmd, dict):
             raise ValueError("not an object")
         kind = cmd.get("type")
-        if kind == "say" and isinstance(cmd.get("text"), str) and 0 < len(cmd["text"]) <= MAX_SAY_CHARS:
+        text = cmd.get("text")
+        if kind == "say" and isinstance(text, str) and 0 < len(text) <= MAX_SAY_CHARS and _is_unicode(text):
             await session.say(cmd["text"])
         elif kind == "interrupt":
             await session.interrupt()
@@ -219,6 +233,8 @@ async def _ws_command(session: Any, data: str, ws: web.WebSocketResponse) -> Non
             session.set_emotion(cmd["name"], float(cmd.get("intensity", 1.0)))
         else:
             raise ValueError(f"unknown or malformed command {kind!r}")
+    except RecursionError:
+        await ws.send_json({"type": "error", "message": "bad command: nested too deeply"})
     except (ValueError, TypeError, SessionError) as exc:
         await ws.send_json({"type": "error", "message": f"bad command: {exc}"})
 
