@@ -278,3 +278,36 @@ def test_trimming_real_piper_audio_removes_only_silence(tts: PiperTTS) -> None:
         assert np.abs(c.pcm[:head_cut]).max() <= SILENCE_LEVEL
         assert tail_cut == 0 or np.abs(c.pcm[len(c.pcm) - tail_cut :]).max() <= SILENCE_LEVEL
         np.testing.assert_array_equal(t.pcm[200:-200], c.pcm[head_cut + 200 : len(c.pcm) - tail_cut - 200])
+
+
+async def test_tts_service_starts_a_new_reply_short_and_continues_one_whole(tts: PiperTTS) -> None:
+    """The Pipecat TTS (say, conversation, bot): a new context_id starts with the short first piece and
+    no lead silence; another sentence of the same reply is split at its clauses only and keeps its lead
+    (the pause after the sentence before it). Each frame's alignments cover exactly its audio."""
+    from typing import cast
+
+    from engines.stt import WhisperSTT
+    from realtime.conversation_services import AlignedPiperTTSService, AlignedTTSAudioRawFrame, SpeechModels
+
+    service = AlignedPiperTTSService(SpeechModels(stt=cast(WhisperSTT, None), tts=tts))  # TTS only
+    keep = round(0.005 * tts.sample_rate)
+    replies = []
+    for context in ("reply-1", "reply-1", "reply-2"):
+        frames = [f async for f in service.run_tts(LONG, context)]
+        assert all(isinstance(f, AlignedTTSAudioRawFrame) for f in frames)
+        audio = [cast(AlignedTTSAudioRawFrame, f) for f in frames]
+        for f in audio:
+            assert sum(a.num_samples for a in f.alignments) == len(f.audio) // 2
+        replies.append(audio)
+    assert [len(r) for r in replies] == [
+        len(split_text(LONG)),
+        len(split_text(LONG, None)),
+        len(split_text(LONG)),
+    ]
+
+    def lead(frame: AlignedTTSAudioRawFrame) -> int:
+        pcm = np.frombuffer(frame.audio, np.int16).astype(np.float32) / 32767.0
+        return int(np.flatnonzero(np.abs(pcm) > SILENCE_LEVEL)[0])
+
+    assert lead(replies[0][0]) <= keep + 1 and lead(replies[2][0]) <= keep + 1
+    assert lead(replies[1][0]) > 2 * keep
