@@ -98,8 +98,8 @@ class _GuardedStream:
             except StopAsyncIteration:
                 break
             except TimeoutError as exc:
-                what = "the next token" if answered else "a first token"
-                raise LLMTimeoutError(f"no {what} within {self._timeout_s:g} s") from exc
+                what = "next" if answered else "first"
+                raise LLMTimeoutError(f"no {what} token within {self._timeout_s:g} s") from exc
             answered = answered or _has_answer(chunk)
             yield chunk
         if not answered:

@@ -7,7 +7,7 @@ rendered). The faults:
 * the LLM: a loopback aiohttp server speaking the OpenAI chat-completions
   streaming API (the fault injected is the server's behaviour: HTTP 500, 401,
   429, a hang before the headers, a stream of keep-alive comments that never
-  brings a token, an HTML page, invalid JSON chunks, JSON without choices, a
+  brings a token, a stream that stalls after its first sentence, an HTML page, invalid JSON chunks, JSON without choices, a
   connection cut mid-stream);
 * Whisper and Piper: the shared model object's ``transcribe`` / ``synthesize``
   replaced for one call by one that raises (the seam is the model object that
@@ -161,6 +161,12 @@ class FaultyChatServer:
                 await response.write(b": keep-alive\n\n")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=0.2)
+        elif fault == "stall":  # a first sentence, then keep-alive comments and no more tokens
+            await response.write(chunk("Let me think."))
+            while not self._closing.is_set():
+                await response.write(b": keep-alive\n\n")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), timeout=0.2)
         elif fault == "bad-json":
             await response.write(b"data: {this is not json\n\n")
         elif fault == "no-choices":
@@ -211,6 +217,7 @@ LLM_FAULTS = {
     "429": "HTTP 429",
     "hang": f"within {TIMEOUT_S:g} s",
     "keepalive": f"within {TIMEOUT_S:g} s",
+    "stall": f"within {TIMEOUT_S:g} s",
     "html": "not a valid chat completion stream",
     "bad-json": "not a valid chat completion stream",
     "no-choices": "not a valid chat completion stream",
