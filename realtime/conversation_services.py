@@ -140,6 +140,7 @@ class AlignedPiperTTSService(TTSService):
             first_max_words=FIRST_MAX_WORDS if first_of_reply else None,
             trim_lead=first_of_reply,
         )
+        yielded_audio = False
         try:
             while True:
                 chunk = await asyncio.to_thread(_next_chunk, chunks, self._models.tts_lock)
@@ -154,10 +155,15 @@ class AlignedPiperTTSService(TTSService):
                     context_id=context_id,
                     alignments=chunk.alignments,
                 )
+                yielded_audio = True
         except Exception as exc:  # a failed sentence must not end the session
             logger.exception("AlignedPiperTTSService: synthesis failed for %r", text[:60])
             self._failed_contexts.add(context_id)
             yield ErrorFrame(error=f"speech synthesis failed: {exc}")
+            if not yielded_audio:
+                # Pipecat closes a context whose run_tts yielded audio; one that yielded none would hold
+                # the playback queue for stop_frame_timeout_s (3 s) and delay the next line: close it now.
+                await self.remove_audio_context(context_id)
 
     async def _record_context_audio_outcome(self, context_id: str, received_audio: bool) -> None:
         # Pipecat reports a context that ends without audio as an error of its own; for a context
