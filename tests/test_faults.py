@@ -417,3 +417,30 @@ def test_llm_timeout_and_fallback_come_from_flags_env_and_are_checked() -> None:
     for bad in ("0", "-1", "nan", "601", "soon"):
         with pytest.raises(SettingsError, match="llm_timeout_s"):
             load_settings(env={"SPLATCAST_LLM_TIMEOUT_S": bad})
+
+
+async def test_an_llm_endpoint_that_is_down_gets_the_fallback(speech_models: SpeechModels) -> None:
+    """Nothing listens at --llm-url (connection refused): reported, answered with the fallback, still running."""
+    import socket
+
+    with socket.socket() as s:  # a free loopback port, closed again: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    avatar = Avatar()
+    events: list[dict[str, Any]] = []
+    settings = Settings(
+        brain="openai", llm_url=f"http://127.0.0.1:{port}/v1", llm_model="m", llm_fallback=FALLBACK
+    )
+    conversation = Conversation(settings, avatar, events.append, models=speech_models)
+    async with frames_played(avatar):
+        await conversation.start()
+        try:
+            for attempt in range(2):  # and again: a connection error does not write the brain off
+                await turn(conversation, events, avatar, f"Hello {attempt}?", FALLBACK)
+            assert conversation.running
+        finally:
+            await conversation.stop()
+    errors = [e for e in events if e["type"] == "error"]
+    assert [e["stage"] for e in errors] == ["llm", "llm"]
+    assert all("could not be reached" in e["message"] for e in errors), errors
+    assert avatar.audio_chunks >= 2

@@ -27,7 +27,11 @@ import requests
 
 from benchmarks.webrtc_client import Client, ServerProcess, write_synthetic_avatar
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # schemathesis' own strategies draw from `random` (its warning, not ours)
+    pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),
+]
 
 schemathesis = pytest.importorskip("schemathesis")
 hypothesis = pytest.importorskip("hypothesis")
