@@ -27,7 +27,7 @@ the avatar's own events, ``state`` speaking/listening/idle, ``interrupted``,
 * ``{"type": "transcript", "role": "user" | "assistant", "text": str}``
   (user: the whole turn as the brain gets it; assistant: each sentence once
   it is synthesised and handed to the avatar)
-* ``{"type": "error", "stage": "stt" | "llm" | "tts" | "pipeline", "message": str}``
+* ``{"type": "error", "stage": "stt" | "llm" | "tts" | "avatar" | "pipeline", "message": str}``
   a stage failed for one turn (a short message, secrets masked); the session
   goes on, the avatar keeps streaming and the next turn runs normally. A failed
   LLM turn also ends with the spoken ``llm_fallback`` line
@@ -167,7 +167,9 @@ class AvatarOutput(FrameProcessor):
                 avatar.push_tts_audio(pcm, frame.sample_rate, alignments, reply=frame.context_id)
             except ValueError as exc:  # AvatarStreamError: this chunk is lost, the session goes on
                 logger.warning("AvatarOutput: the avatar refused a TTS chunk: %s", exc)
-                self._emit({"type": "error", "message": f"the avatar refused a TTS chunk: {exc}"})
+                self._emit(
+                    {"type": "error", "stage": "avatar", "message": f"the avatar refused a TTS chunk: {exc}"}
+                )
         elif isinstance(frame, TTSStoppedFrame):
             avatar.end_utterance()
         elif isinstance(frame, InterruptionFrame):
