@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import re
 import secrets
+import sys
 import time
 import uuid
 import weakref
@@ -285,6 +287,24 @@ class Session:
         logger.info("session %s: closed", self.id)
 
 
+def release_freed_memory() -> None:
+    """Hand the heap pages freed by a closed session back to the OS (glibc's ``malloc_trim``; Linux only).
+
+    A session frees tens of MB of encoder, frame and audio buffers when it ends;
+    glibc keeps such pages in its per-thread arenas, so without this the
+    server's RSS ratchets up session after session: in a 4-minute
+    ``splatcast bench soak`` (7 sessions, 512 px) the idle RSS at the end was
+    945 MB without it and 789 MB with it (baselines 688 and 641 MB).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return
+    trim(0)
+
+
 def _prefer_vp8(transceiver: Any) -> None:
     """VP8 encodes 4× faster than H.264 here (FACTS.md); keep H.264 as a fallback."""
     from aiortc.rtcrtpsender import RTCRtpSender
@@ -432,6 +452,7 @@ class SessionManager:
         if session is None:
             return False
         await session.close()
+        await asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
         return True
 
     async def close_all(self) -> None:
