@@ -202,31 +202,37 @@ class Scheduler:
             batch = self._take_batch()
             if batch is None:
                 return
-            now = time.monotonic()
-            live = [j for j in batch if not j.future.cancelled() and j.deadline > now]
-            for j in batch:
-                if j not in live:
-                    self.skipped_stale += 1
-                    self._resolve(j, None)
-            if not live:
-                continue
-            try:
-                t = time.perf_counter()
-                images = live[0].renderer.render(np.stack([j.params for j in live]), live[0].level)
-                frames = [live[0].renderer.to_video_frame(img) for img in images]
-                ms = (time.perf_counter() - t) * 1000.0
-            except Exception:
-                logger.exception("scheduler: render failed for a batch of %d", len(live))
-                for j in live:
-                    self._resolve(j, None)
-                continue
-            per_frame = ms / len(live)
-            self.timings.observe("render", per_frame)
-            self._learn_cost(live[0].level, per_frame)
-            self.rendered += len(live)
-            self.batches += 1
-            for j, frame in zip(live, frames, strict=True):
-                self._resolve(j, frame)
+            self._run_batch(batch)
+            # while this worker waits for the next job, nothing of the last one (its session's clock,
+            # stream and frames) stays referenced from here: a closed session is freed at once
+            del batch
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        now = time.monotonic()
+        live = [j for j in batch if not j.future.cancelled() and j.deadline > now]
+        for j in batch:
+            if j not in live:
+                self.skipped_stale += 1
+                self._resolve(j, None)
+        if not live:
+            return
+        try:
+            t = time.perf_counter()
+            images = live[0].renderer.render(np.stack([j.params for j in live]), live[0].level)
+            frames = [live[0].renderer.to_video_frame(img) for img in images]
+            ms = (time.perf_counter() - t) * 1000.0
+        except Exception:
+            logger.exception("scheduler: render failed for a batch of %d", len(live))
+            for j in live:
+                self._resolve(j, None)
+            return
+        per_frame = ms / len(live)
+        self.timings.observe("render", per_frame)
+        self._learn_cost(live[0].level, per_frame)
+        self.rendered += len(live)
+        self.batches += 1
+        for j, frame in zip(live, frames, strict=True):
+            self._resolve(j, frame)
 
     @staticmethod
     def _resolve(job: _Job, frame: VideoFrame | None) -> None:

@@ -467,21 +467,26 @@ class SessionManager:
         period = min(5.0, self.connect_timeout_s / 2)
         while True:
             await asyncio.sleep(period)
-            now = time.monotonic()
-            for sid, session in list(self.sessions.items()):
-                connected = session.pc.connectionState == "connected"
-                idle = now - session.last_activity
-                age = now - session.created
-                # never connected (ICE did not complete) or lost: ended after connect_timeout_s
-                if (
-                    (not connected and age > self.connect_timeout_s)
-                    or idle > self.idle_timeout_s
-                    or age > self.session_max_s
-                ):
-                    logger.info(
-                        "session %s: closing (connection %s, idle %.0f s)",
-                        sid,
-                        session.pc.connectionState,
-                        idle,
-                    )
-                    await self.close(sid)
+            # one pass in its own frame: a loop variable left here while sleeping would keep the
+            # last session checked (its stream, buffers, peer connection) alive after it closed
+            await self._reap_once()
+
+    async def _reap_once(self) -> None:
+        now = time.monotonic()
+        for sid, session in list(self.sessions.items()):
+            connected = session.pc.connectionState == "connected"
+            idle = now - session.last_activity
+            age = now - session.created
+            # never connected (ICE did not complete) or lost: ended after connect_timeout_s
+            if (
+                (not connected and age > self.connect_timeout_s)
+                or idle > self.idle_timeout_s
+                or age > self.session_max_s
+            ):
+                logger.info(
+                    "session %s: closing (connection %s, idle %.0f s)",
+                    sid,
+                    session.pc.connectionState,
+                    idle,
+                )
+                await self.close(sid)

@@ -22,6 +22,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -74,6 +76,91 @@ def test_process_gauges_read_this_process() -> None:
     assert g["splatcast_asyncio_tasks"] == 7 and g["splatcast_peer_connections"] == 3
     assert g["splatcast_errors_total"] == 2 and g["splatcast_threads"] == threading.active_count()
     assert g["process_resident_memory_bytes"] > 10e6
+
+
+class _Owner:
+    """Stands in for a session's frame clock (the owner of render jobs)."""
+
+
+class _FastRenderer:
+    """Stands in for a Renderer where only what the worker keeps referenced matters."""
+
+    max_batch = 1
+
+    def render(self, params: np.ndarray, level: int) -> np.ndarray:
+        return np.zeros((len(params), 16, 16, 3), np.uint8)  # [B, H, W, 3]
+
+    def to_video_frame(self, image: np.ndarray) -> Any:
+        from av import VideoFrame
+
+        return VideoFrame.from_ndarray(image, format="rgb24")
+
+
+async def test_render_worker_keeps_nothing_of_its_last_job_while_it_waits() -> None:
+    """The worker thread's locals held the last batch (its owner, params, frame) until the next job
+    came, so the last session stayed alive on an idle server (found with the soak)."""
+    import gc
+    import weakref
+
+    from realtime.scheduler import Scheduler
+
+    sched = Scheduler(fps=25)
+    try:
+        owner, renderer = _Owner(), _FastRenderer()
+        params = np.zeros((1, 4), np.float32)  # [B, C]
+        fut = sched.submit(renderer, params, time.monotonic() + 5, 0, owner=owner)  # type: ignore[arg-type]
+        assert await asyncio.wait_for(fut, timeout=5) is not None
+        gone = weakref.ref(owner), weakref.ref(params)
+        del owner, params, fut
+        await asyncio.sleep(0.2)  # the worker is back waiting for work
+        gc.collect()
+        assert gone[0]() is None and gone[1]() is None
+    finally:
+        sched.close()
+
+
+class _NeverConnected:
+    """Stands in for a Session whose ICE never connected (what the reaper looks at, and close())."""
+
+    def __init__(self) -> None:
+        self.pc = SimpleNamespace(connectionState="checking")
+        self.created = self.last_activity = time.monotonic()
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_reaper_ends_a_never_connected_session_and_keeps_no_reference_to_it() -> None:
+    """The reaper's loop variable held the last session it checked while it slept, so a closed
+    session stayed alive on an idle server (found with the soak)."""
+    import gc
+    import weakref
+
+    from realtime.sessions import SessionManager
+
+    settings = SimpleNamespace(
+        idle_timeout_s=600, session_max_s=3600, max_sessions=None, connect_timeout_s=0.3
+    )
+    engine = SimpleNamespace(settings=settings, scheduler=SimpleNamespace(sessions=0))
+    manager = SessionManager(engine)  # type: ignore[arg-type]
+    ghost = _NeverConnected()
+    manager.sessions["ghost"] = ghost  # type: ignore[assignment]
+    manager.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert "ghost" in manager.sessions  # younger than connect_timeout_s: left alone
+        deadline = time.monotonic() + 5
+        while manager.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not manager.sessions and ghost.closed
+        gone = weakref.ref(ghost)
+        del ghost
+        await asyncio.sleep(0.3)  # the reaper sleeps again
+        gc.collect()
+        assert gone() is None
+    finally:
+        await manager.close_all()
 
 
 @pytest.fixture(scope="module")
