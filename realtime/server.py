@@ -397,6 +397,9 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
             settings.host,
         )
         return 2
+    from realtime.memory import tune_allocator
+
+    tune_allocator()  # before models and threads allocate: see realtime/memory.py
     try:
         asyncio.run(run(settings))
     except OSError as exc:
