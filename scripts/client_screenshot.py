@@ -19,17 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.webrtc_client import ServerProcess  # noqa: E402
+from benchmarks.webrtc_client import CHROMIUM_ARGS, ServerProcess  # noqa: E402
 
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
 SENTENCE = "Hi! I'm a Gaussian-splat avatar, streaming to your browser in real time."
 
 
@@ -55,7 +46,7 @@ def main() -> int:
     try:
         server.wait_ready()
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=ARGS)
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(server.base + "/")

@@ -23,11 +23,11 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-import soxr
 from aiohttp import web
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from speech_helpers import MIC_RATE, frames_played, speech_at_48k
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from engines.tts import Alignment
@@ -38,7 +38,6 @@ from realtime.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-MIC_RATE = 48_000
 FRAME = MIC_RATE // 50  # 20 ms
 WAIT_S = 20.0  # generous: the 2-core dev box is shared
 CHANNELS = (*ARKIT_BLENDSHAPES, *POSE_CHANNELS)
@@ -100,38 +99,8 @@ class RecordingAvatar(AvatarStream):
                 await asyncio.wait_for(self.changed.wait(), timeout=min(left, 0.1))
 
 
-@contextlib.asynccontextmanager
-async def frames_played(avatar: AvatarStream) -> AsyncIterator[None]:
-    """Take the avatar's frame jobs at its frame rate, as the session's FrameClock does (no rendering)."""
-
-    async def pump() -> None:
-        start = time.monotonic()
-        while True:
-            await asyncio.sleep(max(0.0, start + avatar.frame_index / avatar.fps - time.monotonic()))
-            avatar.next_frame_job()
-
-    task = asyncio.create_task(pump())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]", " ", text.lower()).split())
-
-
-@pytest.fixture(scope="session")
-def speech_models() -> SpeechModels:
-    return SpeechModels.load()
-
-
-def speech_at_48k(models: SpeechModels, text: str) -> np.ndarray:
-    """[N] float32 mic signal: Piper speech at 48 kHz."""
-    chunks = list(models.tts.synthesize(text))
-    pcm = np.concatenate([c.pcm for c in chunks])
-    return np.asarray(soxr.resample(pcm, chunks[0].sample_rate, MIC_RATE), dtype=np.float32)
 
 
 class MicFeeder:

@@ -24,13 +24,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
-import soxr
 from aiohttp import web
+from speech_helpers import MIC_RATE, frames_played, speech_at_48k
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from realtime.avatar_stream import AvatarStream
@@ -69,24 +69,6 @@ class Avatar(AvatarStream):
     ) -> None:
         super().push_tts_audio(pcm, sample_rate, alignments, reply=reply)
         self.audio_chunks += 1
-
-
-@contextlib.asynccontextmanager
-async def frames_played(avatar: AvatarStream) -> AsyncIterator[None]:
-    """Take the avatar's frame jobs at its frame rate, as the session's FrameClock does (no rendering)."""
-
-    async def pump() -> None:
-        start = time.monotonic()
-        while True:
-            await asyncio.sleep(max(0.0, start + avatar.frame_index / avatar.fps - time.monotonic()))
-            avatar.next_frame_job()
-
-    task = asyncio.create_task(pump())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
@@ -187,11 +169,6 @@ class FaultyChatServer:
         return response
 
 
-@pytest.fixture(scope="module")
-def speech_models() -> SpeechModels:
-    return SpeechModels.load()
-
-
 def errors_past(events: list[dict[str, Any]], count: int) -> Callable[[], bool]:
     return lambda: sum(e["type"] == "error" for e in events) > count
 
@@ -269,7 +246,6 @@ async def test_llm_faults_are_reported_answered_with_the_fallback_and_the_next_t
 
 # --------------------------------------------------------------------------- Whisper and Piper faults
 
-MIC_RATE = 48_000
 FRAME = MIC_RATE // 50  # 20 ms
 
 
@@ -313,18 +289,11 @@ async def speak_into(
         k += 1
 
 
-def speech_at_48k(models: SpeechModels, text: str) -> np.ndarray:
-    """[N] float32 mic signal: Piper speech at 48 kHz with 0.3 s of silence before it."""
-    chunks = list(models.tts.synthesize(text))
-    pcm = np.concatenate([np.zeros(int(0.3 * chunks[0].sample_rate), np.float32), *[c.pcm for c in chunks]])
-    return np.asarray(soxr.resample(pcm, chunks[0].sample_rate, MIC_RATE), dtype=np.float32)
-
-
 async def test_a_whisper_failure_is_reported_and_the_next_spoken_turn_is_heard(
     speech_models: SpeechModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     said = "Good morning to you."
-    speech = speech_at_48k(speech_models, said)
+    speech = speech_at_48k(speech_models, said, lead_s=0.3)
     avatar = Avatar()
     events: list[dict[str, Any]] = []
     conversation = Conversation(Settings(), avatar, events.append, models=speech_models)  # echo brain
