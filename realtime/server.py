@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -350,6 +351,10 @@ async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
     manager = await loop.run_in_executor(None, build_manager, settings)
+    # the models and modules loaded so far live as long as the process: keep them out of the cyclic
+    # collector's way, so the collection after each closed session (sessions.py) takes ~25 ms, not ~150
+    gc.collect()
+    gc.freeze()
     app = create_app(settings, manager)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

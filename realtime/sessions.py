@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import re
 import secrets
@@ -397,6 +398,7 @@ class SessionManager:
         # every peer connection made, weakly: /metrics counts those not yet closed, so a leak shows up
         self.peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
         self._reaper: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
         self.draining = False
 
     def start(self) -> None:
@@ -452,8 +454,23 @@ class SessionManager:
         if session is None:
             return False
         await session.close()
-        await asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
+        self._collect_soon()
         return True
+
+    def _collect_soon(self) -> None:
+        """Free closed sessions now rather than at the next full collection (see :meth:`_collect`)."""
+        if self._collector is None or self._collector.done():
+            self._collector = asyncio.get_running_loop().create_task(self._collect(), name="session-gc")
+
+    async def _collect(self) -> None:
+        """A closed session is a web of reference cycles (bound methods in its clock, outlet, stream,
+        conversation and peer connection point back at it) holding ~20 MB; only the cyclic collector
+        frees it, and a full collection comes rarely, so RSS climbed ~20 MB per session for minutes
+        (``bench soak``). Collect once the frames that closed it are gone (one pass, ~25 ms here
+        with the startup objects frozen by the server), then hand the pages back to the OS."""
+        await asyncio.sleep(1.0)
+        gc.collect()
+        await asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
 
     async def close_all(self) -> None:
         await asyncio.gather(*(self.close(sid) for sid in list(self.sessions)), return_exceptions=True)
@@ -462,6 +479,11 @@ class SessionManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
+        if self._collector is not None:
+            self._collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collector
+            self._collector = None
 
     async def _reap(self) -> None:
         period = min(5.0, self.connect_timeout_s / 2)

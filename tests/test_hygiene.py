@@ -195,7 +195,7 @@ async def settle(srv: ServerProcess, timeout: float = SETTLE_S) -> dict[str, flo
         if g["splatcast_sessions"] == 0 and g["splatcast_peer_connections"] == 0:
             break
         await asyncio.sleep(0.5)
-    await asyncio.sleep(1.0)  # the closing tasks finish and are collected
+    await asyncio.sleep(2.5)  # the closing tasks finish, and the server collects the closed sessions (1 s on)
     return gauges(srv)
 
 
