@@ -27,7 +27,7 @@ from aiohttp import web
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
-from speech_helpers import MIC_RATE, frames_played, speech_at_48k
+from speech_helpers import MIC_RATE, chat_chunk, frames_played, speech_at_48k
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from engines.tts import Alignment
@@ -347,18 +347,6 @@ class FakeChatServer:
         assert self._runner is not None
         await self._runner.cleanup()
 
-    @staticmethod
-    def _chunk(content: str | None, finish: str | None = None) -> bytes:
-        delta = {"content": content} if content is not None else {}
-        body = {
-            "id": "chatcmpl-test",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "test-model",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        return f"data: {json.dumps(body)}\n\n".encode()
-
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append({"headers": dict(request.headers), "body": body})
@@ -373,15 +361,15 @@ class FakeChatServer:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for token in ["Hello", " there", ".", " I", " am"]:
-            await response.write(self._chunk(token))
+            await response.write(chat_chunk(token))
         try:
             await asyncio.wait_for(self.release.wait(), timeout=10.0)
             self.released_in_time = True
         except TimeoutError:
             self.released_in_time = False
         for token in [" the", " second", " sentence", "."]:
-            await response.write(self._chunk(token))
-        await response.write(self._chunk(None, "stop"))
+            await response.write(chat_chunk(token))
+        await response.write(chat_chunk(None, "stop"))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
-from speech_helpers import MIC_RATE, frames_played, speech_at_48k
+from speech_helpers import MIC_RATE, chat_chunk, frames_played, speech_at_48k
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from realtime.avatar_stream import AvatarStream
@@ -77,18 +77,6 @@ async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
-
-
-def chunk(content: str | None, finish: str | None = None) -> bytes:
-    delta = {"content": content} if content is not None else {}
-    body = {
-        "id": "chatcmpl-fault",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "test-model",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return f"data: {json.dumps(body)}\n\n".encode()
 
 
 class FaultyChatServer:
@@ -144,7 +132,7 @@ class FaultyChatServer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=0.2)
         elif fault == "stall":  # a first sentence, then keep-alive comments and no more tokens
-            await response.write(chunk("Let me think."))
+            await response.write(chat_chunk("Let me think."))
             while not self._closing.is_set():
                 await response.write(b": keep-alive\n\n")
                 with contextlib.suppress(TimeoutError):
@@ -155,15 +143,15 @@ class FaultyChatServer:
             await response.write(b'data: {"object": "chat.completion.chunk", "hello": 1}\n\n')
             await response.write(b"data: [DONE]\n\n")
         elif fault == "cut":  # a few tokens, then the connection drops (no final chunk, no [DONE])
-            await response.write(chunk("Well"))
-            await response.write(chunk(","))
+            await response.write(chat_chunk("Well"))
+            await response.write(chat_chunk(","))
             assert request.transport is not None
             request.transport.abort()
             return response
         else:
             for token in ["All", " good", " here", "."]:
-                await response.write(chunk(token))
-            await response.write(chunk(None, "stop"))
+                await response.write(chat_chunk(token))
+            await response.write(chat_chunk(None, "stop"))
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

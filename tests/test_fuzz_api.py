@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 import requests
+from servers import hostile_input_server
 
-from benchmarks.webrtc_client import Client, ServerProcess, write_synthetic_avatar
+from benchmarks.webrtc_client import Client, ServerProcess
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,21 +39,12 @@ hypothesis = pytest.importorskip("hypothesis")
 
 EXAMPLES = int(os.environ.get("SPLATCAST_FUZZ_EXAMPLES", "8"))
 RANDOM = os.environ.get("SPLATCAST_FUZZ_RANDOM") == "1"
-SIZE = 160
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    path = tmp_path_factory.mktemp("avatar") / "synthetic.safetensors"
-    write_synthetic_avatar(path)
-    # offers are fuzzed too: a high offer rate lets them reach the SDP parser instead of the rate limit
-    env = {**os.environ, "SPLATCAST_OFFER_RATE_PER_MINUTE": "1000"}
-    srv = ServerProcess("--avatar", str(path), "--size", str(SIZE), "--capacity", "4", env=env)
-    try:
-        srv.wait_ready()
+    with hostile_input_server(tmp_path_factory.mktemp("avatar")) as srv:
         yield srv
-    finally:
-        assert srv.stop() == 0, "".join(srv.log[-30:])
 
 
 def server_errors(server: ServerProcess) -> list[str]:

@@ -10,20 +10,20 @@ connection behind, and never disturb the session that is streaming.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from servers import hostile_input_server
 
-from benchmarks.webrtc_client import Client, ServerProcess, write_synthetic_avatar
+from benchmarks.metrics_scrape import parse_metrics
+from benchmarks.webrtc_client import Client, ServerProcess
 
 pytestmark = pytest.mark.slow
 
 BASE = re.sub(r"\r?\n", "\r\n", (Path(__file__).parent / "data" / "sdp" / "browser_offer.sdp").read_text())
-SIZE = 160
 
 
 def edit(pattern: str, replacement: str, count: int = 0) -> str:
@@ -92,22 +92,14 @@ CORPUS: dict[str, Callable[[], str]] = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    path = tmp_path_factory.mktemp("avatar") / "synthetic.safetensors"
-    write_synthetic_avatar(path)
-    # a high offer rate: the corpus must reach the SDP checks, not the per-address rate limit
-    env = {**os.environ, "SPLATCAST_OFFER_RATE_PER_MINUTE": "1000"}
-    srv = ServerProcess("--avatar", str(path), "--size", str(SIZE), "--capacity", "4", env=env)
-    try:
-        srv.wait_ready()
+    with hostile_input_server(tmp_path_factory.mktemp("avatar")) as srv:
         yield srv
-    finally:
-        assert srv.stop() == 0, "".join(srv.log[-30:])
 
 
 def peer_connections(metrics: str) -> int:
-    match = re.search(r"^splatcast_peer_connections (\d+)", metrics, flags=re.MULTILINE)
-    assert match, "no splatcast_peer_connections gauge in /metrics"
-    return int(match.group(1))
+    count = parse_metrics(metrics).gauges.get("splatcast_peer_connections")
+    assert count is not None, "no splatcast_peer_connections gauge in /metrics"
+    return int(count)
 
 
 async def test_the_base_offer_is_accepted(server: ServerProcess) -> None:
