@@ -7,6 +7,7 @@ import io
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def write_video(path: Path, seconds: float, fmt: str = "mp4", size: int = 256, f
     image = _astronaut()
     codec = {"mp4": "libx264", "webm": "libvpx"}[fmt]
     with av.open(str(path), "w", format=fmt) as out:
-        stream = out.add_stream(codec, rate=fps)
+        stream: Any = out.add_stream(codec, rate=fps)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
         for i in range(round(seconds * fps)):
