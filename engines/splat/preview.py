@@ -113,3 +113,23 @@ def render_sheet(avatar: Avatar, backend: str = "cpu", cell: int = 200, columns:
         sheet.paste(tile, (cx, cy + label_h))
         draw.text((cx + 6, cy + 5), label, fill=(0, 0, 0))
     return np.asarray(sheet)
+
+
+def render_preview(avatar: Avatar, side: int = 256, backend: str = "cpu") -> np.ndarray:
+    """A square head-and-shoulders picture of the avatar at rest (the library's preview): uint8 [side, side, 3]."""
+    from PIL import Image
+
+    from engines.splat.render import render
+
+    cam = avatar.camera
+    frame = render(avatar, avatar.rest(1), size=(cam.height, cam.width), backend=backend)[0]
+    x0, y0, crop = head_crop(avatar)
+    # the head crop of the sheet is tight on the face; the preview shows some hair and shoulders too
+    grow = min(int(crop * 1.5), cam.width, cam.height)
+    cx, cy = x0 + crop // 2, y0 + crop // 2
+    x0 = int(np.clip(cx - grow // 2, 0, cam.width - grow))
+    y0 = int(np.clip(cy - grow // 2, 0, cam.height - grow))
+    tile = Image.fromarray(frame[y0 : y0 + grow, x0 : x0 + grow]).resize(
+        (side, side), Image.Resampling.LANCZOS
+    )
+    return np.asarray(tile)

@@ -1,0 +1,171 @@
+"""One avatar build, run as its own process by :class:`engines.library.builds.BuildQueue`.
+
+Usage::
+
+    python -m engines.library.build_worker --source FILE --kind photo|video --out DIR
+
+Writes ``DIR/avatar.safetensors`` and ``DIR/preview.png`` and prints one JSON
+object per line on stdout, for the queue to follow::
+
+    {"type": "progress", "stage": "landmarks", "fraction": 0.05, "message": "..."}
+    {"type": "done", "gaussians": 39382, "builder": "engines.create.photo", "seconds": 41.2}
+    {"type": "error", "message": "no face found in the photo; ..."}      (exit status 1)
+
+A photo goes through the one-shot photo pipeline (:mod:`engines.create.photo`).
+A video goes through the replica builder when it is installed
+(``engines.create.video``, the "replica from a short video" work); until then
+the sharpest of a dozen frames sampled from the clip goes through the photo
+pipeline, and ``builder`` says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PHOTO_STEPS = 22  # progress callbacks the photo pipeline makes (landmarks, layers, rig, 17 refinement rounds)
+Emit = Callable[[dict[str, Any]], None]
+
+
+def emit_line(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+class _Steps:
+    """Turns the pipeline's free-text progress callbacks into fractions between ``start`` and ``end``."""
+
+    def __init__(self, emit: Emit, stage: str, total: int, start: float = 0.0, end: float = 0.9) -> None:
+        self.emit, self.stage, self.total, self.start, self.end = emit, stage, total, start, end
+        self.done = 0
+
+    def __call__(self, message: str) -> None:
+        self.done += 1
+        fraction = self.start + (self.end - self.start) * min(1.0, self.done / self.total)
+        self.emit(
+            {"type": "progress", "stage": self.stage, "fraction": round(fraction, 3), "message": message}
+        )
+
+
+def sharpest_frame(path: Path, samples: int = 12, emit: Emit | None = None) -> tuple[np.ndarray, float]:
+    """(RGB frame, time s) of the sharpest of ``samples`` frames spread over the clip (variance of the Laplacian
+    over the central half, where the face is)."""
+    import av
+
+    from engines.library.uploads import video_frames
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        duration = float(container.duration / 1e6) if container.duration else None
+        if duration is None:  # MediaRecorder WebM has no duration in its header: find the last packet
+            tb = float(stream.time_base or 0)
+            pts = [p.pts for p in container.demux(stream) if p.pts is not None]
+            duration = (max(pts) - min(pts)) * tb if pts else 0.0
+    times = [duration * (k + 0.5) / samples for k in range(samples)]
+    frames = video_frames(path, times)
+    if not frames:
+        raise ValueError("no frame of the video could be decoded")
+    best, best_t, best_score = frames[0], times[0], -1.0
+    for frame, t in zip(frames, times, strict=False):
+        grey = frame.astype(np.float32).mean(axis=2)
+        h, w = grey.shape
+        centre = grey[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
+        lap = (
+            -4 * centre[1:-1, 1:-1]
+            + centre[:-2, 1:-1]
+            + centre[2:, 1:-1]
+            + centre[1:-1, :-2]
+            + centre[1:-1, 2:]
+        )
+        score = float(lap.var())
+        if score > best_score:
+            best, best_t, best_score = frame, t, score
+    if emit is not None:
+        emit(
+            {
+                "type": "progress",
+                "stage": "frames",
+                "fraction": 0.05,
+                "message": f"sharpest frame at {best_t:.1f} s",
+            }
+        )
+    return best, best_t
+
+
+def build(source: Path, kind: str, out: Path, emit: Emit) -> dict[str, Any]:
+    """Build the avatar and its preview into ``out``; returns the ``done`` event's fields."""
+    from PIL import Image
+
+    from engines.create.photo import create_from_image
+    from engines.library.uploads import load_photo
+    from engines.splat.avatar import save_avatar
+    from engines.splat.preview import render_preview
+
+    t0 = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "photo":
+        emit({"type": "progress", "stage": "landmarks", "fraction": 0.01, "message": "finding the face"})
+        image = load_photo(source)
+        avatar = create_from_image(
+            image,
+            provenance={"source": "uploaded photo", "licence": "as the source photo"},
+            progress=_Steps(emit, "photo", PHOTO_STEPS, 0.02, 0.9),
+        )
+        builder = "engines.create.photo"
+    elif kind == "video" and importlib.util.find_spec("engines.create.video") is not None:
+        video = importlib.import_module(
+            "engines.create.video"
+        )  # the replica builder (issue "replica from a short video")
+
+        avatar = video.create_from_video(source, progress=_Steps(emit, "replica", 40, 0.0, 0.9))
+        builder = "engines.create.video"
+    elif kind == "video":
+        frame, t = sharpest_frame(source, emit=emit)
+        avatar = create_from_image(
+            frame,
+            provenance={"source": f"uploaded video, frame at {t:.2f} s", "licence": "as the source video"},
+            progress=_Steps(emit, "photo", PHOTO_STEPS, 0.08, 0.9),
+        )
+        builder = "engines.create.photo (one frame of the video)"
+    else:
+        raise ValueError(f"unknown source kind {kind!r}")
+    emit({"type": "progress", "stage": "saving", "fraction": 0.92, "message": "saving the avatar"})
+    save_avatar(avatar, out / "avatar.safetensors")
+    emit({"type": "progress", "stage": "preview", "fraction": 0.95, "message": "rendering the preview"})
+    Image.fromarray(render_preview(avatar)).save(out / "preview.png", optimize=True)
+    return {"gaussians": avatar.count, "builder": builder, "seconds": round(time.monotonic() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engines.library.build_worker")
+    parser.add_argument("--source", type=Path, required=True)
+    parser.add_argument("--kind", choices=["photo", "video"], required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from engines.create.face_env import FaceEnvError
+    from engines.create.photo import PhotoAvatarError
+
+    try:
+        result = build(args.source, args.kind, args.out, emit_line)
+    except (PhotoAvatarError, FaceEnvError, ValueError, OSError) as exc:
+        emit_line({"type": "error", "message": str(exc)})
+        return 1
+    except Exception as exc:  # a bug: report it with its traceback in the log
+        traceback.print_exc()
+        emit_line({"type": "error", "message": f"the build crashed: {type(exc).__name__}: {exc}"})
+        return 1
+    emit_line({"type": "done", **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
