@@ -13,7 +13,7 @@ object per line on stdout, for the queue to follow::
 
 A photo goes through the one-shot photo pipeline (:mod:`engines.create.photo`).
 A video goes through the replica builder when it is installed
-(``engines.create.video``, the "replica from a short video" work); until then
+(``engines.create.replica``, the "replica from a short video" work); until then
 the sharpest of a dozen frames sampled from the clip goes through the photo
 pipeline, and ``builder`` says so.
 """
@@ -53,6 +53,31 @@ class _Steps:
         fraction = self.start + (self.end - self.start) * min(1.0, self.done / self.total)
         self.emit(
             {"type": "progress", "stage": self.stage, "fraction": round(fraction, 3), "message": message}
+        )
+
+
+class _StageProgress:
+    """The replica builder's ``progress(stage, done, total)`` callbacks as fractions between ``start`` and ``end``.
+
+    Stages are not equally long and their number is not known up front: each
+    new stage takes half of what is left of the range, and moves within it by
+    ``done / total``.
+    """
+
+    def __init__(self, emit: Emit, start: float, end: float) -> None:
+        self.emit, self.start, self.end = emit, start, end
+        self.stage = ""
+        self.lo, self.hi = start, start
+
+    def __call__(self, stage: str, done: int = 0, total: int = 0, *rest: object) -> None:
+        if stage != self.stage:
+            self.stage = stage
+            self.lo = self.hi
+            self.hi = self.lo + 0.5 * (self.end - self.lo)
+        frac = self.lo + (self.hi - self.lo) * (min(1.0, done / total) if total else 0.0)
+        message = f"{stage} {done}/{total}" if total else stage
+        self.emit(
+            {"type": "progress", "stage": str(stage)[:40], "fraction": round(frac, 3), "message": message}
         )
 
 

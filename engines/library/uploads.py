@@ -339,57 +339,39 @@ def load_photo(path: Path, max_side: int = 2048) -> np.ndarray:
 
 
 def video_frames(path: Path, times_s: list[float], max_side: int = 1280) -> list[np.ndarray]:
-    """RGB uint8 frames nearest to each of ``times_s`` (decoded in one pass, scaled to ``max_side``)."""
-    import av
+    """RGB uint8 frames nearest to each of ``times_s`` (one decoding pass, upright, scaled to ``max_side``)."""
+    from engines.create.video_io import iter_frames, probe_video
 
-    wanted = sorted(times_s)
-    out: list[np.ndarray] = []
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        start = None
-        for frame in container.decode(stream):
-            if frame.pts is None or frame.time_base is None:
-                continue
-            t = float(frame.pts * frame.time_base)
-            start = t if start is None else start
-            if wanted and t - start >= wanted[0]:
-                wanted.pop(0)
-                w, h = frame.width, frame.height
-                scale = min(1.0, max_side / max(w, h))
-                rgb = frame.to_ndarray(
-                    format="rgb24",
-                    width=max(2, round(w * scale / 2) * 2),
-                    height=max(2, round(h * scale / 2) * 2),
-                )
-                out.append(rgb)
-                if not wanted:
-                    break
-    return out
+    fps = probe_video(path).fps
+    wanted = {max(0, round(t * fps)) for t in times_s}
+    return [frame.rgb for frame in iter_frames(path, max_side=max_side, indices=wanted)]
 
 
-def check_faces(images: list[np.ndarray], what: str = "photo") -> None:
-    """Exactly one face in each image (the rule of :func:`engines.create.photo.find_face`); 422 otherwise.
+def check_faces(images: list[np.ndarray], what: str = "photo", min_ratio: float = 0.35) -> None:
+    """Exactly one face in each image, by the photo pipeline's rule; 422 otherwise.
 
-    For a video, ``images`` are frames sampled across it; a frame without a
-    face or with several is named by its position.
+    A second face counts when it is at least ``min_ratio`` as wide as the
+    biggest (:class:`engines.create.photo.PhotoOptions`). One mediapipe
+    process looks at all the images; for a video they are frames sampled
+    across it, and a bad frame is named by its position.
     """
     from engines.create.face_env import FaceEnvError
-    from engines.create.photo import NoFaceError, PhotoOptions, SeveralFacesError, find_face
+    from engines.create.tracking import FaceTracker
 
-    opts = PhotoOptions()
-    for k, image in enumerate(images):
+    try:
+        with FaceTracker(max_faces=4, mode="image") as tracker:
+            found = [tracker.process(image) for image in images]
+    except FaceEnvError as exc:
+        raise UploadError(f"the face detector could not run on the server: {exc}", 503) from None
+    for k, faces in enumerate(found):
         where = what if len(images) == 1 else f"{what} (sampled frame {k + 1} of {len(images)})"
-        try:
-            find_face(image, opts)
-        except NoFaceError:
+        if not faces:
             raise UploadError(
                 f"no face found in the {where}: face the camera in good light, one person only", 422
-            ) from None
-        except SeveralFacesError as exc:
-            n = str(exc).split()[0]
+            )
+        widths = [float(np.ptp(face[:468, 0])) for face in faces]
+        several = sum(1 for w in widths if w >= min_ratio * max(widths))
+        if several > 1:
             raise UploadError(
-                f"{n} faces found in the {where}: the avatar needs exactly one person", 422
-            ) from None
-        except FaceEnvError as exc:
-            raise UploadError(f"the face detector could not run on the server: {exc}", 503) from None
+                f"{several} faces found in the {where}: the avatar needs exactly one person", 422
+            )
