@@ -260,10 +260,28 @@ def trim_silence(chunk: SpeechChunk, head: bool, tail: bool, keep_s: float = KEE
 
 
 class PiperTTS:
-    """A loaded Piper voice that yields :class:`SpeechChunk` objects with alignments."""
+    """A loaded Piper voice that yields :class:`SpeechChunk` objects with alignments.
 
-    def __init__(self, voice: Any) -> None:
+    Any Piper voice works (``.onnx`` + its ``.onnx.json``): the voice's phoneme
+    set is read from its config and every alignment is rewritten into the
+    symbols the viseme tables know, sample counts unchanged
+    (:class:`engines.a2v.voice_phonemes.PhonemeTable`), so lip sync from
+    alignments stays exact for any voice.
+    """
+
+    def __init__(self, voice: Any, name: str = "") -> None:
+        from engines.a2v.voice_phonemes import PhonemeTable
+
         self._voice = voice
+        self.name = name
+        id_map = getattr(getattr(voice, "config", None), "phoneme_id_map", None)
+        self.phonemes = PhonemeTable.from_symbols(id_map) if id_map else PhonemeTable({}, ())
+        if self.phonemes.unmapped:
+            logger.warning(
+                "PiperTTS: voice %s has phonemes with no mouth shape of their own (they borrow the next one): %s",
+                name,
+                " ".join(self.phonemes.unmapped),
+            )
 
     @classmethod
     def load(
@@ -288,7 +306,7 @@ class PiperTTS:
         if threads is not None:
             voice.session = _session_with_threads(Path(model), threads)
         logger.info("PiperTTS: loaded %s (%d Hz)", Path(model).name, voice.config.sample_rate)
-        return cls(voice)
+        return cls(voice, name=Path(model).name.removesuffix(".onnx"))
 
     @property
     def sample_rate(self) -> int:
@@ -312,8 +330,8 @@ class PiperTTS:
                     "Piper returned no phoneme alignments for this sentence; the voice model "
                     "could not be patched (is the 'onnx' package installed?)"
                 )
-            alignments = tuple(
-                Alignment(str(a.phoneme), int(a.num_samples)) for a in chunk.phoneme_alignments
+            alignments = self.phonemes.rewrite(
+                [Alignment(str(a.phoneme), int(a.num_samples)) for a in chunk.phoneme_alignments]
             )
             total = sum(a.num_samples for a in alignments)
             if total != len(pcm):
