@@ -47,7 +47,7 @@ def test_default_voice_can_be_any_voice_on_disk(tmp_path: Path) -> None:
     model = second_voice(tmp_path / "elsewhere", "de_DE-test-low")
     catalog = VoiceCatalog(default=model)  # --voice PATH
     assert catalog.get(DEFAULT_VOICE).id == "de_DE-test-low"
-    assert [v.id for v in catalog.list()][0] == "de_DE-test-low"
+    assert catalog.list()[0].id == "de_DE-test-low"
     assert (
         catalog.resolve(str(model.with_name(model.name + ".json"))).id == "de_DE-test-low"
     )  # the config path
