@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.a2v.runtime import A2VRuntimeChoice
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return (rng.standard_normal(n) * env).astype(np.float32)
 
 
-def run_benchmark(runtime: str = "onnx-cpu", fps: int = 25, repeats: int = 300) -> dict[str, Any]:
+def run_benchmark(
+    runtime: A2VRuntimeChoice = "onnx-cpu", fps: int = 25, repeats: int = 300
+) -> dict[str, Any]:
     from engines.a2v.runtime import load_a2v
 
     a2v = load_a2v(runtime, fps=fps)

@@ -139,8 +139,8 @@ def _summary(values_ms: list[float]) -> dict[str, float | int]:
 
 
 async def _run(settings: Settings, repeats: int) -> dict[str, Any]:
-    from realtime.conversation import Conversation
-    from realtime.conversation_services import SpeechModels
+    from realtime.conversation.loop import Conversation
+    from realtime.conversation.services import SpeechModels
 
     t = time.perf_counter()
     models = await asyncio.to_thread(SpeechModels.load)

@@ -2,7 +2,7 @@
 
 Held-out sentences (hand-written ones and template sentences from a seed the
 a2v corpus does not use) are rendered to MP4 by the same code as ``splatcast
-say`` (:func:`realtime.say.render_mp4`). The mouth opening is then measured
+say`` (:func:`realtime.media.offline.render_mp4`). The mouth opening is then measured
 from the decoded H.264 frames — the mean luminance of the avatar's mouth box,
 oriented and baselined on the idle lead-in frames as in
 :mod:`benchmarks.analysis` — and correlated against the alignment-derived
@@ -79,7 +79,7 @@ def audio_rms(path: Path) -> tuple[np.ndarray, np.ndarray]:  # ([packets] s, [pa
 def measure_sentence(
     settings: Settings, text: str, box: tuple[int, int, int, int], out: Path
 ) -> dict[str, Any]:
-    from realtime.say import LEAD_IN_S, render_mp4
+    from realtime.media.offline import LEAD_IN_S, render_mp4
 
     result = render_mp4(settings, out, text=text, progress=False)
     luma = mouth_luma(out, box)

@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.webrtc_client import Client, ServerProcess, fps_between, write_synthetic_avatar
+from benchmarks.server_process import ServerProcess
+from benchmarks.webrtc_client import Client, fps_between
+from engines.splat.synthetic import write_synthetic_avatar
 
 AIORTC_AUDIO_LAG_MS = 33.0
 LOUD_RMS = 0.02

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.webrtc_client import write_synthetic_avatar
+from engines.splat.synthetic import write_synthetic_avatar
 
 TEXT = "Hello! I am a splatcast avatar. My lips move with my voice, and the two leave together."
 CHUNK_BYTES = 960  # 10 ms of 48 kHz int16 mono
@@ -43,8 +43,8 @@ async def measure(
     from pipecat.workers.runner import WorkerRunner
 
     from realtime import pipecat as splat_pipecat
-    from realtime.avatar_stream import FrameJob
-    from realtime.conversation_services import AlignedPiperTTSService, SpeechModels
+    from realtime.conversation.services import AlignedPiperTTSService, SpeechModels
+    from realtime.media.stream import FrameJob
 
     video_sent: dict[int, float] = {}  # pts (90 kHz) → when the track handed it to the encoder
     audio_sent: list[tuple[float, bytes]] = []  # (when, 10 ms of audio) as the audio track hands it over

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.splat.rasterize import RenderBackend
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def moving_rig(channels: tuple[str, ...], frames: int, fps: float = 25.0) -> np.
     return out
 
 
-def _threads(backend: str) -> int:
+def _threads(backend: RenderBackend) -> int:
     if backend == "torch":
         import torch
 
@@ -102,7 +103,7 @@ def _threads(backend: str) -> int:
     return 1
 
 
-def _machine(backend: str) -> str:
+def _machine(backend: RenderBackend) -> str:
     desc = f"{platform.machine()} {os.cpu_count()} CPUs, {platform.processor() or platform.system()}"
     if backend == "torch":
         import torch
@@ -115,7 +116,7 @@ def _machine(backend: str) -> str:
 
 
 def run_render_bench(
-    avatar: Any, backend: str, size: int, frames: int, batch: int, warmup_frames: int = 5
+    avatar: Any, backend: RenderBackend, size: int, frames: int, batch: int, warmup_frames: int = 5
 ) -> dict[str, Any]:
     """Time ``render()`` (and its two parts) on a moving rig; returns the JSON-ready figures."""
     from tqdm import tqdm

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.webrtc_client import ServerProcess, write_synthetic_avatar
+from benchmarks.server_process import ServerProcess
 from engines import assets
+from engines.splat.synthetic import write_synthetic_avatar
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -10,13 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,17 +19,6 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
-
-# headless Debian Chromium with fake camera/mic, as the browser test and scripts/client_screenshot.py launch it
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 
 @dataclass
@@ -207,84 +191,3 @@ def fps_between(times: list[float], start: float, end: float) -> float:
     if len(ts) < 2:
         return 0.0
     return (len(ts) - 1) / (ts[-1] - ts[0])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProcess:
-    """``splatcast serve`` (or ``splatcast bot``) in a subprocess on a free loopback port."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None, command: str = "serve") -> None:
-        """``command``: ``serve`` or ``bot`` (both print "serving the avatar at" once ready)."""
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "realtime.cli", command, "--port", str(self.port), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.log: list[str] = []
-        self._drain: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int:
-        return int(self.proc.pid)
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("server exited:\n" + "".join(self.log))
-            self.log.append(line)
-            if "serving the avatar at" in line:
-                # keep reading its output, or a chatty server blocks on a full pipe
-                self._drain = threading.Thread(target=self._read_rest, daemon=True)
-                self._drain.start()
-                return
-        raise TimeoutError("server did not start:\n" + "".join(self.log))
-
-    def _read_rest(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-            if len(self.log) > 4000:
-                del self.log[:2000]
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return -9
-
-    def health(self) -> dict[str, Any]:
-        import urllib.request
-
-        with urllib.request.urlopen(f"{self.base}/healthz", timeout=10) as resp:
-            data: dict[str, Any] = json.loads(resp.read())
-            return data
-
-
-def write_synthetic_avatar(path: Path) -> tuple[float, float, float, float]:
-    """A small procedural avatar file for fast tests; returns its mouth box at the reference size."""
-    from engines.splat.avatar import save_avatar
-    from engines.splat.synthetic import make_test_avatar
-
-    avatar = make_test_avatar()
-    save_avatar(avatar, path)
-    x0, y0, x1, y1 = avatar.metadata["mouth_box"]
-    return (
-        float(x0) / avatar.camera.width,
-        float(y0) / avatar.camera.height,
-        float(x1) / avatar.camera.width,
-        float(y1) / avatar.camera.height,
-    )

@@ -45,6 +45,7 @@ import numpy as np
 
 from engines.splat.avatar import Avatar, LodLevel
 from engines.splat.raster_reference import project_covariances, quat_to_rotmat
+from engines.splat.rasterize import RenderBackend
 from engines.splat.render import render
 
 logger = logging.getLogger(__name__)
@@ -319,7 +320,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def lod_psnr(
-    avatar: Avatar, size: tuple[int, int] | None = None, backend: str = "cpu"
+    avatar: Avatar, size: tuple[int, int] | None = None, backend: RenderBackend = "cpu"
 ) -> list[tuple[float, float]]:
     """(PSNR whole frame, PSNR head square) in dB of every stored level against LOD 0, over the evaluation poses."""
     from engines.splat.preview import head_crop

@@ -16,9 +16,16 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from engines.a2v.runtime import RUNTIME_CHOICES, A2VRuntimeChoice
+from engines.splat.rasterize import BACKENDS, RenderBackend
 
 ENV_PREFIX = "SPLATCAST_"
+
+Brain = Literal["echo", "openai"]
+BRAINS: tuple[Brain, ...] = get_args(Brain)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class SettingsError(ValueError):
@@ -34,10 +41,10 @@ class Settings:
     avatar: Path | None = None  # None: the bundled default avatar
     fps: int = 25
     size: int = 512
-    render_backend: str = "cpu"
-    a2v_runtime: str = "onnx-cpu"
+    render_backend: RenderBackend = "cpu"  # engines.splat.rasterize.BACKENDS
+    a2v_runtime: A2VRuntimeChoice = "onnx-cpu"  # engines.a2v.runtime.RUNTIME_CHOICES
     # conversation
-    brain: str = "echo"
+    brain: Brain = "echo"
     llm_url: str | None = None
     llm_model: str | None = None
     llm_key: str | None = field(default=None, repr=False)  # a secret: never in logs
@@ -114,7 +121,7 @@ def _coerce(name: str, raw: Any) -> Any:
             if isinstance(raw, bool):
                 raise TypeError("bool is not a number")
             return float(raw)
-        if base is str:
+        if base is str or typing.get_origin(base) is Literal:  # a Literal's names are checked in _validate
             return str(raw)
         if typing.get_origin(base) is tuple:
             if isinstance(raw, str):
@@ -182,17 +189,12 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"fps must be 25 or 30, got {s.fps}")
     if not 64 <= s.size <= 2048:
         raise SettingsError(f"size must be 64..2048 pixels, got {s.size}")
-    if s.render_backend not in {"cpu", "torch", "reference"}:
-        raise SettingsError(f"render_backend must be cpu, torch or reference, got {s.render_backend!r}")
-    if s.a2v_runtime not in {"onnx-cpu", "onnx-cuda", "tensorrt", "auto"}:
-        raise SettingsError(
-            f"a2v_runtime must be onnx-cpu, onnx-cuda, tensorrt or auto, got {s.a2v_runtime!r}"
-        )
-    if s.brain not in {"echo", "openai"}:
-        raise SettingsError(f"brain must be echo or openai, got {s.brain!r}")
+    for name, allowed in (("render_backend", BACKENDS), ("a2v_runtime", RUNTIME_CHOICES), ("brain", BRAINS)):
+        if getattr(s, name) not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {getattr(s, name)!r}")
     if s.brain == "openai" and not s.llm_url:
         raise SettingsError("brain 'openai' needs --llm-url (or SPLATCAST_LLM_URL)")
-    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+    if s.log_level.upper() not in LOG_LEVELS:
         raise SettingsError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}")
     for name in (
         "max_sessions",

@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.webrtc_client import CHROMIUM_ARGS, ServerProcess  # noqa: E402
+from benchmarks.server_process import ServerProcess  # noqa: E402
+from tests.browser_launch import CHROMIUM_ARGS  # noqa: E402
 
 SENTENCE = "Hi! I'm a Gaussian-splat avatar, streaming to your browser in real time."
 

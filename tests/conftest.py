@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from realtime.conversation_services import SpeechModels
+    from realtime.conversation.services import SpeechModels
 
 # Tests must never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,6 +18,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def speech_models() -> SpeechModels:
     """The bundled Whisper, Piper, VAD and Smart Turn models, loaded once for the whole run."""
-    from realtime.conversation_services import SpeechModels
+    from realtime.conversation.services import SpeechModels
 
     return SpeechModels.load()

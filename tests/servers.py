@@ -7,7 +7,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.webrtc_client import ServerProcess, write_synthetic_avatar
+from benchmarks.server_process import ServerProcess
+from engines.splat.synthetic import write_synthetic_avatar
 
 SIZE = 160  # video side of the server below
 

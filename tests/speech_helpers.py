@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 import soxr
 
-from realtime.avatar_stream import AvatarStream
-from realtime.conversation_services import SpeechModels
+from realtime.conversation.services import SpeechModels
+from realtime.media.stream import AvatarStream
 
 MIC_RATE = 48_000
 

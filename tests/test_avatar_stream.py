@@ -15,7 +15,7 @@ import soxr
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from engines.tts import PiperTTS, SpeechChunk
-from realtime.avatar_stream import AvatarStream, AvatarStreamError, FrameJob
+from realtime.media.stream import AvatarStream, AvatarStreamError, FrameJob
 
 CHANNELS = (*ARKIT_BLENDSHAPES, *POSE_CHANNELS)
 JAW = CHANNELS.index("jawOpen")
@@ -182,7 +182,7 @@ def emotion_roundtrip(stream: AvatarStream) -> bool:
 async def test_outlet_drops_released_but_unsent_audio_on_interrupt() -> None:
     from av import VideoFrame
 
-    from realtime.tracks import MediaOutlet
+    from realtime.media.tracks import MediaOutlet
 
     stream = AvatarStream(CHANNELS, fps=25)
     stream.push_tts_audio(np.full(48_000, 0.5, np.float32), 48_000)
@@ -205,7 +205,7 @@ async def test_outlet_silences_frames_in_render_when_interrupted() -> None:
     its audio must leave silent too, and audio of frames made after the interrupt plays again."""
     from av import VideoFrame
 
-    from realtime.tracks import MediaOutlet
+    from realtime.media.tracks import MediaOutlet
 
     stream = AvatarStream(CHANNELS, fps=25)
     outlet = MediaOutlet(25, 48_000)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.report import validate
-from benchmarks.webrtc_client import write_synthetic_avatar
+from engines.splat.synthetic import write_synthetic_avatar
 
 SESSION_FIELDS = {
     "connect_to_first_frame_ms": float,

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import AudioStreamTrack
 
-from benchmarks.webrtc_client import Client, ServerProcess, fps_between, write_synthetic_avatar
+from benchmarks.server_process import ServerProcess
+from benchmarks.webrtc_client import Client, fps_between
+from engines.splat.synthetic import write_synthetic_avatar
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +87,7 @@ async def test_bot_serves_the_prebuilt_client_and_its_start_endpoint(
 
 
 def test_bot_needs_a_model_name_with_an_llm_url() -> None:
-    from realtime.bot import BotError, bot_settings
+    from realtime.pipecat.bot import BotError, bot_settings
     from realtime.settings import Settings
 
     assert bot_settings(Settings(llm_url="http://127.0.0.1:1/v1", llm_model="m")).brain == "openai"
@@ -95,7 +97,7 @@ def test_bot_needs_a_model_name_with_an_llm_url() -> None:
 
 
 def test_prebuilt_client_is_found() -> None:
-    from realtime.bot import prebuilt_client_dir
+    from realtime.pipecat.bot import prebuilt_client_dir
 
     dist = prebuilt_client_dir()
     if dist is None:

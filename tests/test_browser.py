@@ -5,15 +5,15 @@ Skips when Chromium is not installed (`make test` installs it as root; see scrip
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_launch import CHROMIUM, CHROMIUM_ARGS
 
-from benchmarks.webrtc_client import CHROMIUM_ARGS, ServerProcess, write_synthetic_avatar
+from benchmarks.server_process import ServerProcess
+from engines.splat.synthetic import write_synthetic_avatar
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
 
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from realtime import cli
+from benchmarks.server_process import ServerProcess
+from engines.splat.synthetic import write_synthetic_avatar
 
 REQUIRED_DOCTOR_KEYS = {"python", "cpus", "gpu", "onnxruntime_providers", "tensorrt", "assets", "ok"}
 
@@ -76,59 +73,19 @@ def test_bad_setting_is_a_clear_usage_error() -> None:
     assert "port must be 1..65535" in proc.stderr
 
 
-def test_unbuilt_subcommand_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(cli.NotBuiltYet):
-        cli.resolve("realtime.no_such_module:handler")
-    with pytest.raises(cli.NotBuiltYet):
-        cli.resolve("realtime.settings:no_such_function")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_answers_healthz_and_page(tmp_path: Path) -> None:
-    from benchmarks.webrtc_client import write_synthetic_avatar
-
     avatar = tmp_path / "synthetic.safetensors"
     write_synthetic_avatar(avatar)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "realtime.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--avatar",
-            str(avatar),
-            "--size",
-            "128",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    server = ServerProcess("--avatar", str(avatar), "--size", "128")
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 180
-        printed = ""
-        while f"http://127.0.0.1:{port}/" not in printed and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            printed += line
-        assert f"http://127.0.0.1:{port}/" in printed, printed
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
-            health = json.loads(resp.read())
+        server.wait_ready()
+        health = server.health()
         assert health["status"] == "ok"
         assert {"sessions", "capacity"} <= set(health)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+        with urllib.request.urlopen(f"{server.base}/", timeout=10) as resp:
             assert resp.headers["Content-Type"].startswith("text/html")
             assert b"splatcast" in resp.read()
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=20) == 0  # SIGTERM shuts down cleanly
+        assert server.stop() == 0  # SIGTERM shuts down cleanly
+    # the URL to open is printed for the person who started it
+    assert any(f"{server.base}/" in line for line in server.log), server.log

@@ -11,11 +11,11 @@ from typing import Any, cast
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from realtime.motion import EMOTIONS
-from realtime.server import create_app
+from realtime.media.motion import EMOTIONS
 from realtime.settings import Settings
+from realtime.web.server import create_app
 
-STATIC = resources.files("realtime").joinpath("static")
+STATIC = resources.files("realtime.web").joinpath("static")
 
 
 def read(name: str) -> str:

@@ -3,7 +3,7 @@
 No WebRTC: user audio is Piper speech resampled to 48 kHz and fed in 20 ms
 frames on a real-time schedule, as aiortc would deliver a browser's mic.
 
-The avatar is the real :class:`realtime.avatar_stream.AvatarStream`, wrapped
+The avatar is the real :class:`realtime.media.stream.AvatarStream`, wrapped
 to record the calls the conversation makes on it, and its frame jobs are taken
 at 25 FPS as the session's frame clock would (nothing is rendered).
 """
@@ -31,9 +31,9 @@ from speech_helpers import MIC_RATE, chat_chunk, frames_played, speech_at_48k
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from engines.tts import Alignment
-from realtime.avatar_stream import AvatarStream
-from realtime.conversation import Conversation, ConversationError
-from realtime.conversation_services import SpeechModels
+from realtime.conversation.loop import Conversation, ConversationError
+from realtime.conversation.services import SpeechModels
+from realtime.media.stream import AvatarStream
 from realtime.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -380,7 +380,7 @@ def logs_as_cli(caplog: pytest.LogCaptureFixture) -> Any:
     """Everything logged, Pipecat's loguru records included, routed to stdlib logging as the CLI does."""
     from loguru import logger as loguru_logger
 
-    from realtime.log_bridge import route_loguru_to_logging
+    from realtime.cli.log_bridge import route_loguru_to_logging
 
     caplog.set_level(logging.DEBUG)
     sink_id = route_loguru_to_logging(replace_default=False, level=logging.DEBUG)
@@ -429,7 +429,7 @@ async def test_openai_brain_speaks_the_first_sentence_while_the_rest_streams(
 async def test_openai_brain_error_keeps_the_session_alive(
     speech_models: SpeechModels, logs_as_cli: pytest.LogCaptureFixture
 ) -> None:
-    from realtime.security import SecretFilter
+    from realtime.web.security import SecretFilter
 
     key = "sk-another-secret-456"
     logs_as_cli.handler.addFilter(SecretFilter([key]))  # as the CLI's handlers have

@@ -24,10 +24,10 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
 from engines.tts import Alignment
-from realtime.brains import BrainError, EchoBrain, make_brain
-from realtime.conversation import AvatarOutput
-from realtime.conversation_services import AlignedTTSAudioRawFrame
-from realtime.mic_audio import MicAudioConverter, MicAudioError
+from realtime.conversation.brains import BrainError, EchoBrain, make_brain
+from realtime.conversation.loop import AvatarOutput
+from realtime.conversation.mic_audio import MicAudioConverter, MicAudioError
+from realtime.conversation.services import AlignedTTSAudioRawFrame
 from realtime.settings import Settings
 
 # --------------------------------------------------------------------------- mic audio
@@ -223,7 +223,7 @@ def test_loguru_records_reach_stdlib_logging_under_their_module_name(
 
     from loguru import logger as loguru_logger
 
-    from realtime.log_bridge import route_loguru_to_logging
+    from realtime.cli.log_bridge import route_loguru_to_logging
 
     caplog.set_level(logging.INFO)
     sink_id = route_loguru_to_logging(replace_default=False, level=logging.INFO)

@@ -134,7 +134,7 @@ def test_cli_create_from_photo_file(mediapipe_env: Path, astronaut: np.ndarray, 
 
     from PIL import Image
 
-    from realtime.commands.avatar import create_command, info_command
+    from realtime.cli.avatar import create_command, info_command
     from realtime.settings import Settings
 
     photo = tmp_path / "me.jpg"

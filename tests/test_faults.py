@@ -33,9 +33,9 @@ from aiohttp import web
 from speech_helpers import MIC_RATE, chat_chunk, frames_played, speech_at_48k
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
-from realtime.avatar_stream import AvatarStream
-from realtime.conversation import Conversation
-from realtime.conversation_services import SpeechModels
+from realtime.conversation.loop import Conversation
+from realtime.conversation.services import SpeechModels
+from realtime.media.stream import AvatarStream
 from realtime.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,8 @@ import pytest
 import requests
 from servers import hostile_input_server
 
-from benchmarks.webrtc_client import Client, ServerProcess
+from benchmarks.server_process import ServerProcess
+from benchmarks.webrtc_client import Client
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def server_errors(server: ServerProcess) -> list[str]:
     """The server's log lines for requests that failed inside a handler (the 500 path)."""
-    return [line for line in server.log if "ERROR" in line and "realtime.server" in line]
+    return [line for line in server.log if "ERROR" in line and "realtime.web.server" in line]
 
 
 class Findings:

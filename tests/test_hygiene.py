@@ -31,7 +31,9 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from benchmarks.metrics_scrape import parse_metrics
-from benchmarks.webrtc_client import Client, ServerProcess, free_port, write_synthetic_avatar
+from benchmarks.server_process import ServerProcess, free_port
+from benchmarks.webrtc_client import Client
+from engines.splat.synthetic import write_synthetic_avatar
 
 CONNECT_TIMEOUT_S = 4
 # a client that closed is noticed at once (DTLS close); one that was killed when aioice's consent checks
@@ -58,7 +60,7 @@ def test_process_gauges_read_this_process() -> None:
 
     import psutil
 
-    from realtime.metrics import ErrorCounter, process_gauges, resident_memory_bytes
+    from realtime.web.metrics import ErrorCounter, process_gauges, resident_memory_bytes
 
     rss = psutil.Process().memory_info().rss
     assert resident_memory_bytes() == pytest.approx(rss, rel=0.1)
@@ -83,7 +85,7 @@ class _Owner:
 
 
 class _FastRenderer:
-    """Stands in for a Renderer where only what the worker keeps referenced matters."""
+    """Stands in for a FrameRenderer where only what the worker keeps referenced matters."""
 
     max_batch = 1
 
@@ -102,7 +104,7 @@ async def test_render_worker_keeps_nothing_of_its_last_job_while_it_waits() -> N
     import gc
     import weakref
 
-    from realtime.scheduler import Scheduler
+    from realtime.media.scheduler import Scheduler
 
     sched = Scheduler(fps=25)
     try:
@@ -137,7 +139,7 @@ async def test_reaper_ends_a_never_connected_session_and_keeps_no_reference_to_i
     import gc
     import weakref
 
-    from realtime.sessions import SessionManager
+    from realtime.web.sessions import SessionManager
 
     settings = SimpleNamespace(
         idle_timeout_s=600, session_max_s=3600, max_sessions=None, connect_timeout_s=0.3

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from realtime.memory import MMAP_THRESHOLD_BYTES, tune_allocator
+from realtime.web.memory import MMAP_THRESHOLD_BYTES, tune_allocator
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
-from realtime.motion import (
+from realtime.media.motion import (
     EMOTIONS,
     HEAD_LIMIT_RAD,
     MOTION_CHANNELS,

@@ -31,11 +31,12 @@ from pipecat.frames.frames import (
 )
 from pipecat.tests.utils import SleepFrame, run_test
 
-from benchmarks.webrtc_client import write_synthetic_avatar
+from engines.splat.synthetic import write_synthetic_avatar
 from engines.tts import PiperTTS, SpeechChunk
-from realtime.conversation_services import AlignedTTSAudioRawFrame
-from realtime.engine import Engine
-from realtime.pipecat import AudioClockVideoTrack, RGBRenderer, SplatAvatarError, SplatAvatarService
+from realtime.conversation.services import AlignedTTSAudioRawFrame
+from realtime.media.engine import Engine
+from realtime.pipecat.service import RGBRenderer, SplatAvatarError, SplatAvatarService
+from realtime.pipecat.transport import AudioClockVideoTrack
 from realtime.settings import Settings
 
 pytestmark = pytest.mark.slow

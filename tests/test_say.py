@@ -11,7 +11,7 @@ import pytest
 
 from engines.splat.avatar import save_avatar
 from engines.splat.synthetic import make_test_avatar
-from realtime.say import SayError, render_mp4
+from realtime.media.offline import SayError, render_mp4
 from realtime.settings import load_settings
 
 

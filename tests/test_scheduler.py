@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from realtime.scheduler import Level, Scheduler, ladder_for
+from realtime.media.frame_renderer import Level, ladder_for
+from realtime.media.scheduler import Scheduler
 
 
 def test_ladder_steps_down_resolution_and_detail_before_repeating() -> None:
@@ -38,7 +39,7 @@ def test_admission_follows_measured_cost() -> None:
 
 
 class _SlowRenderer:
-    """Stands in for Renderer where only the scheduling matters: renders take 0.15 s."""
+    """Stands in for FrameRenderer where only the scheduling matters: renders take 0.15 s."""
 
     max_batch = 1
 

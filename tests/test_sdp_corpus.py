@@ -19,7 +19,8 @@ import pytest
 from servers import hostile_input_server
 
 from benchmarks.metrics_scrape import parse_metrics
-from benchmarks.webrtc_client import Client, ServerProcess
+from benchmarks.server_process import ServerProcess
+from benchmarks.webrtc_client import Client
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +154,7 @@ async def test_every_hostile_offer_gets_a_4xx_and_the_live_session_keeps_streami
         assert [s["id"] for s in sessions] == [client.session_id]  # no session left behind
         status, metrics = await client.get("/metrics")
         assert peer_connections(metrics) == pcs_before  # every refused offer's peer connection was closed
-        assert not [line for line in server.log if "ERROR" in line and "realtime.server" in line]
+        assert not [line for line in server.log if "ERROR" in line and "realtime.web.server" in line]
         before = len(client.rx.video_t)
         await asyncio.sleep(2.0)
         assert len(client.rx.video_t) >= before + 20, "the live session stopped receiving frames"

@@ -14,8 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from benchmarks.webrtc_client import Client, ServerProcess, write_synthetic_avatar
-from realtime.security import RateLimiter, SecretFilter
+from benchmarks.server_process import ServerProcess
+from benchmarks.webrtc_client import Client
+from engines.splat.synthetic import write_synthetic_avatar
+from realtime.web.security import RateLimiter, SecretFilter
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -144,9 +146,9 @@ def test_offer_rate_limit_per_address(server: ServerProcess) -> None:
 
 
 def test_openapi_describes_exactly_the_routes() -> None:
-    from realtime.openapi import openapi_spec
-    from realtime.server import create_app
     from realtime.settings import Settings
+    from realtime.web.openapi import openapi_spec
+    from realtime.web.server import create_app
 
     class _Manager:  # create_app only registers routes; no engine is needed to list them
         def __init__(self) -> None:

@@ -16,7 +16,9 @@ import aiohttp
 import numpy as np
 import pytest
 
-from benchmarks.webrtc_client import Client, ServerProcess, fps_between, write_synthetic_avatar
+from benchmarks.server_process import ServerProcess
+from benchmarks.webrtc_client import Client, fps_between
+from engines.splat.synthetic import write_synthetic_avatar
 
 SIZE = 320
 LOUD = 0.01  # RMS of a speech packet is ~0.05-0.2; silence is 0

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.report import validate
 from benchmarks.soak import Counts, summarize, warmup_s
-from benchmarks.webrtc_client import write_synthetic_avatar
+from engines.splat.synthetic import write_synthetic_avatar
 
 
 def test_warmup_is_three_minutes_or_a_tenth_of_the_run() -> None:

@@ -20,7 +20,7 @@ from engines.tts import (
     split_text,
     trim_silence,
 )
-from realtime.avatar_stream import AvatarStream
+from realtime.media.stream import AvatarStream
 
 LONG = (
     "This is a long answer that I will not get to finish, because you are going to interrupt me "
@@ -290,7 +290,7 @@ async def test_tts_service_starts_a_new_reply_short_and_continues_one_whole(tts:
     from typing import cast
 
     from engines.stt import WhisperSTT
-    from realtime.conversation_services import AlignedPiperTTSService, AlignedTTSAudioRawFrame, SpeechModels
+    from realtime.conversation.services import AlignedPiperTTSService, AlignedTTSAudioRawFrame, SpeechModels
 
     service = AlignedPiperTTSService(SpeechModels(stt=cast(WhisperSTT, None), tts=tts))  # TTS only
     keep = round(0.005 * tts.sample_rate)

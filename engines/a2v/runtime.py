@@ -25,7 +25,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 
@@ -34,7 +34,10 @@ from engines.a2v.visemes import A2V_CHANNELS
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("onnx-cpu", "onnx-cuda", "tensorrt")
+A2VRuntime = Literal["onnx-cpu", "onnx-cuda", "tensorrt"]
+A2VRuntimeChoice = Literal[A2VRuntime, "auto"]  # "auto": the fastest that works (settings, CLI, services)
+RUNTIMES: tuple[A2VRuntime, ...] = get_args(A2VRuntime)
+RUNTIME_CHOICES: tuple[A2VRuntimeChoice, ...] = get_args(A2VRuntimeChoice)
 STEP_RATE = 50  # network steps per second
 
 
@@ -315,7 +318,7 @@ def _default_weights() -> Path:
 
 
 def load_a2v(
-    runtime: str = "onnx-cpu",
+    runtime: A2VRuntimeChoice = "onnx-cpu",
     weights: Path | None = None,
     fps: int = 25,
     engine: Path | None = None,
@@ -327,7 +330,7 @@ def load_a2v(
     ``runtime="auto"`` means: the fastest that works (TensorRT first).
     ``engine`` is the TensorRT plan (default: :func:`engines.a2v.tensorrt_runtime.default_engine_path`).
     """
-    if runtime not in (*RUNTIMES, "auto"):
+    if runtime not in RUNTIME_CHOICES:
         raise A2VError(f"unknown a2v runtime {runtime!r}; choose one of {', '.join(RUNTIMES)} or auto")
     weights = Path(weights) if weights is not None else _default_weights()
     if not weights.exists():

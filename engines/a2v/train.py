@@ -1,11 +1,11 @@
-"""Train the a2v network on CPU within a time budget; write the checkpoint, ONNX file and model card.
+"""Train the a2v network on CPU within a time budget; write the checkpoint.
 
-``splatcast a2v train`` (after ``splatcast a2v data``) runs :func:`train`:
+``splatcast a2v train`` (after ``splatcast a2v data``) runs :func:`train`
+through :func:`export.a2v_release.release` (which also exports ONNX and writes the card):
 random 4-second windows of the training stream (utterances back to back),
 AdamW with warm-up and cosine decay over an iteration count fixed after
 timing the first iterations against ``--minutes``, deterministic by seed.
-At the end the ONNX export is evaluated on the held-out split through the
-real runtime (:mod:`engines.a2v.evaluate`) and the figures go in the card.
+Nothing here imports ``export/`` (it sits above ``engines/``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,16 +79,27 @@ def _validate(net: Any, split: SplitArrays, delay: int, max_utts: int = 400) -> 
     }
 
 
-def train(data: Path, out: Path, config: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Train, export and evaluate; returns the model card (also written to ``out/a2v.card.json``)."""
+@dataclass
+class TrainResult:
+    """What a training run made: the network (eval mode), its checkpoint and what the card reports."""
+
+    net: Any  # engines.a2v.model.A2VNet
+    checkpoint: Path  # out/a2v.pt
+    meta: dict[str, Any]  # seed, iterations, train seconds, hours of samples seen
+    history: list[dict[str, Any]]  # validation figures along the way
+    corpus_meta: dict[str, Any]  # the corpus' meta.json
+    seconds: float  # from the start of train() to the checkpoint
+
+
+def train(data: Path, out: Path, config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train within ``config.minutes`` and write ``out/a2v.pt``."""
     try:
         import torch
     except ImportError as exc:
         raise TrainError("training needs torch: pip install 'splatcast[train]'") from exc
     from tqdm import tqdm
 
-    from engines.a2v.model import A2VConfig, A2VNet, LossWeights, a2v_loss, count_parameters
-    from export.onnx import export_onnx
+    from engines.a2v.model import A2VConfig, A2VNet, LossWeights, a2v_loss
 
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -188,40 +198,4 @@ def train(data: Path, out: Path, config: TrainConfig, progress: bool = True) -> 
         "samples_seen_hours": round(total * config.batch * config.window / LABEL_FPS / 3600, 2),
     }
     torch.save({"config": cfg.to_dict(), "state_dict": net.state_dict(), "meta": meta}, out / "a2v.pt")
-    onnx_path = export_onnx(net, out / "a2v.onnx", {"training": meta})
-    card: dict[str, Any] = {
-        "model": "a2v causal dilated TCN (log-mel → visemes + ARKit mouth/jaw + speech)",
-        "parameters": count_parameters(net),
-        "onnx_bytes": onnx_path.stat().st_size,
-        "architecture": cfg.to_dict(),
-        "lookahead_ms": cfg.lookahead_ms,
-        "lookahead_note": "delay steps × 20 ms past the end of the video frame at 25 fps; up to +13 ms at 30 fps",
-        "train_config": asdict(config),
-        "training": meta,
-        "corpus": {k: corpus_meta[k] for k in ("config", "train", "test", "test_sentences", "train_sentences",
-                                                "augmentation", "voice")},
-        "validation_history": history,
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
-        "rebuild": "splatcast a2v data && splatcast a2v train --install",
-    }  # fmt: skip
-    from engines.a2v.evaluate import evaluate_corpus
-    from engines.a2v.runtime import load_a2v
-
-    card["eval"] = evaluate_corpus(load_a2v("onnx-cpu", weights=onnx_path), data, progress=progress)
-    (out / "a2v.card.json").write_text(json.dumps(card, indent=2))
-    logger.info("a2v train: done in %.1f min → %s", (time.perf_counter() - t_start) / 60, out)
-    return card
-
-
-def install(out: Path) -> tuple[Path, Path]:
-    """Copy ``out/a2v.onnx`` and its card into ``engines/data`` (the shipped weights)."""
-    import shutil
-
-    from engines.assets import DATA_DIR
-
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    onnx_dst, card_dst = DATA_DIR / "a2v.onnx", DATA_DIR / "a2v.card.json"
-    shutil.copyfile(out / "a2v.onnx", onnx_dst)
-    shutil.copyfile(out / "a2v.card.json", card_dst)
-    logger.info("a2v train: installed %s and %s", onnx_dst, card_dst)
-    return onnx_dst, card_dst
+    return TrainResult(net, out / "a2v.pt", meta, history, corpus_meta, time.perf_counter() - t_start)

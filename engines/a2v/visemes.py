@@ -377,11 +377,6 @@ class AlignmentTrack:
     def frames_emitted(self) -> int:
         return self._emitted
 
-    @property
-    def time_s(self) -> float:
-        """Media time covered by what was pushed so far."""
-        return self._end_s
-
     def push(
         self, alignments: Iterable[object], sample_rate: int, num_samples: int | None = None
     ) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 from engines.a2v.visemes import viseme_targets as table
 from engines.arkit import VISEMES
 from engines.splat.avatar import Avatar
+from engines.splat.rasterize import RenderBackend
 
 YAW_DEG = 15.0
 PITCH_DEG = 10.0
@@ -85,7 +86,9 @@ def head_crop(avatar: Avatar) -> tuple[int, int, int]:
     return x0, y0, side
 
 
-def render_sheet(avatar: Avatar, backend: str = "cpu", cell: int = 200, columns: int = 6) -> np.ndarray:
+def render_sheet(
+    avatar: Avatar, backend: RenderBackend = "cpu", cell: int = 200, columns: int = 6
+) -> np.ndarray:
     """The labelled preview grid as uint8 [H, W, 3]."""
     from PIL import Image, ImageDraw
 

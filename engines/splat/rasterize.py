@@ -9,13 +9,14 @@ Backends (same semantics, see :mod:`engines.splat.raster_reference`):
 
 from __future__ import annotations
 
-from typing import Literal, overload
+from typing import Literal, get_args, overload
 
 import numpy as np
 
 from engines.splat.types import Camera, PosedGaussians, SplatShapeError
 
-BACKENDS = ("reference", "cpu", "torch")
+RenderBackend = Literal["reference", "cpu", "torch"]  # the names settings, CLI and services accept
+BACKENDS: tuple[RenderBackend, ...] = get_args(RenderBackend)
 MAX_IMAGE_SIDE = 8192
 
 
@@ -49,7 +50,7 @@ def rasterize(
     g: PosedGaussians,
     camera: Camera,
     background: np.ndarray,
-    backend: str = ...,
+    backend: RenderBackend = ...,
     return_alpha: Literal[False] = ...,
 ) -> np.ndarray: ...
 
@@ -59,7 +60,7 @@ def rasterize(
     g: PosedGaussians,
     camera: Camera,
     background: np.ndarray,
-    backend: str = ...,
+    backend: RenderBackend = ...,
     *,
     return_alpha: Literal[True],
 ) -> tuple[np.ndarray, np.ndarray]: ...
@@ -70,7 +71,7 @@ def rasterize(
     g: PosedGaussians,
     camera: Camera,
     background: np.ndarray,
-    backend: str = ...,
+    backend: RenderBackend = ...,
     *,
     return_alpha: bool,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
@@ -80,7 +81,7 @@ def rasterize(
     g: PosedGaussians,
     camera: Camera,
     background: np.ndarray,  # [3] float in [0, 1]
-    backend: str = "cpu",
+    backend: RenderBackend = "cpu",
     return_alpha: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Draw posed Gaussians: uint8 [B, H, W, 3], or (that, alpha float32 [B, H, W]) with ``return_alpha``.

@@ -19,7 +19,7 @@ from typing import Literal, overload
 import numpy as np
 
 from engines.splat.avatar import LAYER_STATIC, Avatar, LodLevel
-from engines.splat.rasterize import BACKENDS, RasterizeError, rasterize
+from engines.splat.rasterize import BACKENDS, RasterizeError, RenderBackend, rasterize
 from engines.splat.rig import RigError, pose
 from engines.splat.types import PosedGaussians
 
@@ -79,7 +79,7 @@ def render(
     avatar: Avatar,
     params: np.ndarray,
     size: tuple[int, int] = ...,
-    backend: str = ...,
+    backend: RenderBackend = ...,
     lod: int = ...,
     return_alpha: Literal[False] = ...,
 ) -> np.ndarray: ...
@@ -90,7 +90,7 @@ def render(
     avatar: Avatar,
     params: np.ndarray,
     size: tuple[int, int] = ...,
-    backend: str = ...,
+    backend: RenderBackend = ...,
     lod: int = ...,
     *,
     return_alpha: Literal[True],
@@ -101,7 +101,7 @@ def render(
     avatar: Avatar,
     params: np.ndarray,  # [B, C] float32
     size: tuple[int, int] = (512, 512),  # (H, W)
-    backend: str = "cpu",
+    backend: RenderBackend = "cpu",
     lod: int = 0,
     return_alpha: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -184,7 +184,7 @@ class Renderer:
     Only the 'cpu' backend uses plates; other backends always render in full.
     """
 
-    def __init__(self, avatar: Avatar, backend: str = "cpu") -> None:
+    def __init__(self, avatar: Avatar, backend: RenderBackend = "cpu") -> None:
         if backend not in BACKENDS:
             raise RenderError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.avatar = avatar

@@ -62,21 +62,6 @@ def matrix_to_quat(r: np.ndarray) -> np.ndarray:
     return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product a ⊗ b of (w, x, y, z) quaternions, broadcasting over leading axes."""
-    aw, ax, ay, az = a[..., 0], a[..., 1], a[..., 2], a[..., 3]
-    bw, bx, by, bz = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    return np.stack(
-        [
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ],
-        axis=-1,
-    ).astype(np.float32)
-
-
 def _quat_left_matrix(q: np.ndarray) -> np.ndarray:
     """[B, 4, 4] matrices L with L @ p = q ⊗ p for (w, x, y, z) quaternions q [B, 4]."""
     w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]

@@ -8,6 +8,8 @@ background plane, rigged by the same procedural rig as photo avatars
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from engines.create.layers import (
@@ -151,3 +153,18 @@ def make_test_avatar(n_gaussians: int = 4000, seed: int = 0) -> Avatar:
         "licence": "Apache-2.0",
     }
     return sort_by_layer(to_avatar(part, feats, camera, np.array([0.35, 0.45, 0.6]), meta))
+
+
+def write_synthetic_avatar(path: Path) -> tuple[float, float, float, float]:
+    """A small procedural avatar file for fast tests; returns its mouth box at the reference size."""
+    from engines.splat.avatar import save_avatar
+
+    avatar = make_test_avatar()
+    save_avatar(avatar, path)
+    x0, y0, x1, y1 = avatar.metadata["mouth_box"]
+    return (
+        float(x0) / avatar.camera.width,
+        float(y0) / avatar.camera.height,
+        float(x1) / avatar.camera.width,
+        float(y1) / avatar.camera.height,
+    )

@@ -8,8 +8,8 @@
       ─▶ SplatAvatarService ─▶ transport.output ─▶ assistant context
 
 Every piece is Pipecat's or already ours: the STT/TTS services and brains of
-the conversation loop (:mod:`realtime.conversation_services`,
-:mod:`realtime.brains`), the turn aggregators of :mod:`realtime.conversation`,
+the conversation loop (:mod:`realtime.conversation.services`,
+:mod:`realtime.conversation.brains`), the turn aggregators of :mod:`realtime.conversation.loop`,
 and :class:`realtime.pipecat.SplatAvatarService` over
 :class:`realtime.pipecat.SplatSmallWebRTCTransport`. The brain is ``echo``
 unless ``--llm-url`` names an OpenAI-compatible server.
@@ -26,13 +26,11 @@ HTTP (aiohttp), the protocol the prebuilt client speaks:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib.util
 import logging
 import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-from realtime.mic_audio import PIPELINE_SAMPLE_RATE as MIC_SAMPLE_RATE  # the one 16 kHz constant
+from realtime.conversation.mic_audio import PIPELINE_SAMPLE_RATE as MIC_SAMPLE_RATE  # the one 16 kHz constant
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,15 +74,15 @@ class BotShared:
     """What every call shares: the loaded engine (avatar, render worker, a2v) and speech models."""
 
     settings: Settings
-    engine: Any  # realtime.engine.Engine
-    models: Any  # realtime.conversation_services.SpeechModels
+    engine: Any  # realtime.media.engine.Engine
+    models: Any  # realtime.conversation.services.SpeechModels
     greeting: str = GREETING
 
     @classmethod
     def load(cls, settings: Settings) -> BotShared:
-        from realtime.conversation_services import SpeechModels
-        from realtime.engine import Engine
-        from realtime.pipecat import RGBRenderer
+        from realtime.conversation.services import SpeechModels
+        from realtime.media.engine import Engine
+        from realtime.pipecat.service import RGBRenderer
 
         engine = Engine.load(settings, warmup=False)
         try:
@@ -229,12 +227,12 @@ def build_pipeline(shared: BotShared, transport: Any) -> tuple[Any, Any]:
     """(pipeline, avatar service) of one call: STT → turns → brain → Piper → avatar → transport."""
     from pipecat.pipeline.pipeline import Pipeline
 
-    from realtime.brains import make_brain
-    from realtime.conversation_services import AlignedPiperTTSService, SharedWhisperSTTService
-    from realtime.pipecat import SplatAvatarService
+    from realtime.conversation.brains import make_brain
+    from realtime.conversation.services import AlignedPiperTTSService, SharedWhisperSTTService
+    from realtime.pipecat.service import SplatAvatarService
 
     settings = shared.settings
-    from realtime.conversation import make_turn_aggregators
+    from realtime.conversation.loop import make_turn_aggregators
 
     aggregators = make_turn_aggregators()
     avatar = SplatAvatarService(engine=shared.engine, fps=settings.fps, size=settings.size)
@@ -259,7 +257,7 @@ async def run_call(shared: BotShared, connection: Any) -> None:
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
     from pipecat.workers.runner import WorkerRunner
 
-    from realtime.pipecat import SplatSmallWebRTCTransport, avatar_transport_params
+    from realtime.pipecat.transport import SplatSmallWebRTCTransport, avatar_transport_params
 
     settings = shared.settings
     params = avatar_transport_params(
@@ -306,10 +304,6 @@ async def run_call(shared: BotShared, connection: Any) -> None:
         )
 
 
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 async def serve_bot(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Load the models, serve the client and calls until SIGINT/SIGTERM."""
     loop = asyncio.get_running_loop()
@@ -344,29 +338,3 @@ def bot_settings(settings: Settings) -> Settings:
     if settings.brain == "openai" and not settings.llm_model:
         raise BotError("--llm-url needs --llm-model too (the model name the server knows)")
     return settings
-
-
-def bot_command(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        settings = bot_settings(settings)
-    except BotError as exc:
-        print(f"splatcast bot: {exc}", file=sys.stderr)
-        return 2
-    if not _is_loopback(settings.host) and not settings.insecure:
-        print(
-            f"splatcast bot: refusing to listen on {settings.host}: the bot has no authentication; "
-            "put it behind something that has, and pass --insecure",
-            file=sys.stderr,
-        )
-        return 2
-    from engines.assets import AssetMissingError
-
-    try:
-        asyncio.run(serve_bot(settings))
-    except AssetMissingError as exc:
-        print(f"splatcast bot: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"splatcast bot: cannot serve on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
-        return 1
-    return 0

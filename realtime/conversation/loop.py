@@ -14,9 +14,9 @@ drops the brain's and the TTS's work in flight and reaches
 :class:`AvatarOutput`, which calls ``avatar.interrupt()`` (invariant 6).
 
 What is ours: the mic input (:meth:`Conversation.push_user_audio`,
-:meth:`Conversation.consume_track`), the echo brain (:mod:`realtime.brains`),
+:meth:`Conversation.consume_track`), the echo brain (:mod:`realtime.conversation.brains`),
 the shared-model STT/TTS services whose audio frames carry Piper's phoneme
-alignments (:mod:`realtime.conversation_services`), and :class:`AvatarOutput`,
+alignments (:mod:`realtime.conversation.services`), and :class:`AvatarOutput`,
 which turns frames into :class:`AvatarSink` calls and events.
 
 Events (``on_event(dict)``, called on the session's loop, for the websocket;
@@ -31,7 +31,7 @@ the avatar's own events, ``state`` speaking/listening/idle, ``interrupted``,
   a stage failed for one turn (a short message, secrets masked); the session
   goes on, the avatar keeps streaming and the next turn runs normally. A failed
   LLM turn also ends with the spoken ``llm_fallback`` line
-  (:mod:`realtime.openai_brain`).
+  (:mod:`realtime.conversation.openai_brain`).
 """
 
 from __future__ import annotations
@@ -59,14 +59,14 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from realtime.brains import make_brain
-from realtime.conversation_services import (
+from realtime.conversation.brains import make_brain
+from realtime.conversation.mic_audio import PIPELINE_SAMPLE_RATE, MicAudioConverter
+from realtime.conversation.services import (
     AlignedPiperTTSService,
     AlignedTTSAudioRawFrame,
     SharedWhisperSTTService,
     SpeechModels,
 )
-from realtime.mic_audio import PIPELINE_SAMPLE_RATE, MicAudioConverter
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def make_turn_aggregators() -> Any:
     Both models are the ONNX files inside pipecat-ai (no download); a user turn
     that starts while the bot talks broadcasts an interruption. The context
     starts empty: the system prompt lives on the LLM service
-    (:func:`realtime.brains.make_brain`). One pair per session.
+    (:func:`realtime.conversation.brains.make_brain`). One pair per session.
     """
     from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
     from pipecat.audio.vad.silero import SileroVADAnalyzer

@@ -38,3 +38,21 @@ def tune_allocator() -> bool:
     ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_ARENA_MAX, arenas))
     logger.debug("allocator: mmap threshold %d B, at most %d arenas (%s)", MMAP_THRESHOLD_BYTES, arenas, ok)
     return ok
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages freed by a closed session back to the OS (glibc's ``malloc_trim``; Linux only).
+
+    A session frees tens of MB of encoder, frame and audio buffers when it ends;
+    glibc keeps such pages in its per-thread arenas, so without this the
+    server's RSS ratchets up session after session: in a 4-minute
+    ``splatcast bench soak`` (7 sessions, 512 px) the idle RSS at the end was
+    945 MB without it and 789 MB with it (baselines 688 and 641 MB).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return
+    trim(0)

@@ -23,12 +23,11 @@ def data_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def train_command(settings: Settings, args: argparse.Namespace) -> int:
     """Train on CPU within ``--minutes``; writes a2v.pt, a2v.onnx and a2v.card.json to ``--out``."""
-    from engines.a2v.train import TrainConfig, train
+    from engines.a2v.train import TrainConfig
+    from export.a2v_release import install, release
 
-    card = train(args.data, args.out, TrainConfig(minutes=args.minutes, seed=args.seed))
+    card = release(args.data, args.out, TrainConfig(minutes=args.minutes, seed=args.seed))
     if getattr(args, "install", False):
-        from engines.a2v.train import install
-
         install(args.out)
     print(json.dumps(_summary(card["eval"]), indent=2))
     return 0

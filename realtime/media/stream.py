@@ -9,7 +9,7 @@ the jobs carry idle motion and silence.
 
 This class owns no clock and never sleeps. Whoever drives it decides when a
 job is rendered and when its audio and image leave: the real-time
-:class:`realtime.scheduler.FrameClock` (WebRTC), the offline renderer of
+:class:`realtime.media.pacer.FrameClock` (WebRTC), the offline renderer of
 ``splatcast say`` (as fast as it can) and the Pipecat video service all use this
 one class. Video pts derive from the audio sample clock
 (``samples * 90000 / sample_rate``), never from a frame counter at a nominal fps.
@@ -41,7 +41,7 @@ from engines.a2v.visemes import (
     SPEECH_INDEX,
     AlignmentTrack,
 )
-from realtime.motion import MotionLayers, SpeechFrame
+from realtime.media.motion import MotionLayers, SpeechFrame
 
 logger = logging.getLogger(__name__)
 

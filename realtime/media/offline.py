@@ -9,7 +9,6 @@ server, so the file is in sync by construction.
 
 from __future__ import annotations
 
-import argparse
 import fractions
 import logging
 import sys
@@ -23,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engines import assets
-from realtime.avatar_stream import VIDEO_CLOCK_RATE, AvatarStream, FrameJob
+from realtime.media.stream import VIDEO_CLOCK_RATE, AvatarStream, FrameJob
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ def render_mp4(
     """Render one utterance to ``output`` (H.264 + AAC in MP4)."""
     from engines.splat.avatar import load_avatar
     from engines.splat.render import render
-    from realtime.engine import load_lip_model
+    from realtime.media.engine import load_lip_model
 
     if (text is None) == (audio is None):
         raise SayError("give either TEXT or --audio FILE")
@@ -195,16 +194,3 @@ def render_mp4(
         bar.close()
     render_s = time.perf_counter() - t0
     return SayResult(output, frames, frames / fps, render_s, tuple(mouth_open))
-
-
-def say_command(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        result = render_mp4(settings, args.output, text=args.text, audio=args.audio, emotion=args.emotion)
-    except (SayError, ValueError) as exc:
-        print(f"splatcast say: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {result.path}: {result.frames} frames, {result.duration_s:.2f} s of video "
-        f"in {result.render_s:.2f} s ({1 / max(result.realtime_factor, 1e-9):.1f}x real time)"
-    )
-    return 0

@@ -6,10 +6,6 @@ import asyncio
 import time
 
 
-def now() -> float:
-    return time.monotonic()
-
-
 async def sleep_until(when: float) -> None:
     """Sleep until monotonic time ``when`` (returns at once when it has passed)."""
     delay = when - time.monotonic()

@@ -20,7 +20,6 @@ Every error is JSON ``{"error": message}`` with a 4xx/5xx status (and
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -35,11 +34,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from realtime.metrics import ErrorCounter, gauge, process_gauges
-from realtime.openapi import openapi_spec
-from realtime.security import RateLimiter, auth_middleware, origin_middleware
-from realtime.sessions import SessionError, SessionManager
 from realtime.settings import Settings
+from realtime.web.metrics import ErrorCounter, gauge, process_gauges
+from realtime.web.openapi import openapi_spec
+from realtime.web.security import RateLimiter, auth_middleware, origin_middleware
+from realtime.web.sessions import SessionError, SessionManager
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def _is_unicode(text: str) -> bool:
 
 # --- routes ------------------------------------------------------------------------------------------
 async def _index(request: web.Request) -> web.Response:
-    page = resources.files("realtime").joinpath("static/index.html").read_text(encoding="utf-8")
+    page = resources.files("realtime.web").joinpath("static/index.html").read_text(encoding="utf-8")
     return web.Response(text=page, content_type="text/html")
 
 
@@ -296,7 +295,7 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app[MANAGER_KEY] = manager
     app[LIMITER_KEY] = RateLimiter(settings.offer_rate_per_minute)
     app[ERRORS_KEY] = ErrorCounter()
-    static = resources.files("realtime").joinpath("static")
+    static = resources.files("realtime.web").joinpath("static")
     app.router.add_get("/", _index)
     app.router.add_get("/api/config", _config)
     app.router.add_post("/api/offer", _offer)
@@ -329,15 +328,15 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
 
 def build_manager(settings: Settings) -> SessionManager:
     """The engine and the conversation loop for this process (models loaded once, shared by sessions)."""
-    from realtime.engine import Engine
+    from realtime.media.engine import Engine
 
     engine = Engine.load(settings)
     return SessionManager(engine, talker_factory=conversation_factory(settings))
 
 
 def conversation_factory(settings: Settings) -> Any:
-    from realtime.conversation import Conversation
-    from realtime.conversation_services import SpeechModels
+    from realtime.conversation.loop import Conversation
+    from realtime.conversation.services import SpeechModels
 
     models = SpeechModels.load()
 
@@ -388,26 +387,3 @@ async def drain(manager: SessionManager, seconds: float) -> None:
     while manager.sessions and time.monotonic() < deadline:
         await asyncio.sleep(0.25)
     await manager.close_all()
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def serve_command(settings: Settings, args: argparse.Namespace) -> int:
-    if not _is_loopback(settings.host) and settings.token is None and not settings.insecure:
-        logger.error(
-            "server: refusing to listen on %s without a token: set SPLATCAST_TOKEN (or --token), "
-            "or pass --insecure if something in front of this server does authentication",
-            settings.host,
-        )
-        return 2
-    from realtime.memory import tune_allocator
-
-    tune_allocator()  # before models and threads allocate: see realtime/memory.py
-    try:
-        asyncio.run(run(settings))
-    except OSError as exc:
-        logger.error("server: cannot listen on %s:%s: %s", settings.host, settings.port, exc)
-        return 1
-    return 0

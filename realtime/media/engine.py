@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from engines import assets
-from realtime.avatar_stream import AvatarStream, LipModel
-from realtime.scheduler import Renderer, Scheduler
+from realtime.media.frame_renderer import FrameRenderer
+from realtime.media.scheduler import Scheduler
+from realtime.media.stream import AvatarStream, LipModel
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 class Engine:
     settings: Settings
     avatar: Any  # engines.splat.avatar.Avatar
-    renderer: Renderer
+    renderer: FrameRenderer
     scheduler: Scheduler
     lip_model: LipModel | None
 
@@ -36,7 +37,7 @@ class Engine:
         t = time.perf_counter()
         path = Path(settings.avatar) if settings.avatar else assets.default_avatar()
         avatar = load_avatar(path)
-        renderer = Renderer(avatar, (settings.size, settings.size), backend=settings.render_backend)
+        renderer = FrameRenderer(avatar, (settings.size, settings.size), backend=settings.render_backend)
         scheduler = Scheduler(fps=settings.fps)
         lip_model = load_lip_model(settings)
         engine = cls(settings, avatar, renderer, scheduler, lip_model)

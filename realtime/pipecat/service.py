@@ -10,7 +10,7 @@ with ``TransportParams(video_out_enabled=True, video_out_is_live=True,
 video_out_width=512, video_out_height=512, video_out_framerate=25)``.
 
 In: ``TTSAudioRawFrame`` from any TTS service at any sample rate (Piper
-alignments from :class:`realtime.conversation_services.AlignedTTSAudioRawFrame`
+alignments from :class:`realtime.conversation.services.AlignedTTSAudioRawFrame`
 drive the mouth directly; any other audio goes through the a2v network),
 ``TTSStartedFrame``/``TTSStoppedFrame``, ``InterruptionFrame``,
 ``UserStartedSpeakingFrame``/``UserStoppedSpeakingFrame`` (the avatar listens),
@@ -23,10 +23,10 @@ with the frames; ``TTSStartedFrame``/``TTSStoppedFrame`` are held and leave
 just before the first and just after the last audio of their reply, so the
 transport's bot-speaking events follow what is actually heard.
 
-Who owns time: this service. The :class:`realtime.avatar_stream.AvatarStream`
+Who owns time: this service. The :class:`realtime.media.stream.AvatarStream`
 is clock-free; the service prepares frame ``k`` ahead of ``t0 + k/fps`` (by
 the measured render cost, one to three frame periods), renders it in the
-shared render worker thread (:class:`realtime.scheduler.Scheduler`; numba
+shared render worker thread (:class:`realtime.media.scheduler.Scheduler`; numba
 releases the GIL, the event loop never blocks) and pushes image ``k`` at
 ``t0 + k/fps`` on that absolute schedule, or the newest image rendered so far
 when ``k`` is late (renders are never thrown away, so a slow machine shows
@@ -47,19 +47,11 @@ its image by 42 ms. Under CPU starvation (load 8-10) Pipecat's SmallWebRTC
 audio track (10 ms packets, an executor hop each) falls behind and the voice
 trailed by 63 to 232 ms; the service itself hands out each frame's audio
 exactly one frame after its image.
-
-SmallWebRTC: Pipecat's ``RawVideoTrack`` stamps frames with aiortc's fixed
-1/30 s step whatever the real rate, so at 25 FPS the video's RTP clock runs 20 %
-fast against the audio. :class:`SplatSmallWebRTCTransport` is a drop-in
-``SmallWebRTCTransport`` whose video track stamps each frame with its own pts
-(the audio clock) instead; ``splatcast bot`` uses it. With the stock transport,
-run the service at ``fps=30``, where the fixed step is right.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import time
 from collections import defaultdict, deque
@@ -86,24 +78,19 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.ai_service import AIService
 from pipecat.services.settings import ServiceSettings
-from pipecat.transports.base_transport import TransportParams
-from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
-from pipecat.transports.smallwebrtc.transport import (
-    RawVideoTrack,
-    SmallWebRTCClient,
-    SmallWebRTCTransport,
-)
 
-from realtime.avatar_stream import OUTPUT_SAMPLE_RATE, VIDEO_CLOCK_RATE, AvatarStream, FrameJob
-from realtime.clock import sleep_until
-from realtime.conversation_services import AlignedTTSAudioRawFrame
-from realtime.engine import Engine
-from realtime.scheduler import Renderer
+from engines.a2v.runtime import A2VRuntimeChoice
+from engines.splat.rasterize import RenderBackend
+from realtime.conversation.services import AlignedTTSAudioRawFrame
+from realtime.media.clock import sleep_until
+from realtime.media.engine import Engine
+from realtime.media.frame_renderer import FrameRenderer
+from realtime.media.stream import OUTPUT_SAMPLE_RATE, VIDEO_CLOCK_RATE, AvatarStream, FrameJob
+from realtime.pipecat.transport import NS_PER_S
 from realtime.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
 
-NS_PER_S = 1_000_000_000
 END_DRAIN_MARGIN_S = 2.0
 MAX_LEAD_FRAMES = 3  # frames are prepared at most this many frame periods ahead (latency bound)  # EndFrame: how much longer than the queued speech to wait for it to play out
 
@@ -112,7 +99,7 @@ class SplatAvatarError(ValueError):
     """The service cannot be configured as asked (the message says which option)."""
 
 
-class RGBRenderer(Renderer):
+class RGBRenderer(FrameRenderer):
     """The shared renderer, handing out RGB frames at the output size (Pipecat images are RGB)."""
 
     def to_video_frame(self, image: np.ndarray) -> VideoFrame:
@@ -164,7 +151,7 @@ class SplatAvatarService(AIService):
     (``onnx-cpu``, ``onnx-cuda``, ``tensorrt``, ``auto``), ``render_backend``
     (``cpu``, ``torch``, ``reference``), ``emotion`` (a motion-layer emotion
     name, held for the whole call). ``engine`` shares one loaded
-    :class:`realtime.engine.Engine` (avatar, render worker, a2v) between the
+    :class:`realtime.media.engine.Engine` (avatar, render worker, a2v) between the
     services of several calls; without it the service loads its own at start.
     """
 
@@ -174,8 +161,8 @@ class SplatAvatarService(AIService):
         avatar: str | Path | None = None,
         fps: int = 25,
         size: int = 512,
-        a2v_runtime: str = "onnx-cpu",
-        render_backend: str = "cpu",
+        a2v_runtime: A2VRuntimeChoice = "onnx-cpu",
+        render_backend: RenderBackend = "cpu",
         emotion: str = "neutral",
         emotion_intensity: float = 1.0,
         engine: Engine | None = None,
@@ -220,7 +207,7 @@ class SplatAvatarService(AIService):
         self._lead_s = (
             1.0 / fps
         )  # how far ahead of its due time a frame is prepared (set from the render cost)
-        self._level = 0  # degradation ladder level (realtime.scheduler.ladder_for)
+        self._level = 0  # degradation ladder level (realtime.media.frame_renderer.ladder_for)
         self._slack: deque[float] = deque(maxlen=25)  # recent (due - rendered) / period; < 0: late
         self._neutral: VideoFrame | None = None
         self._push_task: asyncio.Task[None] | None = None
@@ -599,91 +586,3 @@ class SplatAvatarService(AIService):
         )
         if not busy:
             self._drained.set()
-
-
-# --- SmallWebRTC: stamp video on the audio clock ---------------------------------------------------------
-
-
-class AudioClockVideoTrack(RawVideoTrack):
-    """Pipecat's SmallWebRTC video track, stamping each frame with its own pts instead of 1/30 s steps.
-
-    ``OutputImageRawFrame.pts`` (nanoseconds; :class:`SplatAvatarService` sets it
-    from the audio clock) becomes the RTP time (90 kHz). A frame without pts is
-    stamped with the wall time since the first frame. The track does not sleep:
-    the output transport's live video loop already paces the frames.
-    """
-
-    def __init__(self, width: int, height: int) -> None:
-        super().__init__(width, height)
-        self._wall0: float | None = None
-        self._last_pts = -1
-
-    async def recv(self) -> VideoFrame:
-        raw = await self._video_buffer.get()
-        image = np.frombuffer(raw.image, dtype=np.uint8).reshape(self._height, self._width, 3)
-        frame = VideoFrame.from_ndarray(image, format="rgb24")
-        if self._wall0 is None:
-            self._wall0 = time.monotonic()
-        if raw.pts is not None:
-            pts = int(raw.pts) * VIDEO_CLOCK_RATE // NS_PER_S
-        else:
-            pts = round((time.monotonic() - self._wall0) * VIDEO_CLOCK_RATE)
-        pts = max(pts, self._last_pts + 1)  # RTP time never steps back
-        self._last_pts = pts
-        frame.pts = pts
-        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
-        return frame
-
-
-class _AudioClockClient(SmallWebRTCClient):
-    """SmallWebRTC client that sends video through :class:`AudioClockVideoTrack`."""
-
-    async def _handle_client_connected(self) -> None:
-        params: TransportParams | None = self._params
-        if params is None or not params.video_out_enabled:
-            await super()._handle_client_connected()
-            return
-        # install our track before Pipecat would install its RawVideoTrack (its sender must never wait on one)
-        track = AudioClockVideoTrack(params.video_out_width, params.video_out_height)
-        self._video_output_track = track  # type: ignore[assignment]  # Pipecat types it None
-        self._webrtc_connection.replace_video_track(track)
-        self._params = params.model_copy(update={"video_out_enabled": False})  # type: ignore[assignment]
-        try:
-            await super()._handle_client_connected()
-        finally:
-            self._params = params  # type: ignore[assignment]
-            self._video_output_track = track  # type: ignore[assignment]
-
-
-class SplatSmallWebRTCTransport(SmallWebRTCTransport):
-    """A drop-in ``SmallWebRTCTransport`` whose video RTP time follows the frames' pts (the audio clock).
-
-    Use it in place of ``SmallWebRTCTransport`` to keep 25 FPS video in sync;
-    everything else is Pipecat's transport unchanged.
-    """
-
-    def __init__(
-        self,
-        webrtc_connection: SmallWebRTCConnection,
-        params: TransportParams,
-        input_name: str | None = None,
-        output_name: str | None = None,
-    ) -> None:
-        super().__init__(webrtc_connection, params, input_name=input_name, output_name=output_name)
-        self._client = _AudioClockClient(webrtc_connection, self._callbacks)
-
-
-def avatar_transport_params(fps: int = 25, size: int = 512, **overrides: Any) -> TransportParams:
-    """TransportParams for a bot with a SplatAvatarService face (audio in/out, live video out)."""
-    values: dict[str, Any] = {
-        "audio_in_enabled": True,
-        "audio_out_enabled": True,
-        "audio_out_sample_rate": OUTPUT_SAMPLE_RATE,
-        "video_out_enabled": True,
-        "video_out_is_live": True,
-        "video_out_width": size,
-        "video_out_height": size,
-        "video_out_framerate": fps,
-    }
-    values.update(overrides)
-    return TransportParams(**values)

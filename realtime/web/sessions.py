@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
-import re
 import secrets
-import sys
 import time
 import uuid
 import weakref
@@ -28,18 +25,14 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
-from realtime.avatar_stream import AvatarStream, FrameJob
-from realtime.engine import Engine
-from realtime.scheduler import FrameClock
-from realtime.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaOutlet
+from realtime.media.engine import Engine
+from realtime.media.pacer import FrameClock
+from realtime.media.stream import AvatarStream, FrameJob
+from realtime.media.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaOutlet
+from realtime.web.memory import release_freed_memory
+from realtime.web.sdp import OfferError, check_offer
 
 logger = logging.getLogger(__name__)
-
-MAX_SDP_BYTES = 64 * 1024
-# RFC 8839 §5.4: ice-ufrag 4-256 and ice-pwd 22-256 ice-chars (ALPHA / DIGIT / "+" / "/")
-_ICE_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")
-_ICE_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
-MAX_MEDIA_SECTIONS = 16  # a browser offers 2-3 (audio, video, data channel); each one costs transports
 
 
 class SessionError(Exception):
@@ -288,24 +281,6 @@ class Session:
         logger.info("session %s: closed", self.id)
 
 
-def release_freed_memory() -> None:
-    """Hand the heap pages freed by a closed session back to the OS (glibc's ``malloc_trim``; Linux only).
-
-    A session frees tens of MB of encoder, frame and audio buffers when it ends;
-    glibc keeps such pages in its per-thread arenas, so without this the
-    server's RSS ratchets up session after session: in a 4-minute
-    ``splatcast bench soak`` (7 sessions, 512 px) the idle RSS at the end was
-    945 MB without it and 789 MB with it (baselines 688 and 641 MB).
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return
-    trim(0)
-
-
 def _prefer_vp8(transceiver: Any) -> None:
     """VP8 encodes 4× faster than H.264 here (FACTS.md); keep H.264 as a fallback."""
     from aiortc.rtcrtpsender import RTCRtpSender
@@ -316,70 +291,6 @@ def _prefer_vp8(transceiver: Any) -> None:
     ]
     with contextlib.suppress(Exception):
         transceiver.setCodecPreferences(ordered)
-
-
-def _check_offer(sdp: str) -> None:
-    """Refuse what is not an SDP offer with media before any resource is spent on it."""
-    from aiortc.sdp import SessionDescription
-
-    if len(sdp.encode()) > MAX_SDP_BYTES:
-        raise SessionError(f"the SDP offer is over {MAX_SDP_BYTES} bytes", 413)
-    if not sdp.lstrip().startswith("v=0"):
-        raise SessionError("the body's 'sdp' is not an SDP offer (it must start with v=0)")
-    _check_sdp_lines(sdp)
-    try:
-        parsed = SessionDescription.parse(sdp)
-    except Exception as exc:  # the parser raises ValueError, KeyError, IndexError... on garbage
-        raise SessionError(f"the SDP offer does not parse: {exc or type(exc).__name__}") from exc
-    if not parsed.media:
-        raise SessionError("the SDP offer has no media sections")
-    if len(parsed.media) > MAX_MEDIA_SECTIONS:
-        raise SessionError(
-            f"the SDP offer has {len(parsed.media)} media sections (at most {MAX_MEDIA_SECTIONS})"
-        )
-    mids = {media.rtp.muxId for media in parsed.media if media.rtp.muxId}
-    for group in parsed.group:
-        unknown = [str(item) for item in group.items if str(item) not in mids]
-        if unknown:
-            raise SessionError(f"the SDP offer's a=group:{group.semantic} names unknown mids {unknown[:5]}")
-    from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS
-
-    for media in parsed.media:
-        if not 0 <= media.port <= 65535:
-            raise SessionError(
-                f"the SDP offer's {media.kind} m-line has port {media.port} (must be 0..65535)"
-            )
-        ice = media.ice  # missing ones are refused by aiortc ("ICE username fragment or password is missing")
-        if ice is not None and ice.usernameFragment and ice.password:
-            if not (_ICE_UFRAG.fullmatch(ice.usernameFragment) and _ICE_PWD.fullmatch(ice.password)):
-                raise SessionError(
-                    f"the SDP offer's {media.kind} m-line has a malformed ice-ufrag or ice-pwd "
-                    "(4-256 and 22-256 characters of A-Z a-z 0-9 + /)"
-                )
-        # without a fingerprint we can check, the DTLS handshake fails later: refuse before spending on it
-        fingerprints = media.dtls.fingerprints if media.dtls is not None else []
-        if not any(f.algorithm.lower() in X509_DIGEST_ALGORITHMS for f in fingerprints):
-            raise SessionError(
-                f"the SDP offer's {media.kind} m-line has no DTLS fingerprint "
-                f"(a=fingerprint with one of {', '.join(sorted(X509_DIGEST_ALGORITHMS))})"
-            )
-
-
-def _check_sdp_lines(sdp: str) -> None:
-    """Every line ``<letter>=<value>``, ended by CRLF or LF (RFC 8866 §5): no bare CR, no other lines.
-
-    aiortc's parser skips lines it does not understand, so an offer with, say, an HTTP response
-    spliced into it (CRLF injection) or CR-only line ends would otherwise pass.
-    """
-    lines = sdp.split("\n")
-    if lines and lines[-1].strip() == "":
-        lines.pop()  # the final line end
-    for number, line in enumerate(lines, start=1):
-        line = line.removesuffix("\r")
-        if len(line) < 2 or line[1] != "=" or not ("a" <= line[0] <= "z"):
-            raise SessionError(f"the SDP offer's line {number} is not <letter>=<value>: {line[:40]!r}")
-        if "\r" in line or "\x00" in line:
-            raise SessionError(f"the SDP offer's line {number} has a bare CR or a NUL byte")
 
 
 class SessionManager:
@@ -414,7 +325,10 @@ class SessionManager:
             raise SessionError("the server is shutting down", 503, retry_after=30)
         if kind != "offer":
             raise SessionError(f"expected an SDP of type 'offer', got {kind!r}")
-        _check_offer(sdp)
+        try:
+            check_offer(sdp)
+        except OfferError as exc:
+            raise SessionError(str(exc), exc.status) from exc
         if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
             raise SessionError("the server is at its session limit", 503, retry_after=30)
         admitted, retry = self.engine.scheduler.admit(self.engine.settings.capacity)

@@ -32,8 +32,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
-from realtime.avatar_stream import VIDEO_CLOCK_RATE, FrameJob
-from realtime.clock import sleep_until
+from realtime.media.clock import sleep_until
+from realtime.media.stream import VIDEO_CLOCK_RATE, FrameJob
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +200,6 @@ class AvatarVideoTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         self._returned_at = time.perf_counter()
         return frame
-
-    def stop(self) -> None:
-        super().stop()
 
 
 class AvatarAudioTrack(MediaStreamTrack):

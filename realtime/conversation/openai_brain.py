@@ -5,7 +5,7 @@ exceptions into ``ErrorFrame``s, but on its own a hanging endpoint holds a turn
 for the OpenAI client's default 600 s, an endpoint that answers with something
 that is not a chat completion stream (an HTML page, a JSON error with status
 200) ends the turn in silence, and a 4xx marks the service unusable. This
-subclass (imported lazily by :func:`realtime.brains.make_brain`) adds:
+subclass (imported lazily by :func:`realtime.conversation.brains.make_brain`) adds:
 
 * **a time budget**: the first token must arrive within ``timeout_s`` of the
   request (connect, headers and first chunk together), and each later chunk

@@ -11,19 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from realtime.settings import Settings, SettingsError, load_settings
+from engines.a2v.runtime import RUNTIME_CHOICES
+from engines.splat.rasterize import BACKENDS
+from realtime.settings import BRAINS, Settings, SettingsError, load_settings
 
 logger = logging.getLogger("splatcast")
 
 Handler = Callable[[Settings, argparse.Namespace], int]
-
-
-class NotBuiltYet(RuntimeError):
-    """The subcommand's implementation has not landed yet."""
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +29,8 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--avatar", type=Path, default=None, help="avatar .safetensors (default: bundled)")
     g.add_argument("--fps", type=int, default=None, help="video frame rate: 25 (default) or 30")
     g.add_argument("--size", type=int, default=None, help="video size in pixels (square), default 512")
-    g.add_argument(
-        "--render-backend", dest="render_backend", default=None, choices=["cpu", "torch", "reference"]
-    )
-    g.add_argument(
-        "--a2v-runtime",
-        dest="a2v_runtime",
-        default=None,
-        choices=["onnx-cpu", "onnx-cuda", "tensorrt", "auto"],
-    )
+    g.add_argument("--render-backend", dest="render_backend", default=None, choices=BACKENDS)
+    g.add_argument("--a2v-runtime", dest="a2v_runtime", default=None, choices=RUNTIME_CHOICES)
     g.add_argument("--numba-threads", dest="numba_threads", type=int, default=None)
 
 
@@ -65,7 +55,7 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("server")
     g.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=None, help="port (default 8080)")
-    g.add_argument("--brain", default=None, choices=["echo", "openai"], help="echo (default) or openai")
+    g.add_argument("--brain", default=None, choices=BRAINS, help="echo (default) or openai")
     g.add_argument("--llm-url", dest="llm_url", default=None, help="OpenAI-compatible base URL")
     g.add_argument("--llm-model", dest="llm_model", default=None)
     g.add_argument("--llm-key", dest="llm_key", default=None, help="API key (prefer SPLATCAST_LLM_KEY)")
@@ -111,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     # serve
-    p = command(sub, "serve", "realtime.server:serve_command", "run the avatar server (browser client at /)")
+    p = command(
+        sub, "serve", "realtime.cli.serve:serve_command", "run the avatar server (browser client at /)"
+    )
     _server_flags(p)
     _settings_flags(p)
 
@@ -119,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         sub,
         "bot",
-        "realtime.bot:bot_command",
+        "realtime.cli.bot:bot_command",
         "a ready Pipecat voice bot with the avatar's face (browser at /)",
     )
     g = p.add_argument_group("bot")
@@ -139,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(p)
 
     # say
-    p = command(sub, "say", "realtime.say:say_command", "render TEXT (or --audio) to an MP4 offline")
+    p = command(sub, "say", "realtime.cli.say:say_command", "render TEXT (or --audio) to an MP4 offline")
     p.add_argument("text", nargs="?", default=None, help="what the avatar says")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
     p.add_argument("--audio", type=Path, default=None, help="speak this audio file instead of TTS")
@@ -151,37 +143,35 @@ def build_parser() -> argparse.ArgumentParser:
         dest="avatar_command", metavar="ACTION", required=True
     )
     p = command(
-        avatar, "create", "realtime.commands.avatar:create_command", "build an avatar from a frontal photo"
+        avatar, "create", "realtime.cli.avatar:create_command", "build an avatar from a frontal photo"
     )
     p.add_argument("--photo", type=Path, help="portrait image (JPEG/PNG)")
     p.add_argument(
         "--astronaut", action="store_true", help="use skimage.data.astronaut() (the default avatar)"
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors")
-    p = command(
-        avatar, "preview", "realtime.commands.avatar:preview_command", "render a labelled sheet of shapes"
-    )
+    p = command(avatar, "preview", "realtime.cli.avatar:preview_command", "render a labelled sheet of shapes")
     p.add_argument("avatar_path", type=Path, nargs="?", default=None, help="avatar (default: bundled)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .png")
     _settings_flags(p)
-    p = command(avatar, "info", "realtime.commands.avatar:info_command", "print an avatar's metadata")
+    p = command(avatar, "info", "realtime.cli.avatar:info_command", "print an avatar's metadata")
     p.add_argument("avatar_path", type=Path, nargs="?", default=None)
 
     # a2v
     a2v = sub.add_parser("a2v", help="audio-to-viseme network: data, training, evaluation").add_subparsers(
         dest="a2v_command", metavar="ACTION", required=True
     )
-    p = command(a2v, "data", "realtime.commands.a2v:data_command", "synthesise the training corpus")
+    p = command(a2v, "data", "realtime.cli.a2v:data_command", "synthesise the training corpus")
     p.add_argument("--out", type=Path, default=Path("build/a2v-corpus"))
     p.add_argument("--sentences", type=int, default=800)
     p.add_argument("--seed", type=int, default=0)
-    p = command(a2v, "train", "realtime.commands.a2v:train_command", "train a2v on CPU and write ONNX + card")
+    p = command(a2v, "train", "realtime.cli.a2v:train_command", "train a2v on CPU and write ONNX + card")
     p.add_argument("--data", type=Path, default=Path("build/a2v-corpus"))
     p.add_argument("--out", type=Path, default=Path("build/a2v"))
     p.add_argument("--minutes", type=float, default=25.0, help="training time budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--install", action="store_true", help="copy the ONNX + card into engines/data (shipped)")
-    p = command(a2v, "eval", "realtime.commands.a2v:eval_command", "evaluate on the held-out split")
+    p = command(a2v, "eval", "realtime.cli.a2v:eval_command", "evaluate on the held-out split")
     p.add_argument("--data", type=Path, default=Path("build/a2v-corpus"))
     p.add_argument("--weights", type=Path, default=None, help="ONNX weights (default: bundled)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -191,18 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="offline compilation: ONNX, TensorRT, avatar LOD").add_subparsers(
         dest="export_command", metavar="ACTION", required=True
     )
-    p = command(
-        export, "onnx", "realtime.commands.a2v:export_onnx_command", "export trained a2v weights to ONNX"
-    )
+    p = command(export, "onnx", "realtime.cli.a2v:export_onnx_command", "export trained a2v weights to ONNX")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p = command(
-        export, "tensorrt", "realtime.commands.a2v:export_tensorrt_command", "build a TensorRT engine"
-    )
+    p = command(export, "tensorrt", "realtime.cli.a2v:export_tensorrt_command", "build a TensorRT engine")
     p.add_argument("--onnx", type=Path, default=None, help="ONNX model (default: bundled)")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--max-batch", type=int, default=64)
-    p = command(export, "distill", "realtime.commands.avatar:distill_command", "add LOD levels to an avatar")
+    p = command(export, "distill", "realtime.cli.avatar:distill_command", "add LOD levels to an avatar")
     p.add_argument("avatar_path", type=Path)
     p.add_argument("-o", "--output", type=Path, default=None, help="output (default: overwrite input)")
     p.add_argument("--levels", default="1.0,0.5,0.25", help="comma-separated Gaussian budgets")
@@ -212,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="bench_command", metavar="ACTION", required=True
     )
     p = command(bench, "render", "benchmarks.render:bench_render_command", "splat render speed")
-    p.add_argument("--backend", default="cpu", choices=["cpu", "torch", "reference"])
+    p.add_argument("--backend", default="cpu", choices=BACKENDS)
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--json", action="store_true")
@@ -254,30 +240,20 @@ def build_parser() -> argparse.ArgumentParser:
         _settings_flags(p)  # the local server's avatar, size, fps, backend (ignored with --url but --avatar)
 
     # doctor
-    p = command(
-        sub, "doctor", "realtime.commands.doctor:doctor_command", "check the machine and bundled assets"
-    )
+    p = command(sub, "doctor", "realtime.cli.doctor:doctor_command", "check the machine and bundled assets")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
 def resolve(target: str) -> Handler:
-    """Import ``module:function`` lazily; a missing module means the feature has not landed."""
+    """Import the ``module:function`` a subcommand names (lazily: only the command that runs pays)."""
     module_name, _, func_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise NotBuiltYet(f"'{module_name}' is not built yet") from exc
-        raise
-    handler: Handler | None = getattr(module, func_name, None)
-    if handler is None:
-        raise NotBuiltYet(f"'{target}' is not built yet")
+    handler: Handler = getattr(importlib.import_module(module_name), func_name)
     return handler
 
 
 def setup_logging(level: str, secrets: Sequence[str | None] = ()) -> None:
-    from realtime.security import SecretFilter
+    from realtime.web.security import SecretFilter
 
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -291,7 +267,7 @@ def setup_logging(level: str, secrets: Sequence[str | None] = ()) -> None:
         for noisy in ("aioice", "aiortc", "numba", "faster_whisper", "matplotlib", "PIL"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     # Pipecat logs through loguru: route it here, so the level and the secret filter apply to it too
-    from realtime.log_bridge import route_loguru_to_logging
+    from realtime.cli.log_bridge import route_loguru_to_logging
 
     route_loguru_to_logging()
 
@@ -308,16 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import os
 
         os.environ["NUMBA_NUM_THREADS"] = str(settings.numba_threads)
-    try:
-        handler = resolve(args.target)
-    except NotBuiltYet as exc:
-        print(f"splatcast: {exc}; this subcommand arrives with a later release.", file=sys.stderr)
-        return 2
+    handler = resolve(args.target)
     try:
         return int(handler(settings, args) or 0)
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ and answers with ``LLMFullResponseStartFrame``, ``LLMTextFrame``s and
   rest is generated. A failed turn (endpoint down, HTTP error, no first token
   within ``--llm-timeout``, a reply that is not a chat completion stream) ends
   with an error event and the spoken ``--llm-fallback`` line, and the next turn
-  tries the endpoint again (:mod:`realtime.openai_brain`).
+  tries the endpoint again (:mod:`realtime.conversation.openai_brain`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def make_brain(settings: Settings) -> FrameProcessor:
             raise BrainError("brain 'openai' needs --llm-url (or SPLATCAST_LLM_URL)")
         if not settings.llm_model:
             raise BrainError("brain 'openai' needs --llm-model (or SPLATCAST_LLM_MODEL)")
-        from realtime.openai_brain import GuardedOpenAILLMService
+        from realtime.conversation.openai_brain import GuardedOpenAILLMService
 
         logger.info("brain: OpenAI-compatible %s, model %s", settings.llm_url, settings.llm_model)
         return GuardedOpenAILLMService(

@@ -1,0 +1,85 @@
+"""Rig parameters → video frames for one avatar at one output size, at any rung of the degradation ladder.
+
+:class:`FrameRenderer` wraps the engine's plate renderer
+(:class:`engines.splat.render.Renderer`, which draws the static background once
+per size and level of detail) and hands out ``av.VideoFrame``s at the output
+size. The ladder (:func:`ladder_for`) lowers the internal render scale and the
+avatar's level of detail together before it repeats frames.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from av import VideoFrame
+
+from engines.splat.rasterize import RenderBackend
+
+
+@dataclass(frozen=True)
+class Level:
+    """One rung of the degradation ladder."""
+
+    scale: float  # internal render scale (the frame is scaled back up to the output size)
+    lod: int  # avatar level of detail (0 = all Gaussians)
+    render_every: int  # 1 = every frame; 2 = every other frame, the previous one repeated
+
+
+def ladder_for(lod_count: int) -> tuple[Level, ...]:
+    """Full quality → lower render scale → fewer Gaussians → repeat every other frame.
+
+    Scale and level of detail step down together in small rungs, so a machine that cannot draw every
+    frame at full size still sends fresh (softer) faces at full frame rate before it repeats any.
+    """
+    mid = min(1, lod_count)  # 50 % Gaussians when the avatar has it
+    low = lod_count  # the smallest level it has
+    rungs = [Level(1.0, 0, 1), Level(0.75, 0, 1), Level(0.75, mid, 1), Level(0.5, mid, 1), Level(0.5, low, 1)]
+    unique: list[Level] = []
+    for rung in rungs:
+        if rung not in unique:
+            unique.append(rung)
+    return (*unique, Level(0.5, low, 2))
+
+
+class FrameRenderer:
+    """Renders one avatar at one output size, at any ladder level, to ``av.VideoFrame``s."""
+
+    def __init__(self, avatar: Any, size: tuple[int, int], backend: RenderBackend = "cpu") -> None:
+        # imported here: numba compiles on first use. The engine's Renderer draws the static
+        # background once per size/LOD as a plate and composites only the moving layers each frame.
+        from engines.splat.render import Renderer as SplatRenderer
+
+        self._splat = SplatRenderer(avatar, backend)
+        self.avatar = avatar
+        self.size = size  # (H, W)
+        self.backend = backend
+        self.channels: tuple[str, ...] = tuple(avatar.channels)
+        self.levels = ladder_for(len(getattr(avatar, "lods", ())))
+        self.max_batch = 32 if backend == "torch" else 1
+
+    def level_size(self, level: int) -> tuple[int, int]:
+        s = self.levels[level].scale
+        h, w = self.size
+        return max(16, round(h * s / 2) * 2), max(16, round(w * s / 2) * 2)
+
+    def render(self, params: np.ndarray, level: int) -> np.ndarray:
+        """params [B, C] float32 → uint8 [B, h, w, 3] at the level's internal size."""
+        lvl = self.levels[level]
+        return np.asarray(self._splat.render(params, size=self.level_size(level), lod=lvl.lod))
+
+    def to_video_frame(self, image: np.ndarray) -> VideoFrame:
+        """uint8 [h, w, 3] → a yuv420p frame at the output size (scaled up when rendered smaller)."""
+        frame = VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        h, w = self.size
+        return frame.reformat(width=w, height=h, format="yuv420p")
+
+    def warmup(self) -> float:
+        """Compile and run every level once; returns seconds taken."""
+        t = time.perf_counter()
+        neutral = np.asarray(self.avatar.neutral(1), np.float32)
+        for level in range(len(self.levels)):
+            self.to_video_frame(self.render(neutral, level)[0])
+        return time.perf_counter() - t

@@ -1,0 +1,204 @@
+"""One render worker pool for all sessions: earliest-deadline-first jobs, batching, timings, admission.
+
+:class:`Scheduler` owns the render worker thread(s). Each frame is a job with
+a deadline (the wall time its audio is due to leave); jobs run
+earliest-deadline-first, and jobs for the same avatar and level that fall due
+in the same tick are rendered as one batch when the backend takes batches.
+It times every stage into histograms and says how many sessions fit
+(admission control).
+
+numba's CPU rasteriser releases the GIL and uses every core itself, so one
+worker thread is the right pool size on a CPU; batching pays off on a GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from av import VideoFrame
+
+from realtime.media.frame_renderer import FrameRenderer
+from realtime.media.timings import StageTimings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(order=True)
+class _Job:
+    deadline: float
+    seq: int
+    renderer: FrameRenderer = field(compare=False)
+    params: np.ndarray = field(compare=False)  # [C]
+    level: int = field(compare=False)
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    future: asyncio.Future[VideoFrame | None] = field(compare=False)
+    owner: object = field(default=None, compare=False)  # the session's frame clock (None: standalone job)
+
+
+class Scheduler:
+    """EDF render worker pool shared by every session; timing histograms; admission control."""
+
+    def __init__(self, fps: int = 25, workers: int = 1, headroom: float = 0.8) -> None:
+        self.fps = fps
+        self.period = 1.0 / fps
+        self.headroom = headroom
+        self.timings = StageTimings()
+        self._heap: list[_Job] = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._closed = False
+        self._cost_ms: dict[int, float] = {}  # EMA of render+convert ms per frame, per level
+        self.sessions = 0
+        self.rendered = 0
+        self.skipped_stale = 0
+        self.superseded = 0  # jobs skipped because their session had queued a newer frame
+        self.batches = 0
+        self._threads = [
+            threading.Thread(target=self._work, name=f"splatcast-render-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # --- jobs --------------------------------------------------------------------------------------
+    def submit(
+        self, renderer: FrameRenderer, params: np.ndarray, deadline: float, level: int, owner: object = None
+    ) -> asyncio.Future[VideoFrame | None]:
+        """Queue one frame; the future gets the frame, or None when it could not be done in time.
+
+        A job whose ``owner`` has queued a newer job by the time a worker gets to it is skipped: its
+        frame is already due, and the newer one will be the freshest image anyway.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[VideoFrame | None] = loop.create_future()
+        job = _Job(deadline, next(self._seq), renderer, params, level, loop, fut, owner)
+        with self._cv:
+            if self._closed:
+                fut.set_result(None)
+                return fut
+            heapq.heappush(self._heap, job)
+            self._cv.notify()
+        return fut
+
+    def _take_batch(self) -> list[_Job] | None:
+        with self._cv:
+            while not self._heap and not self._closed:
+                self._cv.wait()
+            if self._closed:
+                return None
+            first = heapq.heappop(self._heap)
+            while self._superseded(first):
+                self.superseded += 1
+                self._resolve(first, None)  # thread-safe: resolved on the session's loop
+                if not self._heap:
+                    return []
+                first = heapq.heappop(self._heap)
+            batch = [first]
+            if first.renderer.max_batch > 1:
+                horizon = first.deadline + self.period / 2
+                keep: list[_Job] = []
+                while (
+                    self._heap and self._heap[0].deadline <= horizon and len(batch) < first.renderer.max_batch
+                ):
+                    job = heapq.heappop(self._heap)
+                    (batch if job.renderer is first.renderer and job.level == first.level else keep).append(
+                        job
+                    )
+                for job in keep:
+                    heapq.heappush(self._heap, job)
+            return batch
+
+    def _superseded(self, job: _Job) -> bool:
+        """The job's session has queued a newer frame (call with the lock held)."""
+        return job.owner is not None and any(j.owner is job.owner and j.seq > job.seq for j in self._heap)
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            self._run_batch(batch)
+            # while this worker waits for the next job, nothing of the last one (its session's clock,
+            # stream and frames) stays referenced from here: a closed session is freed at once
+            del batch
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        now = time.monotonic()
+        live = [j for j in batch if not j.future.cancelled() and j.deadline > now]
+        for j in batch:
+            if j not in live:
+                self.skipped_stale += 1
+                self._resolve(j, None)
+        if not live:
+            return
+        try:
+            t = time.perf_counter()
+            images = live[0].renderer.render(np.stack([j.params for j in live]), live[0].level)
+            frames = [live[0].renderer.to_video_frame(img) for img in images]
+            ms = (time.perf_counter() - t) * 1000.0
+        except Exception:
+            logger.exception("scheduler: render failed for a batch of %d", len(live))
+            for j in live:
+                self._resolve(j, None)
+            return
+        per_frame = ms / len(live)
+        self.timings.observe("render", per_frame)
+        self._learn_cost(live[0].level, per_frame)
+        self.rendered += len(live)
+        self.batches += 1
+        for j, frame in zip(live, frames, strict=True):
+            self._resolve(j, frame)
+
+    @staticmethod
+    def _resolve(job: _Job, frame: VideoFrame | None) -> None:
+        def done() -> None:
+            if not job.future.done():
+                job.future.set_result(frame)
+
+        with contextlib.suppress(RuntimeError):  # the session's loop already closed
+            job.loop.call_soon_threadsafe(done)
+
+    def _learn_cost(self, level: int, ms: float) -> None:
+        old = self._cost_ms.get(level)
+        self._cost_ms[level] = ms if old is None else 0.9 * old + 0.1 * ms
+
+    # --- capacity ------------------------------------------------------------------------------------
+    def frame_cost_ms(self, level: int = 0) -> float | None:
+        """Measured cost of one frame for one session: render (+ encode, which shares the CPU)."""
+        render = self._cost_ms.get(level)
+        if render is None:
+            return None
+        encode = self.timings.stages["encode"].snapshot()["mean_ms"]
+        return render + encode
+
+    def capacity(self) -> int:
+        """How many sessions hold full frame rate at full quality, from the measured cost."""
+        cost = self.frame_cost_ms(0)
+        if cost is None or cost <= 0:
+            return max(1, self.sessions + 1)  # nothing measured yet: admit and learn
+        budget = self.period * 1000.0 * self.headroom * len(self._threads)
+        return max(1, int(budget // cost))
+
+    def admit(self, capacity: int | None = None) -> tuple[bool, float]:
+        """(admitted, retry_after_s) for one more session; ``capacity`` overrides the measured one."""
+        if self.sessions + 1 <= (capacity or self.capacity()):
+            return True, 0.0
+        return False, 10.0
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            pending, self._heap = self._heap, []
+            self._cv.notify_all()
+        for j in pending:
+            self._resolve(j, None)
+        for t in self._threads:
+            t.join(timeout=5)
