@@ -30,11 +30,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from engines.splat.types import Camera, PosedGaussians
+from engines.splat.yuv import block_to_i420, i420_planes, i420_shape
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +282,90 @@ def _blend_rows(
         trans[p] = tr * (one - a)
 
 
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _accumulate_tile(
+    t: int,  # tile index
+    starts: np.ndarray,  # [T + 1] int64
+    ids: np.ndarray,  # [E] int32
+    feat: np.ndarray,  # [N, 6] float32
+    rect: np.ndarray,  # [N, 4] int32
+    colors: np.ndarray,  # [N, 3] float32
+    tiles_x: int,
+    height: int,
+    width: int,
+    col_of: np.ndarray,  # [TILE·HALF] float32 (see _blend_rows)
+    row_of: np.ndarray,  # [TILE·HALF] float32
+    acc_r: np.ndarray,  # [TILE·TILE] float32 out: premultiplied colour of the tile's Gaussians
+    acc_g: np.ndarray,
+    acc_b: np.ndarray,
+    trans: np.ndarray,  # [TILE·TILE] float32 out: transmittance left (what shows through)
+) -> None:
+    """Front-to-back compositing of tile ``t``'s Gaussians into the tile buffers (pixel order: see HALF)."""
+    ty = t // tiles_x
+    tx = t - ty * tiles_x
+    x0 = tx * TILE
+    y0 = ty * TILE
+    x1 = min(x0 + TILE, width) - 1
+    y1 = min(y0 + TILE, height) - 1
+    half = np.float32(0.5)
+    acc_r[:] = 0.0
+    acc_g[:] = 0.0
+    acc_b[:] = 0.0
+    trans[:] = 1.0
+    # pixels of an edge tile that lie outside the image start finished
+    for p in range(TILE * TILE):
+        if x0 + (p // (TILE * HALF)) * HALF + p % HALF > x1 or y0 + (p % (TILE * HALF)) // HALF > y1:
+            trans[p] = 0.0
+    for e in range(starts[t], starts[t + 1]):
+        # every _CHECK_EVERY Gaussians: leave the tile once every pixel has stopped
+        if (e - starts[t]) % _CHECK_EVERY == _CHECK_EVERY - 1 and trans.max() < np.float32(_T_STOP):
+            break
+        k = ids[e]
+        u = feat[k, 0]
+        v = feat[k, 1]
+        gi0 = max(rect[k, 2], y0)
+        gi1 = min(rect[k, 3], y1)
+        h0 = (max(rect[k, 0], x0) - x0) // HALF
+        h1 = (min(rect[k, 1], x1) - x0) // HALF
+        for h in range(h0, h1 + 1):
+            _blend_rows(
+                acc_r,
+                acc_g,
+                acc_b,
+                trans,
+                col_of,
+                row_of,
+                h * TILE * HALF + (gi0 - y0) * HALF,
+                gi1 - gi0 + 1,
+                np.float32(x0 + h * HALF) + half - u,
+                np.float32(gi0) + half - v,
+                feat[k, 2],
+                feat[k, 3],
+                feat[k, 4],
+                feat[k, 5],
+                colors[k, 0],
+                colors[k, 1],
+                colors[k, 2],
+            )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _run_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(col_of, row_of) [TILE·HALF] float32: column within the half and row offset of run pixel q."""
+    col_of = np.empty(TILE * HALF, dtype=np.float32)
+    row_of = np.empty(TILE * HALF, dtype=np.float32)
+    for q in range(TILE * HALF):
+        col_of[q] = q % HALF
+        row_of[q] = q // HALF
+    return col_of, row_of
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tile_pixel(i: int, j: int, y0: int, x0: int) -> int:
+    """Index of image pixel (i, j) in the buffers of the tile whose corner is (y0, x0)."""
+    return ((j - x0) // HALF) * TILE * HALF + (i - y0) * HALF + (j - x0) % HALF
+
+
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
 def _composite(
     starts: np.ndarray,  # [T + 1] int64
@@ -292,65 +380,38 @@ def _composite(
     out_alpha: np.ndarray,  # [H, W] float32
 ) -> None:
     plate = bg_rgb.shape[0] > 1 or bg_rgb.shape[1] > 1
-    col_of = np.empty(TILE * HALF, dtype=np.float32)
-    row_of = np.empty(TILE * HALF, dtype=np.float32)
-    for q in range(TILE * HALF):
-        col_of[q] = q % HALF
-        row_of[q] = q // HALF
+    col_of, row_of = _run_tables()
     height = out_rgb.shape[0]
     width = out_rgb.shape[1]
     n_tiles = starts.shape[0] - 1
-    half = np.float32(0.5)
     one = np.float32(1.0)
     for t in numba.prange(n_tiles):
-        ty = t // tiles_x
-        tx = t - ty * tiles_x
-        x0 = tx * TILE
-        y0 = ty * TILE
-        x1 = min(x0 + TILE, width) - 1
-        y1 = min(y0 + TILE, height) - 1
-        acc_r = np.zeros(TILE * TILE, dtype=np.float32)
-        acc_g = np.zeros(TILE * TILE, dtype=np.float32)
-        acc_b = np.zeros(TILE * TILE, dtype=np.float32)
-        trans = np.ones(TILE * TILE, dtype=np.float32)
-        # pixels of an edge tile that lie outside the image start finished
-        for p in range(TILE * TILE):
-            if x0 + (p // (TILE * HALF)) * HALF + p % HALF > x1 or y0 + (p % (TILE * HALF)) // HALF > y1:
-                trans[p] = 0.0
-        for e in range(starts[t], starts[t + 1]):
-            # every _CHECK_EVERY Gaussians: leave the tile once every pixel has stopped
-            if (e - starts[t]) % _CHECK_EVERY == _CHECK_EVERY - 1 and trans.max() < np.float32(_T_STOP):
-                break
-            k = ids[e]
-            u = feat[k, 0]
-            v = feat[k, 1]
-            gi0 = max(rect[k, 2], y0)
-            gi1 = min(rect[k, 3], y1)
-            h0 = (max(rect[k, 0], x0) - x0) // HALF
-            h1 = (min(rect[k, 1], x1) - x0) // HALF
-            for h in range(h0, h1 + 1):
-                _blend_rows(
-                    acc_r,
-                    acc_g,
-                    acc_b,
-                    trans,
-                    col_of,
-                    row_of,
-                    h * TILE * HALF + (gi0 - y0) * HALF,
-                    gi1 - gi0 + 1,
-                    np.float32(x0 + h * HALF) + half - u,
-                    np.float32(gi0) + half - v,
-                    feat[k, 2],
-                    feat[k, 3],
-                    feat[k, 4],
-                    feat[k, 5],
-                    colors[k, 0],
-                    colors[k, 1],
-                    colors[k, 2],
-                )
-        for i in range(y0, y1 + 1):
-            for j in range(x0, x1 + 1):
-                p = ((j - x0) // HALF) * TILE * HALF + (i - y0) * HALF + (j - x0) % HALF
+        acc_r = np.empty(TILE * TILE, dtype=np.float32)
+        acc_g = np.empty(TILE * TILE, dtype=np.float32)
+        acc_b = np.empty(TILE * TILE, dtype=np.float32)
+        trans = np.empty(TILE * TILE, dtype=np.float32)
+        _accumulate_tile(
+            t,
+            starts,
+            ids,
+            feat,
+            rect,
+            colors,
+            tiles_x,
+            height,
+            width,
+            col_of,
+            row_of,
+            acc_r,
+            acc_g,
+            acc_b,
+            trans,
+        )
+        y0 = (t // tiles_x) * TILE
+        x0 = (t % tiles_x) * TILE
+        for i in range(y0, min(y0 + TILE, height)):
+            for j in range(x0, min(x0 + TILE, width)):
+                p = _tile_pixel(i, j, y0, x0)
                 tr = trans[p]
                 bi = i if plate else 0
                 bj = j if plate else 0
@@ -358,6 +419,91 @@ def _composite(
                 _store(out_rgb, i, j, 1, acc_g[p] + tr * bg_rgb[bi, bj, 1])
                 _store(out_rgb, i, j, 2, acc_b[p] + tr * bg_rgb[bi, bj, 2])
                 out_alpha[i, j] = one - tr * bg_trans[bi, bj]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+def _composite_i420(
+    starts: np.ndarray,  # [T + 1] int64
+    ids: np.ndarray,  # [E] int32
+    feat: np.ndarray,  # [N, 6] float32
+    rect: np.ndarray,  # [N, 4] int32
+    colors: np.ndarray,  # [N, 3] float32
+    bg_rgb: np.ndarray,  # [H, W, 3] float32 (a plate) or [1, 1, 3] (one colour): what shows through
+    bg_y: np.ndarray,  # [H, W] uint8: bg_rgb in I420, copied where a tile has no Gaussian; or [0, 0]
+    bg_u: np.ndarray,  # [H/2, W/2] uint8, or [0, 0]
+    bg_v: np.ndarray,  # [H/2, W/2] uint8, or [0, 0]
+    tiles_x: int,
+    out_y: np.ndarray,  # [H, W] uint8
+    out_u: np.ndarray,  # [H/2, W/2] uint8
+    out_v: np.ndarray,  # [H/2, W/2] uint8
+) -> None:
+    """:func:`_composite` writing I420 (BT.601 limited range, see :mod:`engines.splat.yuv`), no alpha.
+
+    Each pixel is rounded to 8-bit RGB exactly as :func:`_composite` stores it, then converted per
+    2×2 block; H and W are even, so a block never straddles two tiles. A tile that no Gaussian
+    touches is the backdrop's own pixels: copied from ``bg_y/u/v`` when given (the backdrop converted
+    once, by this kernel with no Gaussians, so the copy is exact).
+    """
+    plate = bg_rgb.shape[0] > 1 or bg_rgb.shape[1] > 1
+    col_of, row_of = _run_tables()
+    height = out_y.shape[0]
+    width = out_y.shape[1]
+    n_tiles = starts.shape[0] - 1
+    copy_empty = bg_y.shape[0] == height and bg_y.shape[1] == width
+    for t in numba.prange(n_tiles):
+        y0 = (t // tiles_x) * TILE
+        x0 = (t % tiles_x) * TILE
+        y1 = min(y0 + TILE, height)
+        x1 = min(x0 + TILE, width)
+        if copy_empty and starts[t] == starts[t + 1]:
+            out_y[y0:y1, x0:x1] = bg_y[y0:y1, x0:x1]
+            out_u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = bg_u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+            out_v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = bg_v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+            continue
+        acc_r = np.empty(TILE * TILE, dtype=np.float32)
+        acc_g = np.empty(TILE * TILE, dtype=np.float32)
+        acc_b = np.empty(TILE * TILE, dtype=np.float32)
+        trans = np.empty(TILE * TILE, dtype=np.float32)
+        _accumulate_tile(
+            t,
+            starts,
+            ids,
+            feat,
+            rect,
+            colors,
+            tiles_x,
+            height,
+            width,
+            col_of,
+            row_of,
+            acc_r,
+            acc_g,
+            acc_b,
+            trans,
+        )
+        r = np.empty(4, dtype=np.float32)
+        g = np.empty(4, dtype=np.float32)
+        b = np.empty(4, dtype=np.float32)
+        for bi in range(y0 // 2, y1 // 2):
+            for bj in range(x0 // 2, x1 // 2):
+                for q in range(4):
+                    i = 2 * bi + q // 2
+                    j = 2 * bj + q % 2
+                    p = _tile_pixel(i, j, y0, x0)
+                    tr = trans[p]
+                    pi = i if plate else 0
+                    pj = j if plate else 0
+                    r[q] = _level(acc_r[p] + tr * bg_rgb[pi, pj, 0])
+                    g[q] = _level(acc_g[p] + tr * bg_rgb[pi, pj, 1])
+                    b[q] = _level(acc_b[p] + tr * bg_rgb[pi, pj, 2])
+                block_to_i420(r, g, b, out_y, out_u, out_v, bi, bj)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _level(value: float) -> np.float32:
+    """A colour in [0, 1] as the 8-bit level :func:`_store` writes, as float32."""
+    q = math.floor(value * 255.0 + 0.5)
+    return np.float32(min(max(q, 0), 255))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -396,27 +542,30 @@ def _depth_order(depth: np.ndarray) -> np.ndarray:
     return order
 
 
-def _draw_frame(
-    means: np.ndarray,  # [N, 3] float32
-    quats: np.ndarray,  # [N, 4] float32
-    scales: np.ndarray,  # [N, 3] float32
-    opacities: np.ndarray,  # [N] float32
-    colors: np.ndarray,  # [N, 3] float32
-    camera: Camera,
-    bg_rgb: np.ndarray,  # [H, W, 3] or [1, 1, 3] float32
-    bg_trans: np.ndarray,  # [H, W] or [1, 1] float32
-    out_rgb: np.ndarray,  # [H, W, 3] uint8
-    out_alpha: np.ndarray,  # [H, W] float32
-) -> None:
+@dataclass
+class _TileLists:
+    """One frame's Gaussians, projected and binned to tiles (what the composite kernels take)."""
+
+    starts: np.ndarray  # [T + 1] int64
+    ids: np.ndarray  # [E] int32, per tile in depth order
+    feat: np.ndarray  # [N, 6] float32: u, v, conic a, b, c, opacity
+    rect: np.ndarray  # [N, 4] int32 pixel boxes
+    colors: np.ndarray  # [N, 3] float32
+    tiles_x: int
+
+
+def _tile_lists(g: PosedGaussians, f: int, camera: Camera) -> _TileLists:
+    """Project, sort and bin frame ``f`` of ``g``."""
+    means = np.ascontiguousarray(g.means[f])
     n = means.shape[0]
     feat = np.empty((n, 6), dtype=np.float32)
     rect = np.empty((n, 4), dtype=np.int32)
     depth = np.empty(n, dtype=np.float32)
     _preprocess(
         means,
-        quats,
-        scales,
-        opacities,
+        np.ascontiguousarray(g.quats[f]),
+        np.ascontiguousarray(g.scales[f]),
+        np.ascontiguousarray(g.opacities[f]),
         float(camera.fx),
         float(camera.fy),
         float(camera.cx),
@@ -431,14 +580,36 @@ def _draw_frame(
     tiles_x = (camera.width + TILE - 1) // TILE
     tiles_y = (camera.height + TILE - 1) // TILE
     starts, ids = _bin(order, rect, tiles_x, tiles_y)
-    # tiles differ a lot in cost (face vs background): hand them out in small chunks rather
-    # than one contiguous half of the image per thread. Only here: the per-Gaussian loop of
-    # _preprocess with chunks of 2 cost 4-5x its time in scheduling.
-    previous_chunksize = numba.set_parallel_chunksize(2)
+    return _TileLists(starts, ids, feat, rect, np.ascontiguousarray(g.colors[f]), tiles_x)
+
+
+@contextmanager
+def _small_chunks() -> Iterator[None]:
+    """Tiles differ a lot in cost (face vs background): hand them out in small chunks rather than one
+    contiguous half of the image per thread. Only for the composite: the per-Gaussian loop of
+    _preprocess with chunks of 2 cost 4-5x its time in scheduling."""
+    previous = numba.set_parallel_chunksize(2)
     try:
-        _composite(starts, ids, feat, rect, colors, bg_rgb, bg_trans, tiles_x, out_rgb, out_alpha)
+        yield
     finally:
-        numba.set_parallel_chunksize(previous_chunksize)
+        numba.set_parallel_chunksize(previous)
+
+
+def _backdrop(
+    camera: Camera, background: np.ndarray, plate: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb float32 [H, W, 3] or [1, 1, 3], transmittance [H, W] or [1, 1]): what shows through."""
+    if plate is None:
+        return np.ascontiguousarray(background, dtype=np.float32).reshape(1, 1, 3), np.ones(
+            (1, 1), dtype=np.float32
+        )
+    bg_rgb = np.ascontiguousarray(plate[0], dtype=np.float32)
+    bg_trans = np.ascontiguousarray(plate[1], dtype=np.float32)
+    if bg_rgb.shape != (camera.height, camera.width, 3) or bg_trans.shape != (camera.height, camera.width):
+        raise ValueError(
+            f"plate must be [{camera.height}, {camera.width}, 3] and [{camera.height}, {camera.width}]"
+        )
+    return bg_rgb, bg_trans
 
 
 def rasterize_cpu(
@@ -460,33 +631,69 @@ def rasterize_cpu(
     b = g.batch
     rgb = np.empty((b, camera.height, camera.width, 3), dtype=np.uint8)
     alpha = np.empty((b, camera.height, camera.width), dtype=np.float32)
-    if plate is None:
-        bg_rgb = np.ascontiguousarray(background, dtype=np.float32).reshape(1, 1, 3)
-        bg_trans = np.ones((1, 1), dtype=np.float32)
-    else:
-        bg_rgb = np.ascontiguousarray(plate[0], dtype=np.float32)
-        bg_trans = np.ascontiguousarray(plate[1], dtype=np.float32)
-        if bg_rgb.shape != (camera.height, camera.width, 3) or bg_trans.shape != (
-            camera.height,
-            camera.width,
-        ):
-            raise ValueError(
-                f"plate must be [{camera.height}, {camera.width}, 3] and [{camera.height}, {camera.width}]"
-            )
+    bg_rgb, bg_trans = _backdrop(camera, background, plate)
     for f in range(b):
-        _draw_frame(
-            np.ascontiguousarray(g.means[f]),
-            np.ascontiguousarray(g.quats[f]),
-            np.ascontiguousarray(g.scales[f]),
-            np.ascontiguousarray(g.opacities[f]),
-            np.ascontiguousarray(g.colors[f]),
-            camera,
-            bg_rgb,
-            bg_trans,
-            rgb[f],
-            alpha[f],
-        )
+        t = _tile_lists(g, f, camera)
+        with _small_chunks():
+            _composite(
+                t.starts, t.ids, t.feat, t.rect, t.colors, bg_rgb, bg_trans, t.tiles_x, rgb[f], alpha[f]
+            )
     return rgb, alpha
+
+
+def rasterize_cpu_i420(
+    g: PosedGaussians,
+    camera: Camera,
+    background: np.ndarray,  # [3] float in [0, 1]
+    plate: tuple[np.ndarray, np.ndarray] | None = None,
+    backdrop_i420: np.ndarray | None = None,  # [H·3/2, W] uint8: plate_i420(camera, background, plate)
+) -> np.ndarray:
+    """:func:`rasterize_cpu` straight to I420: uint8 [B, H·3/2, W] (see :mod:`engines.splat.yuv`).
+
+    The picture is the one :func:`rasterize_cpu` draws, converted as
+    :func:`engines.splat.yuv.rgb_to_i420_reference` converts it (within one
+    step: float32), without the RGB image, the alpha or a second pass over
+    the frame. H and W must be even. ``backdrop_i420`` (from
+    :func:`backdrop_i420`, cached by the caller) lets tiles that no Gaussian
+    touches be copied rather than converted.
+    """
+    b = g.batch
+    h, w = camera.height, camera.width
+    out = np.empty((b, *i420_shape(h, w)), dtype=np.uint8)
+    bg_rgb, _ = _backdrop(camera, background, plate)
+    if backdrop_i420 is None:
+        bg_planes = (np.zeros((0, 0), np.uint8),) * 3
+    else:
+        bg_planes = i420_planes(backdrop_i420, h, w)
+    for f in range(b):
+        t = _tile_lists(g, f, camera)
+        with _small_chunks():
+            _composite_i420(
+                t.starts,
+                t.ids,
+                t.feat,
+                t.rect,
+                t.colors,
+                bg_rgb,
+                *bg_planes,
+                t.tiles_x,
+                *i420_planes(out[f], h, w),
+            )
+    return out
+
+
+def backdrop_i420(
+    camera: Camera, background: np.ndarray, plate: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """The backdrop alone (background colour or plate) in I420 [H·3/2, W], as the I420 composite draws it."""
+    g = PosedGaussians(
+        means=np.zeros((1, 0, 3), np.float32),
+        quats=np.zeros((1, 0, 4), np.float32),
+        scales=np.zeros((1, 0, 3), np.float32),
+        opacities=np.zeros((1, 0), np.float32),
+        colors=np.zeros((1, 0, 3), np.float32),
+    )
+    return rasterize_cpu_i420(g, camera, background, plate)[0]
 
 
 def warmup() -> float:
@@ -508,6 +715,7 @@ def warmup() -> float:
     )
     cam = Camera(fx=40.0, fy=40.0, cx=16.0, cy=16.0, width=32, height=32)
     rasterize_cpu(g, cam, np.zeros(3, dtype=np.float32))
+    rasterize_cpu_i420(g, cam, np.zeros(3, dtype=np.float32))
     elapsed = time.perf_counter() - start
     logger.info("raster_cpu: warm-up took %.2f s on %d numba threads", elapsed, numba.get_num_threads())
     return elapsed

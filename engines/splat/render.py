@@ -8,7 +8,9 @@ to ``size``. Backends: ``"cpu"`` (numba, the real-time CPU path),
 
 For a stream of frames of one avatar, :class:`Renderer` gives the same
 pictures faster on the CPU: it draws the never-moving static layer once per
-(size, lod) and composites only the moving Gaussians over it each frame.
+(size, lod) and composites only the moving Gaussians over it each frame;
+:meth:`Renderer.render_i420` hands out the same frames in the I420 layout a
+video encoder takes (BT.601 limited range), written by the rasteriser itself.
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ class Renderer:
         self.backend = backend
         self.plate_frames = 0  # frames drawn over a plate (the rest fell back to render())
         self._plates: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._plates_i420: dict[tuple[int, int, int], np.ndarray] = {}  # the plates as I420 [H·3/2, W]
         # the plate holds static-layer Gaussians that no rig channel moves
         moved = np.zeros(avatar.count, dtype=bool)
         moved[avatar.rig.delta_index] = True
@@ -225,6 +228,19 @@ class Renderer:
             self._plates[key] = (rgb[0].astype(np.float32) / 255.0, 1.0 - alpha[0])
         return self._plates[key]
 
+    def _posed_front(self, params: np.ndarray, lod: int) -> PosedGaussians | None:
+        """The moving Gaussians posed for ``params``, or None when this call must draw in full."""
+        front = self._front
+        if self.backend != "cpu" or front is None or not self._in_plate[lod].any():
+            return None
+        try:
+            posed = pose(front, params, lod=lod)
+        except RigError as exc:
+            raise RenderError(str(exc)) from exc
+        if posed.count and float(posed.means[..., 2].max()) >= self._plate_near[lod]:
+            return None
+        return posed
+
     def render(
         self,
         params: np.ndarray,  # [B, C] float32
@@ -235,14 +251,8 @@ class Renderer:
         """Like :func:`render` for this avatar: uint8 [B, H, W, 3] (and alpha float32 [B, H, W])."""
         avatar = self.avatar
         params, (h, w), lod = _check_call(avatar, params, size, self.backend, lod)
-        front = self._front
-        if self.backend != "cpu" or front is None or not self._in_plate[lod].any():
-            return render(avatar, params, (h, w), self.backend, lod, return_alpha=return_alpha)  # type: ignore[call-overload]
-        try:
-            posed = pose(front, params, lod=lod)
-        except RigError as exc:
-            raise RenderError(str(exc)) from exc
-        if posed.count and float(posed.means[..., 2].max()) >= self._plate_near[lod]:
+        posed = self._posed_front(params, lod)
+        if posed is None:
             return render(avatar, params, (h, w), self.backend, lod, return_alpha=return_alpha)  # type: ignore[call-overload]
         from engines.splat.raster_cpu import rasterize_cpu
 
@@ -256,3 +266,51 @@ class Renderer:
         if return_alpha:
             return rgb, alpha
         return rgb
+
+    def render_i420(
+        self,
+        params: np.ndarray,  # [B, C] float32
+        size: tuple[int, int] = (512, 512),  # (H, W), both even
+        lod: int = 0,
+    ) -> np.ndarray:
+        """The frames of :meth:`render` as a video encoder takes them: uint8 I420 [B, H·3/2, W].
+
+        BT.601 limited range (see :mod:`engines.splat.yuv`). Over a plate, the CPU
+        rasteriser writes I420 itself (no RGB image, no alpha) and copies the
+        plate's own I420 into tiles no moving Gaussian touches; otherwise the RGB
+        render is converted with :func:`engines.splat.yuv.rgb_to_i420`.
+        """
+        from engines.splat.yuv import YUVError, i420_shape, rgb_to_i420
+
+        avatar = self.avatar
+        params, (h, w), lod = _check_call(avatar, params, size, self.backend, lod)
+        try:
+            i420_shape(h, w)
+        except YUVError as exc:
+            raise RenderError(str(exc)) from exc
+        posed = self._posed_front(params, lod)
+        if posed is None:
+            return rgb_to_i420(render(avatar, params, (h, w), self.backend, lod))
+        from engines.splat.raster_cpu import rasterize_cpu_i420
+
+        out = rasterize_cpu_i420(
+            posed,
+            avatar.camera.scaled(h, w),
+            np.asarray(avatar.background, np.float32),
+            plate=self._plate(h, w, lod),
+            backdrop_i420=self._plate_i420(h, w, lod),
+        )
+        self.plate_frames += params.shape[0]
+        return out
+
+    def _plate_i420(self, h: int, w: int, lod: int) -> np.ndarray:
+        key = (h, w, lod)
+        if key not in self._plates_i420:
+            from engines.splat.raster_cpu import backdrop_i420
+
+            self._plates_i420[key] = backdrop_i420(
+                self.avatar.camera.scaled(h, w),
+                np.asarray(self.avatar.background, np.float32),
+                self._plate(h, w, lod),
+            )
+        return self._plates_i420[key]
