@@ -118,7 +118,7 @@ def render_sheet(
     return np.asarray(sheet)
 
 
-def render_preview(avatar: Avatar, side: int = 256, backend: str = "cpu") -> np.ndarray:
+def render_preview(avatar: Avatar, side: int = 256, backend: RenderBackend = "cpu") -> np.ndarray:
     """A square head-and-shoulders picture of the avatar at rest (the library's preview): uint8 [side, side, 3]."""
     from PIL import Image
 
