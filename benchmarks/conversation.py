@@ -29,12 +29,13 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from realtime.events import Event, Transcript
 from realtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,14 +63,9 @@ class TimingAvatar:
     def first(self, name: str) -> float | None:
         return self.times.get(name, [None])[0]
 
-    def push_tts_audio(
-        self,
-        pcm: np.ndarray,
-        sample_rate: int,
-        alignments: Sequence[Any] | None = None,
-        reply: str | None = None,
-    ) -> None:
+    def push_tts_audio(self, *_args: Any, **_kwargs: Any) -> bool:
         self._mark("push_tts_audio")
+        return True
 
     def end_utterance(self) -> None:
         self._mark("end_utterance")
@@ -80,10 +76,10 @@ class TimingAvatar:
     def set_user_speaking(self, speaking: bool) -> None:
         self._mark("user_speaking" if speaking else "user_stopped")
 
-    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+    def add_listener(self, fn: Callable[[Event], None]) -> None:
         pass  # no media clock here: the avatar never reports speaking
 
-    def remove_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+    def remove_listener(self, fn: Callable[[Event], None]) -> None:
         pass
 
 
@@ -159,8 +155,8 @@ async def _run(settings: Settings, repeats: int) -> dict[str, Any]:
         avatar = TimingAvatar()
         transcript_at: list[float] = []
 
-        def on_event(event: dict[str, Any], seen: list[float] = transcript_at) -> None:
-            if event.get("type") == "transcript" and event.get("role") == "user":
+        def on_event(event: Event, seen: list[float] = transcript_at) -> None:
+            if isinstance(event, Transcript) and event.role == "user":
                 seen.append(time.monotonic())
 
         conversation = Conversation(settings.replace(brain="echo"), avatar, on_event, models=models)

@@ -1,4 +1,5 @@
-"""Helpers shared by the conversation tests: mic speech made with Piper, and frame jobs taken at the frame rate."""
+"""Helpers shared by the conversation tests: mic speech made with Piper, frame jobs taken at the frame rate,
+and the real AvatarStream recording what the conversation does to it."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import soxr
+from event_log import record
 
+from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from realtime.conversation.services import SpeechModels
 from realtime.media.stream import AvatarStream
 
 MIC_RATE = 48_000
+WAIT_S = 20.0  # generous: the 2-core dev box is shared
+CHANNELS = (*ARKIT_BLENDSHAPES, *POSE_CHANNELS)
 
 
 def speech_at_48k(models: SpeechModels, text: str, lead_s: float = 0.0) -> np.ndarray:
@@ -54,3 +60,53 @@ def chat_chunk(content: str | None, finish: str | None = None) -> bytes:
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     return f"data: {json.dumps(body)}\n\n".encode()
+
+
+class RecordingAvatar(AvatarStream):
+    """The real AvatarStream, recording every call the conversation makes on it (and its events, as JSON)."""
+
+    def __init__(self) -> None:
+        super().__init__(CHANNELS, fps=25)
+        self.calls: list[tuple[str, Any]] = []
+        self.audio: list[tuple[np.ndarray, int, Sequence[Any] | None]] = []
+        self.events: list[dict[str, Any]] = []
+        self.add_listener(record(self.events))
+        self.changed = asyncio.Event()
+
+    def _record(self, name: str, value: Any = None) -> None:
+        self.calls.append((name, value))
+        self.changed.set()
+
+    def push_tts_audio(
+        self, pcm: np.ndarray, sample_rate: int, alignments: Any = None, reply: str | None = None
+    ) -> bool:
+        accepted = super().push_tts_audio(pcm, sample_rate, alignments, reply=reply)
+        self.audio.append((np.array(pcm), sample_rate, alignments))
+        self._record("push_tts_audio", len(self.audio) - 1)
+        return accepted
+
+    def end_utterance(self) -> None:
+        super().end_utterance()
+        self._record("end_utterance")
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        reported = [e for e in self.events if e["type"] == "interrupted"][-1]
+        self._record("interrupt", reported["had_speech"])
+
+    def set_user_speaking(self, speaking: bool) -> None:
+        super().set_user_speaking(speaking)
+        self._record("set_user_speaking", speaking)
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out; avatar calls so far: {self.names()}")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=min(left, 0.1))

@@ -7,14 +7,14 @@ tests/test_avatar_stream_a2v.py.)
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 import soxr
+from event_log import record
 
 from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from engines.tts import PiperTTS, SpeechChunk
+from realtime.events import Event, Interrupted
 from realtime.media.stream import AvatarStream, AvatarStreamError, FrameJob
 
 CHANNELS = (*ARKIT_BLENDSHAPES, *POSE_CHANNELS)
@@ -49,7 +49,7 @@ def test_idle_frames_are_silent_and_stamped_from_the_audio_clock(fps: int, spf: 
 def test_aligned_utterance_audio_is_conserved_and_moves_the_mouth(sentence: SpeechChunk) -> None:
     stream = AvatarStream(CHANNELS, fps=25)
     events: list[dict[str, object]] = []
-    stream.add_listener(events.append)
+    stream.add_listener(record(events))
     run(stream, 3)
     stream.push_tts_audio(sentence.pcm, sentence.sample_rate, sentence.alignments)
     stream.end_utterance()
@@ -210,9 +210,9 @@ async def test_outlet_silences_frames_in_render_when_interrupted() -> None:
     stream = AvatarStream(CHANNELS, fps=25)
     outlet = MediaOutlet(25, 48_000)
 
-    def on_event(event: dict[str, Any]) -> None:  # as the session does
-        if event["type"] == "interrupted":
-            outlet.drop_pending_audio(until_frame=event["frame"])
+    def on_event(event: Event) -> None:  # as the session does
+        if isinstance(event, Interrupted):
+            outlet.drop_pending_audio(until_frame=event.frame)
 
     stream.add_listener(on_event)
     stream.push_tts_audio(np.full(48_000, 0.5, np.float32), 48_000)

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import av
@@ -25,78 +25,22 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from event_log import record
 from pipecat.frames.frames import BotStartedSpeakingFrame, BotStoppedSpeakingFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
-from speech_helpers import MIC_RATE, chat_chunk, frames_played, speech_at_48k
+from speech_helpers import MIC_RATE, WAIT_S, RecordingAvatar, chat_chunk, frames_played, speech_at_48k
 
-from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from engines.tts import Alignment
 from realtime.conversation.loop import Conversation, ConversationError
 from realtime.conversation.services import SpeechModels
-from realtime.media.stream import AvatarStream
 from realtime.settings import Settings
 
 pytestmark = pytest.mark.slow
 
 FRAME = MIC_RATE // 50  # 20 ms
-WAIT_S = 20.0  # generous: the 2-core dev box is shared
-CHANNELS = (*ARKIT_BLENDSHAPES, *POSE_CHANNELS)
 
 
 # --------------------------------------------------------------------------- doubles and helpers
-
-
-class RecordingAvatar(AvatarStream):
-    """The real AvatarStream, recording every call the conversation makes on it."""
-
-    def __init__(self) -> None:
-        super().__init__(CHANNELS, fps=25)
-        self.calls: list[tuple[str, Any]] = []
-        self.audio: list[tuple[np.ndarray, int, Sequence[Any] | None]] = []
-        self.events: list[dict[str, Any]] = []
-        self.add_listener(self.events.append)
-        self.changed = asyncio.Event()
-
-    def _record(self, name: str, value: Any = None) -> None:
-        self.calls.append((name, value))
-        self.changed.set()
-
-    def push_tts_audio(
-        self,
-        pcm: np.ndarray,
-        sample_rate: int,
-        alignments: Sequence[Any] | None = None,
-        reply: str | None = None,
-    ) -> None:
-        super().push_tts_audio(pcm, sample_rate, alignments, reply=reply)
-        self.audio.append((np.array(pcm), sample_rate, alignments))
-        self._record("push_tts_audio", len(self.audio) - 1)
-
-    def end_utterance(self) -> None:
-        super().end_utterance()
-        self._record("end_utterance")
-
-    def interrupt(self) -> None:
-        super().interrupt()
-        reported = [e for e in self.events if e["type"] == "interrupted"][-1]
-        self._record("interrupt", reported["had_speech"])
-
-    def set_user_speaking(self, speaking: bool) -> None:
-        super().set_user_speaking(speaking)
-        self._record("set_user_speaking", speaking)
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.calls]
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out; avatar calls so far: {self.names()}")
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout=min(left, 0.1))
 
 
 def normalise(text: str) -> str:
@@ -197,7 +141,7 @@ async def test_echo_loop_hears_the_user_and_the_avatar_repeats_it(speech_models:
     said = "The quick brown fox jumps over the lazy dog."
     avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
-    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    conversation = Conversation(Settings(), avatar, record(events), models=speech_models)
     silence = np.zeros(MIC_RATE // 2, np.float32)
     mic = SpeechTrack(np.concatenate([silence, speech_at_48k(speech_models, said), *[silence] * 6]))
     async with running(conversation):
@@ -235,7 +179,7 @@ class BotSpeakingSeen(BaseObserver):
 async def test_say_streams_each_sentence_with_alignments_then_ends(speech_models: SpeechModels) -> None:
     avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
-    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    conversation = Conversation(Settings(), avatar, record(events), models=speech_models)
     observer = BotSpeakingSeen()
     async with running(conversation), frames_played(avatar):
         conversation._worker.add_observer(observer)
@@ -281,7 +225,7 @@ async def test_stop_frees_every_task_and_refuses_more_work(speech_models: Speech
 async def test_user_speech_over_the_avatar_interrupts_it(speech_models: SpeechModels) -> None:
     avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
-    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    conversation = Conversation(Settings(), avatar, record(events), models=speech_models)
     long_text = " ".join(f"This is sentence number {n} of a long story." for n in range(1, 9))
     async with running(conversation), frames_played(avatar), MicFeeder(conversation) as mic:
         await conversation.say(long_text)
@@ -402,7 +346,7 @@ async def test_openai_brain_speaks_the_first_sentence_while_the_rest_streams(
             llm_key=key,
             system_prompt="You are a test.",
         )
-        conversation = Conversation(settings, avatar, events.append, models=speech_models)
+        conversation = Conversation(settings, avatar, record(events), models=speech_models)
         async with running(conversation):
             await conversation.send_text("Say hello.")
             await avatar.wait_for(lambda: "push_tts_audio" in avatar.names())
@@ -439,7 +383,7 @@ async def test_openai_brain_error_keeps_the_session_alive(
         server.fail_next = True
         server.release.set()
         settings = Settings(brain="openai", llm_url=server.url, llm_model="m", llm_key=key)
-        conversation = Conversation(settings, avatar, events.append, models=speech_models)
+        conversation = Conversation(settings, avatar, record(events), models=speech_models)
         async with running(conversation):
             await conversation.send_text("First try.")
             deadline = time.monotonic() + WAIT_S

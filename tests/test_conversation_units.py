@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import av
 import numpy as np
 import pytest
+from event_log import record
 from pipecat.frames.frames import (
     InterruptionFrame,
     LLMContextFrame,
@@ -24,8 +24,8 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import run_test
 
 from engines.tts import Alignment
+from realtime.conversation.avatar_output import AvatarOutput
 from realtime.conversation.brains import BrainError, EchoBrain, make_brain
-from realtime.conversation.loop import AvatarOutput
 from realtime.conversation.mic_audio import MicAudioConverter, MicAudioError
 from realtime.conversation.services import AlignedTTSAudioRawFrame
 from realtime.settings import Settings
@@ -122,16 +122,11 @@ class CallLog:
         self.calls: list[tuple[str, Any]] = []
         self.refuse_audio = refuse_audio
 
-    def push_tts_audio(
-        self,
-        pcm: np.ndarray,
-        sample_rate: int,
-        alignments: Sequence[Any] | None = None,
-        reply: str | None = None,
-    ) -> None:
+    def push_tts_audio(self, pcm: np.ndarray, sample_rate: int, alignments: Any, reply: str | None) -> bool:
         if self.refuse_audio:
             raise ValueError("sample rate out of range")
         self.calls.append(("push_tts_audio", (pcm.dtype, len(pcm), sample_rate, alignments)))
+        return True
 
     def end_utterance(self) -> None:
         self.calls.append(("end_utterance", None))
@@ -159,7 +154,7 @@ async def test_avatar_output_maps_frames_to_avatar_calls_and_events() -> None:
     plain = TTSAudioRawFrame(audio=np.zeros(480, np.int16).tobytes(), sample_rate=24000, num_channels=1)
     stereo = TTSAudioRawFrame(audio=np.zeros(2 * 100, np.int16).tobytes(), sample_rate=24000, num_channels=2)
     down, _ = await run_test(
-        AvatarOutput(avatar, events.append),
+        AvatarOutput(avatar, record(events)),
         frames_to_send=[
             UserStartedSpeakingFrame(),
             UserStoppedSpeakingFrame(),
@@ -194,7 +189,7 @@ async def test_avatar_output_maps_frames_to_avatar_calls_and_events() -> None:
 async def test_a_refused_chunk_is_reported_and_the_pipeline_goes_on() -> None:
     events: list[dict[str, Any]] = []
     frame = TTSAudioRawFrame(audio=np.zeros(480, np.int16).tobytes(), sample_rate=24000, num_channels=1)
-    down, _ = await run_test(AvatarOutput(CallLog(refuse_audio=True), events.append), frames_to_send=[frame])
+    down, _ = await run_test(AvatarOutput(CallLog(refuse_audio=True), record(events)), frames_to_send=[frame])
     assert down == [frame]
     assert [e["type"] for e in events] == ["error"]
 

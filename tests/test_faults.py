@@ -24,51 +24,28 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 from aiohttp import web
-from speech_helpers import MIC_RATE, chat_chunk, frames_played, speech_at_48k
+from event_log import record
+from speech_helpers import MIC_RATE, WAIT_S, RecordingAvatar, chat_chunk, frames_played, speech_at_48k
 
-from engines.arkit import ARKIT_BLENDSHAPES, POSE_CHANNELS
 from realtime.conversation.loop import Conversation
 from realtime.conversation.services import SpeechModels
-from realtime.media.stream import AvatarStream
 from realtime.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-WAIT_S = 20.0  # generous: the 2-core dev box is shared
 TIMEOUT_S = 1.0  # the LLM time budget in these tests
 FALLBACK = "Sorry, my mind went blank."
 HEALTHY = "All good here."
 KEY = "sk-fault-test-secret-789"
-CHANNELS = (*ARKIT_BLENDSHAPES, *POSE_CHANNELS)
 
 
 # --------------------------------------------------------------------------- doubles and helpers
-
-
-class Avatar(AvatarStream):
-    """The real AvatarStream, recording the speech it is handed; its frame jobs are taken at 25 FPS."""
-
-    def __init__(self) -> None:
-        super().__init__(CHANNELS, fps=25)
-        self.audio_chunks = 0
-        self.events: list[dict[str, Any]] = []
-        self.add_listener(self.events.append)
-
-    def push_tts_audio(
-        self,
-        pcm: np.ndarray,
-        sample_rate: int,
-        alignments: Sequence[Any] | None = None,
-        reply: str | None = None,
-    ) -> None:
-        super().push_tts_audio(pcm, sample_rate, alignments, reply=reply)
-        self.audio_chunks += 1
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
@@ -166,7 +143,7 @@ def assistant_lines(events: list[dict[str, Any]]) -> list[str]:
 
 
 async def turn(
-    conversation: Conversation, events: list[dict[str, Any]], avatar: Avatar, text: str, expect: str
+    conversation: Conversation, events: list[dict[str, Any]], avatar: RecordingAvatar, text: str, expect: str
 ) -> None:
     """Type ``text`` and wait until the avatar has been handed the spoken ``expect`` line."""
     said = len(assistant_lines(events))
@@ -194,7 +171,7 @@ async def test_llm_faults_are_reported_answered_with_the_fallback_and_the_next_t
     speech_models: SpeechModels,
 ) -> None:
     """One session lives through every LLM fault in turn; after each, a healthy turn is answered."""
-    avatar = Avatar()
+    avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
     async with FaultyChatServer() as server:
         settings = Settings(
@@ -205,21 +182,21 @@ async def test_llm_faults_are_reported_answered_with_the_fallback_and_the_next_t
             llm_timeout_s=TIMEOUT_S,
             llm_fallback=FALLBACK,
         )
-        conversation = Conversation(settings, avatar, events.append, models=speech_models)
+        conversation = Conversation(settings, avatar, record(events), models=speech_models)
         async with frames_played(avatar):
             await conversation.start()
             try:
                 for fault, expected in LLM_FAULTS.items():
                     server.faults.append(fault)
                     errors_before = sum(e["type"] == "error" for e in events)
-                    chunks_before = avatar.audio_chunks
+                    chunks_before = len(avatar.audio)
                     # a hang must end by the time budget, well inside turn()'s wait (600 s without it)
                     await turn(conversation, events, avatar, f"Trigger {fault}.", FALLBACK)
                     errors = [e for e in events if e["type"] == "error"][errors_before:]
                     assert len(errors) == 1, (fault, errors)
                     assert errors[0]["stage"] == "llm"
                     assert expected in errors[0]["message"], (fault, errors[0])
-                    assert avatar.audio_chunks > chunks_before, f"{fault}: the fallback was not spoken"
+                    assert len(avatar.audio) > chunks_before, f"{fault}: the fallback was not spoken"
                     assert conversation.running
                     frame_before = avatar.frame_index
                     await turn(conversation, events, avatar, "Are you there?", HEALTHY)
@@ -282,9 +259,9 @@ async def test_a_whisper_failure_is_reported_and_the_next_spoken_turn_is_heard(
 ) -> None:
     said = "Good morning to you."
     speech = speech_at_48k(speech_models, said, lead_s=0.3)
-    avatar = Avatar()
+    avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
-    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)  # echo brain
+    conversation = Conversation(Settings(), avatar, record(events), models=speech_models)  # echo brain
     calls = fail_first(monkeypatch, speech_models.stt, "transcribe")
     async with frames_played(avatar):
         await conversation.start()
@@ -303,7 +280,7 @@ async def test_a_whisper_failure_is_reported_and_the_next_spoken_turn_is_heard(
     assert len(calls) == 2  # the failed segment was not retried, the second one transcribed
     user = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "user"]
     assert [t.lower().strip(".") for t in user] == [said.lower().strip(".")]
-    assert avatar.audio_chunks >= 1  # the echo of the second turn reached the avatar
+    assert len(avatar.audio) >= 1  # the echo of the second turn reached the avatar
     assert sum(e["type"] == "error" for e in events) == 1
 
 
@@ -327,9 +304,9 @@ async def test_a_piper_failure_is_reported_and_the_next_line_is_spoken(
             raise InjectedFault("injected synthesize fault")
 
         monkeypatch.setattr(speech_models.tts, "synthesize", breaks_after_one)
-    avatar = Avatar()
+    avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
-    conversation = Conversation(Settings(), avatar, events.append, models=speech_models)
+    conversation = Conversation(Settings(), avatar, record(events), models=speech_models)
     async with frames_played(avatar):
         await conversation.start()
         try:
@@ -339,11 +316,11 @@ async def test_a_piper_failure_is_reported_and_the_next_line_is_spoken(
             assert conversation.running
             if when == "mid-stream":
                 monkeypatch.undo()
-            chunks_before = avatar.audio_chunks
+            chunks_before = len(avatar.audio)
             frame_before = avatar.frame_index
             await conversation.say("This one works.")
             await wait_until(lambda: "This one works." in assistant_lines(events), "the next line")
-            await wait_until(lambda: avatar.audio_chunks > chunks_before, "the next line's audio")
+            await wait_until(lambda: len(avatar.audio) > chunks_before, "the next line's audio")
             assert avatar.frame_index > frame_before
         finally:
             await conversation.stop()
@@ -383,12 +360,12 @@ async def test_an_llm_endpoint_that_is_down_gets_the_fallback(speech_models: Spe
     with socket.socket() as s:  # a free loopback port, closed again: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    avatar = Avatar()
+    avatar = RecordingAvatar()
     events: list[dict[str, Any]] = []
     settings = Settings(
         brain="openai", llm_url=f"http://127.0.0.1:{port}/v1", llm_model="m", llm_fallback=FALLBACK
     )
-    conversation = Conversation(settings, avatar, events.append, models=speech_models)
+    conversation = Conversation(settings, avatar, record(events), models=speech_models)
     async with frames_played(avatar):
         await conversation.start()
         try:
@@ -400,4 +377,4 @@ async def test_an_llm_endpoint_that_is_down_gets_the_fallback(speech_models: Spe
     errors = [e for e in events if e["type"] == "error"]
     assert [e["stage"] for e in errors] == ["llm", "llm"]
     assert all("could not be reached" in e["message"] for e in errors), errors
-    assert avatar.audio_chunks >= 2
+    assert len(avatar.audio) >= 2

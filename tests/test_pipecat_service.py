@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import soxr
 from pipecat.frames.frames import (
+    ErrorFrame,
     Frame,
     InterruptionFrame,
     OutputAudioRawFrame,
@@ -35,7 +36,8 @@ from engines.splat.synthetic import write_synthetic_avatar
 from engines.tts import PiperTTS, SpeechChunk
 from realtime.conversation.services import AlignedTTSAudioRawFrame
 from realtime.media.engine import Engine
-from realtime.pipecat.service import RGBRenderer, SplatAvatarError, SplatAvatarService
+from realtime.media.stream import AvatarStream, FrameJob
+from realtime.pipecat.service import SplatAvatarError, SplatAvatarService
 from realtime.pipecat.transport import AudioClockVideoTrack
 from realtime.settings import Settings
 
@@ -47,7 +49,6 @@ FRAME_NS = 1_000_000_000 // FPS
 OUT_RATE = 48_000
 SPF = OUT_RATE // FPS  # output samples per video frame
 TEXT = "Hello there. I am a splat avatar, and my lips move with my voice."
-START_TIMEOUT_S = 120.0  # first start compiles the renderer on a busy 2-core box
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +61,7 @@ def avatar_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[i
 
 @pytest.fixture(scope="module")
 def engine(avatar_file: tuple[Path, tuple[int, int, int, int]]) -> Iterator[Engine]:
-    eng = Engine.load(Settings(avatar=avatar_file[0], size=SIZE, fps=FPS), warmup=False)
-    # compile the renderer here: the pipeline gives a StartFrame 20 s, a cold numba compile can take longer
-    RGBRenderer(eng.avatar, (SIZE, SIZE)).warmup()
+    eng = Engine.load(Settings(avatar=avatar_file[0], size=SIZE, fps=FPS))
     yield eng
     eng.close()
 
@@ -112,7 +111,7 @@ def speech_seconds(chunks: Sequence[SpeechChunk]) -> float:
 
 async def run_service(engine: Engine, frames: Sequence[Frame]) -> tuple[SplatAvatarService, Sequence[Frame]]:
     service = SplatAvatarService(engine=engine, fps=FPS, size=SIZE)
-    down, _ = await run_test(service, frames_to_send=frames, start_timeout=START_TIMEOUT_S)
+    down, _ = await run_test(service, frames_to_send=frames)  # Pipecat's defaults: StartFrame passes at once
     return service, down
 
 
@@ -302,3 +301,50 @@ def test_bad_options_fail_at_construction(tmp_path: Path) -> None:
         SplatAvatarService(fps=24)
     with pytest.raises(SplatAvatarError, match="render_backend"):
         SplatAvatarService(render_backend="vulkan")
+
+
+async def test_default_service_passes_pipecats_own_harness_with_default_arguments(
+    avatar_file: tuple[Path, tuple[int, int, int, int]],
+) -> None:
+    """A plain ``SplatAvatarService(...)`` loads and warms up in its constructor, so ``run_test`` with its
+    default (short) start timeout passes and the run ends without hanging."""
+    service = SplatAvatarService(avatar=avatar_file[0], size=SIZE)
+    assert service.warmed_up
+    down, _ = await run_test(service, frames_to_send=[SleepFrame(sleep=0.4)])
+    assert len(images(down)) >= 5
+
+
+async def test_warm_false_defers_loading_to_warm_up(engine: Engine) -> None:
+    service = SplatAvatarService(engine=engine, fps=FPS, size=SIZE, warm=False)
+    assert not service.warmed_up
+    await service.warm_up()
+    assert service.warmed_up
+    down, _ = await run_test(service, frames_to_send=[SleepFrame(sleep=0.3)])
+    assert images(down)
+
+
+async def test_a_failed_pacer_is_reported_upstream_as_an_error(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = {"n": 0}
+    real = AvatarStream.next_frame_job
+
+    def failing(stream: AvatarStream) -> FrameJob:
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise RuntimeError("render state corrupted")
+        return real(stream)
+
+    monkeypatch.setattr(AvatarStream, "next_frame_job", failing)
+    service = SplatAvatarService(engine=engine, fps=FPS, size=SIZE)
+    failed: list[BaseException] = []
+
+    @service.event_handler("on_pacer_failed")
+    async def _failed(_service: Any, exc: BaseException) -> None:
+        failed.append(exc)
+
+    down, up = await run_test(service, frames_to_send=[SleepFrame(sleep=0.8)])
+    errors = [f for f in up if isinstance(f, ErrorFrame)]
+    assert len(errors) == 1 and "frame pacer stopped: render state corrupted" in errors[0].error
+    assert len(failed) == 1 and isinstance(failed[0], RuntimeError)
+    assert len(images(down)) <= 5  # no frames after the failure

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from realtime.media.frame_renderer import Level, ladder_for
-from realtime.media.scheduler import Scheduler
+from realtime.media.scheduler import AtCapacity, Scheduler
 
 
 def test_ladder_steps_down_resolution_and_detail_before_repeating() -> None:
@@ -24,16 +26,27 @@ def test_ladder_without_lod_levels_only_scales() -> None:
     assert [r.scale for r in ladder[:-1]] == sorted((r.scale for r in ladder[:-1]), reverse=True)
 
 
-def test_admission_follows_measured_cost() -> None:
+def test_admission_follows_measured_cost_and_counts_leases() -> None:
     sched = Scheduler(fps=25)
     try:
-        assert sched.admit() == (True, 0.0)  # nothing measured yet: admit and learn
+        first = sched.lease()  # nothing measured yet: admit and learn
         sched._learn_cost(0, 15.0)  # 15 ms per frame, budget 0.8 x 40 ms = 32 ms -> 2 sessions
-        assert sched.capacity() == 2
-        sched.sessions = 2
-        admitted, retry = sched.admit()
-        assert not admitted and retry > 0
-        assert sched.admit(capacity=3) == (True, 0.0)  # an operator's --capacity overrides the measure
+        assert sched.capacity() == 2 and sched.limit() == 2 and sched.limit(max_sessions=1) == 1
+        second = sched.lease()
+        assert sched.sessions == 2
+        with pytest.raises(AtCapacity, match="capacity") as refused:
+            sched.lease()
+        assert refused.value.retry_after > 0
+        with sched.lease(capacity=3) as third:  # an operator's --capacity overrides the measure
+            assert sched.sessions == 3
+        assert not third.held and sched.sessions == 2
+        with pytest.raises(AtCapacity, match="session limit"):
+            sched.lease(capacity=10, max_sessions=2)
+        second.release()
+        second.release()  # idempotent: one session, one place in the count
+        assert sched.sessions == 1
+        first.release()
+        assert sched.sessions == 0 and sched.lease() is not None
     finally:
         sched.close()
 

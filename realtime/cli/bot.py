@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from realtime.cli.serve import is_loopback
+from realtime.cli.serve import is_loopback, run_server
 from realtime.pipecat.bot import BotError, bot_settings, serve_bot
 from realtime.settings import Settings
 
@@ -24,14 +23,4 @@ def bot_command(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from engines.assets import AssetMissingError
-
-    try:
-        asyncio.run(serve_bot(settings))
-    except AssetMissingError as exc:
-        print(f"splatcast bot: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"splatcast bot: cannot serve on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_server("bot", settings, serve_bot)

@@ -57,13 +57,8 @@ class Engine:
         return engine
 
     def new_stream(self, seed: int = 0) -> AvatarStream:
-        return AvatarStream(
-            self.renderer.channels,
-            fps=self.settings.fps,
-            lip_model=self.lip_model,
-            seed=seed,
-            rest=self.avatar.rest(1)[0],
-        )
+        """A new stream of this engine's avatar at its frame rate, with its lip model."""
+        return AvatarStream.for_avatar(self.avatar, self.settings.fps, self.lip_model, seed=seed)
 
     def close(self) -> None:
         self.scheduler.close()

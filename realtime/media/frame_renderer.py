@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from av import VideoFrame
@@ -44,10 +44,23 @@ def ladder_for(lod_count: int) -> tuple[Level, ...]:
     return (*unique, Level(0.5, low, 2))
 
 
-class FrameRenderer:
-    """Renders one avatar at one output size, at any ladder level, to ``av.VideoFrame``s."""
+PixelFormat = Literal["yuv420p", "rgb24"]  # what a WebRTC encoder takes | what Pipecat images carry
 
-    def __init__(self, avatar: Any, size: tuple[int, int], backend: RenderBackend = "cpu") -> None:
+
+class FrameRenderer:
+    """Renders one avatar at one output size, at any ladder level, to ``av.VideoFrame``s.
+
+    ``pixel_format``: ``yuv420p`` for the server's WebRTC tracks, ``rgb24`` for Pipecat's
+    ``OutputImageRawFrame`` (the Pipecat service).
+    """
+
+    def __init__(
+        self,
+        avatar: Any,
+        size: tuple[int, int],
+        backend: RenderBackend = "cpu",
+        pixel_format: PixelFormat = "yuv420p",
+    ) -> None:
         # imported here: numba compiles on first use. The engine's Renderer draws the static
         # background once per size/LOD as a plate and composites only the moving layers each frame.
         from engines.splat.render import Renderer as SplatRenderer
@@ -56,6 +69,7 @@ class FrameRenderer:
         self.avatar = avatar
         self.size = size  # (H, W)
         self.backend = backend
+        self.pixel_format = pixel_format
         self.channels: tuple[str, ...] = tuple(avatar.channels)
         self.levels = ladder_for(len(getattr(avatar, "lods", ())))
         self.max_batch = 32 if backend == "torch" else 1
@@ -71,10 +85,12 @@ class FrameRenderer:
         return np.asarray(self._splat.render(params, size=self.level_size(level), lod=lvl.lod))
 
     def to_video_frame(self, image: np.ndarray) -> VideoFrame:
-        """uint8 [h, w, 3] → a yuv420p frame at the output size (scaled up when rendered smaller)."""
+        """uint8 [h, w, 3] → a frame at the output size (scaled up when rendered smaller)."""
         frame = VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         h, w = self.size
-        return frame.reformat(width=w, height=h, format="yuv420p")
+        if self.pixel_format == "rgb24" and (frame.height, frame.width) == (h, w):
+            return frame
+        return frame.reformat(width=w, height=h, format=self.pixel_format)
 
     def warmup(self) -> float:
         """Compile and run every level once; returns seconds taken."""

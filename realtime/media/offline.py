@@ -124,9 +124,7 @@ def render_mp4(
     if audio is not None and lip_model is None:
         raise SayError("--audio needs the a2v network (engines/data/a2v.onnx); see `splatcast doctor`")
     fps, size = settings.fps, settings.size
-    stream = AvatarStream(
-        tuple(avatar.channels), fps=fps, lip_model=lip_model, seed=0, rest=avatar.rest(1)[0]
-    )
+    stream = AvatarStream.for_avatar(avatar, fps, lip_model, seed=0)
     if emotion != "neutral":
         stream.set_emotion(emotion, 1.0)
     # lead-in frames first, so speech starts LEAD_IN_S in; the lip path has no lookahead to wait for

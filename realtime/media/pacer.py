@@ -1,10 +1,26 @@
-"""One session's frame clock: the absolute schedule that prepares, renders and releases frame after frame.
+"""The one frame pacer: the absolute schedule that prepares, renders and hands out frame after frame.
 
-:class:`FrameClock`: frame ``k`` is prepared one frame ahead
-(``t0 + k/fps - lead``), rendered by its deadline ``t0 + k/fps`` or replaced
-by the previous image (a counted drop), and then released together with its
-audio to the tracks. It steps down the ladder when frames come too close to
-their deadlines and back up when headroom returns.
+Both real-time consumers of an :class:`realtime.media.stream.AvatarStream` run
+one :class:`FramePacer`: a server session (its frames go to the WebRTC tracks)
+and the Pipecat service (its frames become ``OutputImageRawFrame``s). They
+differ only in
+
+* a **lead policy**: how far ahead of its due time a frame is prepared
+  (:class:`FixedLead`: one frame, the session's tracks pace the rest;
+  :class:`MeasuredLead`: the measured render cost with a margin, at most three
+  frames, for Pipecat, whose transport paces nothing), and
+* an **on_frame** callback: where a finished frame goes.
+
+Frame ``k`` is due at ``t0 + k/fps``. At ``due - lead`` the pacer takes the
+stream's job (rig parameters + the audio of ``[t_k, t_k+1)``) and submits its
+render to the shared :class:`realtime.media.scheduler.Scheduler`; it waits for
+the image until ``due``. A render that misses its due time is not cancelled
+(the newest finished image is what the next frames show); frame ``k`` then goes
+out with the newest image rendered so far (a counted repeat), and the audio keeps
+to its schedule. One :class:`LadderController` steps the render scale and level
+of detail down when frames come too close to their deadlines and back up when
+headroom returns. The pacer's task is watched: when it fails, ``on_error`` is
+called (a session then closes with an error event).
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from av import VideoFrame
 
@@ -23,77 +40,144 @@ from realtime.media.clock import sleep_until
 from realtime.media.frame_renderer import FrameRenderer
 from realtime.media.scheduler import Scheduler
 from realtime.media.stream import AvatarStream, FrameJob
+from realtime.tasks import OnError, watch
 
 logger = logging.getLogger(__name__)
 
+OnFrame = Callable[[FrameJob, VideoFrame, bool], None]  # (job, frame, repeated: not this frame's own image)
+STALE_FRAMES = 2  # a render that cannot start within this many periods after its frame's due time is dropped
+MAX_LEAD_FRAMES = 3  # a frame is prepared at most this many periods ahead (a latency bound)
 
-Release = Callable[[FrameJob, VideoFrame, bool], None]  # (job, frame, repeated)
-STALE_FRAMES = (
-    2  # a render job that cannot start within this many frame periods after its deadline is dropped
-)
+
+class LeadPolicy(Protocol):
+    """How far ahead of its due time a frame is prepared, in seconds."""
+
+    def lead_s(self, period: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class FixedLead:
+    """A fixed number of frame periods (a server session: its tracks pace the frames once released)."""
+
+    frames: float = 1.0
+
+    def lead_s(self, period: float) -> float:
+        return self.frames * period
+
+
+@dataclass(frozen=True)
+class MeasuredLead:
+    """The measured render cost with a margin: at least one period, at most :data:`MAX_LEAD_FRAMES`."""
+
+    render_cost_s: float
+    margin: float = 1.25
+
+    def lead_s(self, period: float) -> float:
+        return min(MAX_LEAD_FRAMES * period, max(period, self.margin * self.render_cost_s))
+
+
+class LadderController:
+    """One policy for stepping down and up the degradation ladder, from each frame's slack.
+
+    Slack is ``(due - rendered) / period`` (negative or -1: the frame's own image
+    was late). After at least 12 frames on a rung it steps down when the worst of
+    the last 12 is under 0.05 or three of them are under 0.15, and up when all of
+    the last 25 had more than half a period to spare.
+    """
+
+    WINDOW = 25
+    SETTLE = 12
+
+    def __init__(self, levels: int, adaptive: bool = True) -> None:
+        self.levels = levels
+        self.adaptive = adaptive
+        self.level = 0
+        self.changes = 0
+        self._slack: list[float] = []
+        self._since_change = 0
+
+    def note(self, slack: float) -> None:
+        if not self.adaptive:
+            return
+        self._slack.append(slack)
+        self._since_change += 1
+        if len(self._slack) > self.WINDOW:
+            self._slack.pop(0)
+        if self._since_change < self.SETTLE:
+            return
+        recent = self._slack[-self.SETTLE :]
+        if (min(recent) < 0.05 or sum(s < 0.15 for s in recent) >= 3) and self.level < self.levels - 1:
+            self._change(self.level + 1, "frames were late")
+        elif self.level > 0 and len(self._slack) >= self.WINDOW and min(self._slack) > 0.5:
+            self._change(self.level - 1, "room again")
+
+    def _change(self, level: int, why: str) -> None:
+        logger.info("ladder: level %d → %d (%s)", self.level, level, why)
+        self.level = level
+        self.changes += 1
+        self._since_change = 0
+        self._slack.clear()
 
 
 @dataclass
-class ClockStats:
+class PacerStats:
     frames: int = 0
-    repeated: int = 0  # a late frame replaced by the previous one
+    repeated: int = 0  # a late frame replaced by the newest older image
     skipped_by_ladder: int = 0  # frames the ladder chose not to render
     level: int = 0
     level_changes: int = 0
 
 
-class FrameClock:
-    """One session's absolute frame schedule (see module docstring)."""
+class FramePacer:
+    """One stream's absolute frame schedule (see the module docstring)."""
 
     def __init__(
         self,
         stream: AvatarStream,
         scheduler: Scheduler,
         renderer: FrameRenderer,
-        release: Release,
-        lead_frames: float = 1.0,
+        on_frame: OnFrame,
+        lead: LeadPolicy | None = None,
         adaptive: bool = True,
+        on_error: OnError | None = None,
+        first_image: VideoFrame | None = None,
     ) -> None:
+        """``first_image``: shown until the first render finishes (without it, the first frame waits for
+        its own render)."""
         self.stream = stream
         self.scheduler = scheduler
         self.renderer = renderer
-        self.release = release
+        self.on_frame = on_frame
+        self.on_error = on_error
         self.period = 1.0 / stream.fps
-        self.lead = lead_frames * self.period
-        self.adaptive = adaptive
-        self.stats = ClockStats()
-        self._newest: VideoFrame | None = None  # the newest finished image, shown when a frame is late
+        self.lead = (lead or FixedLead()).lead_s(self.period)
+        self.ladder = LadderController(len(renderer.levels), adaptive)
+        self.stats = PacerStats()
+        self._newest: VideoFrame | None = first_image  # the newest finished image, shown when a frame is late
         self._newest_k = -1
         self._task: asyncio.Task[None] | None = None
-        self._slack: list[float] = []  # recent (deadline - done) / period
-        self._since_change = 0
         self.t0: float | None = None
 
     def start(self, t0: float) -> None:
+        """Frame ``stream.frame_index`` is due at ``t0`` (idempotent)."""
         if self._task is None:
             self.t0 = t0
-            self._task = asyncio.get_running_loop().create_task(self._run(t0), name="splatcast-frame-clock")
+            task = asyncio.get_running_loop().create_task(self._run(t0), name="splatcast-frame-pacer")
+            self._task = watch(task, "frame pacer", self.on_error)
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # a failure was reported by watch()
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def _run(self, t0: float) -> None:
-        try:
-            while True:
-                await self._one_frame(t0)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("frame-clock: stopped on an unexpected error")
-            raise
+        while True:
+            await self._one_frame(t0)
 
     async def _one_frame(self, t0: float) -> None:
         k = self.stream.frame_index
@@ -102,14 +186,14 @@ class FrameClock:
         t = time.perf_counter()
         job = self.stream.next_frame_job()
         self.scheduler.timings.observe("motion", (time.perf_counter() - t) * 1000.0)
-        level = self.stats.level
+        level = self.ladder.level
         frame: VideoFrame | None = None
         every = self.renderer.levels[level].render_every
         skipped = every > 1 and k % every != 0 and self._newest is not None
         if skipped:
             self.stats.skipped_by_ladder += 1
         else:
-            # a render may finish after its own deadline: it is not cancelled, since a late image is still
+            # a render may finish after its own due time: it is not cancelled, since a late image is still
             # the newest face for the frames that follow; the worker drops it only if it cannot even start
             # within STALE_FRAMES periods
             fut = self.scheduler.submit(
@@ -120,22 +204,23 @@ class FrameClock:
                 await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, due - time.monotonic()))
             if fut.done() and fut.result() is not None:
                 frame = fut.result()
-                self._note_slack((due - time.monotonic()) / self.period)
+                self.ladder.note((due - time.monotonic()) / self.period)
             else:
-                self._note_slack(-1.0)
+                self.ladder.note(-1.0)
+            self.stats.level, self.stats.level_changes = self.ladder.level, self.ladder.changes
         repeated = frame is None
         if frame is None:
             if self._newest is None:  # nothing to show yet: wait for the very first image
                 frame = await self._first_frame(job)
                 repeated = False
             else:
-                frame = _copy(self._newest)  # a fresh object: the encoder may still hold the last one
-                if not skipped:  # this frame's own image missed its deadline: a counted repeat
+                frame = self._newest
+                if not skipped:  # this frame's own image missed its due time: a counted repeat
                     self.stats.repeated += 1
         self.stats.frames += 1
         lateness = (time.monotonic() - due) * 1000.0
         self.scheduler.timings.observe("frame_lateness", max(0.0, lateness))
-        self.release(job, frame, repeated)
+        self.on_frame(job, frame, repeated)
 
     def _rendered(self, k: int, fut: asyncio.Future[VideoFrame | None]) -> None:
         """Keep the newest finished image (renders may complete out of their frame's time)."""
@@ -145,36 +230,7 @@ class FrameClock:
 
     async def _first_frame(self, job: FrameJob) -> VideoFrame:
         loop = asyncio.get_running_loop()
-        images = await loop.run_in_executor(None, self.renderer.render, job.params[None], self.stats.level)
+        images = await loop.run_in_executor(None, self.renderer.render, job.params[None], self.ladder.level)
         frame = self.renderer.to_video_frame(images[0])
         self._newest, self._newest_k = frame, job.index
         return frame
-
-    def _note_slack(self, slack: float) -> None:
-        """Step down when frames finish too close to their deadline, up when there is room."""
-        if not self.adaptive:
-            return
-        self._slack.append(slack)
-        self._since_change += 1
-        if len(self._slack) > 25:
-            self._slack.pop(0)
-        if self._since_change < 12:
-            return
-        recent = self._slack[-12:]
-        worst = min(recent)
-        levels = len(self.renderer.levels)
-        if (worst < 0.05 or sum(s < 0.15 for s in recent) >= 3) and self.stats.level < levels - 1:
-            self._change(self.stats.level + 1)
-        elif self.stats.level > 0 and len(self._slack) >= 25 and min(self._slack) > 0.5:
-            self._change(self.stats.level - 1)
-
-    def _change(self, level: int) -> None:
-        logger.info("frame-clock: ladder level %d → %d", self.stats.level, level)
-        self.stats.level = level
-        self.stats.level_changes += 1
-        self._since_change = 0
-        self._slack.clear()
-
-
-def _copy(frame: VideoFrame) -> VideoFrame:
-    return VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")

@@ -4,8 +4,10 @@
 a deadline (the wall time its audio is due to leave); jobs run
 earliest-deadline-first, and jobs for the same avatar and level that fall due
 in the same tick are rendered as one batch when the backend takes batches.
-It times every stage into histograms and says how many sessions fit
-(admission control).
+It times every stage into histograms and says how many sessions fit:
+admission control hands out one :class:`Lease` per session
+(:meth:`Scheduler.lease`), refused with :class:`AtCapacity` when another
+session would push the others below full frame rate.
 
 numba's CPU rasteriser releases the GIL and uses every core itself, so one
 worker thread is the right pool size on a CPU; batching pays off on a GPU.
@@ -43,6 +45,36 @@ class _Job:
     owner: object = field(default=None, compare=False)  # the session's frame clock (None: standalone job)
 
 
+class AtCapacity(RuntimeError):
+    """No room for one more session now; try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Lease:
+    """One session's admission to the render pool; :meth:`release` (idempotent) when the session ends."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler: Scheduler | None = scheduler
+
+    def release(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler._release(self)
+            self._scheduler = None
+
+    @property
+    def held(self) -> bool:
+        return self._scheduler is not None
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
 class Scheduler:
     """EDF render worker pool shared by every session; timing histograms; admission control."""
 
@@ -56,7 +88,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._closed = False
         self._cost_ms: dict[int, float] = {}  # EMA of render+convert ms per frame, per level
-        self.sessions = 0
+        self._leases: set[Lease] = set()
         self.rendered = 0
         self.skipped_stale = 0
         self.superseded = 0  # jobs skipped because their session had queued a newer frame
@@ -170,7 +202,7 @@ class Scheduler:
         old = self._cost_ms.get(level)
         self._cost_ms[level] = ms if old is None else 0.9 * old + 0.1 * ms
 
-    # --- capacity ------------------------------------------------------------------------------------
+    # --- capacity and admission ---------------------------------------------------------------------
     def frame_cost_ms(self, level: int = 0) -> float | None:
         """Measured cost of one frame for one session: render (+ encode, which shares the CPU)."""
         render = self._cost_ms.get(level)
@@ -187,11 +219,33 @@ class Scheduler:
         budget = self.period * 1000.0 * self.headroom * len(self._threads)
         return max(1, int(budget // cost))
 
-    def admit(self, capacity: int | None = None) -> tuple[bool, float]:
-        """(admitted, retry_after_s) for one more session; ``capacity`` overrides the measured one."""
-        if self.sessions + 1 <= (capacity or self.capacity()):
-            return True, 0.0
-        return False, 10.0
+    @property
+    def sessions(self) -> int:
+        """Sessions that hold a lease now (server sessions and bot calls alike)."""
+        return len(self._leases)
+
+    def limit(self, capacity: int | None = None, max_sessions: int | None = None) -> int:
+        """How many sessions may run at once: ``capacity`` (an operator's override) or the measured one,
+        capped at ``max_sessions``."""
+        cap = capacity or self.capacity()
+        return min(cap, max_sessions) if max_sessions else cap
+
+    def lease(self, capacity: int | None = None, max_sessions: int | None = None) -> Lease:
+        """Admit one more session, or raise :class:`AtCapacity`; release the lease when it ends.
+
+        The only way in: whoever runs a session (the server's session manager, the bot's calls)
+        takes a lease here, so the count admission control sees is always the real one.
+        """
+        if max_sessions is not None and self.sessions >= max_sessions:
+            raise AtCapacity("the server is at its session limit", retry_after=30.0)
+        if self.sessions + 1 > (capacity or self.capacity()):
+            raise AtCapacity("this machine is at capacity for 25 FPS sessions", retry_after=10.0)
+        lease = Lease(self)
+        self._leases.add(lease)
+        return lease
+
+    def _release(self, lease: Lease) -> None:
+        self._leases.discard(lease)
 
     def close(self) -> None:
         with self._cv:

@@ -41,13 +41,23 @@ from engines.a2v.visemes import (
     SPEECH_INDEX,
     AlignmentTrack,
 )
+from realtime.events import (
+    AvatarState,
+    EmotionChanged,
+    Event,
+    Interrupted,
+    StateChanged,
+    UtteranceDone,
+    UtteranceQueued,
+    UtteranceStarted,
+)
 from realtime.media.motion import MotionLayers, SpeechFrame
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_SAMPLE_RATE = 48_000
 VIDEO_CLOCK_RATE = 90_000
-STATES = ("idle", "speaking", "listening")
+Listener = Callable[[Event], None]
 STRESS_MARK = "ˈ"
 
 
@@ -282,24 +292,34 @@ class AvatarStream:
         self._queue: deque[_Utterance] = deque()
         self._open: _Utterance | None = None  # the utterance receiving chunks
         self._k = 0
-        self._state = "idle"
+        self._state: AvatarState = "idle"
         self._user_speaking = False
-        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._listeners: list[Listener] = []
         self._last_lip: np.ndarray | None = None
         self._reply: str | None = None  # the reply the last chunk belonged to
         self._cancelled: deque[str] = deque(maxlen=64)  # interrupted replies: their late chunks are dropped
         self.stats = StreamStats()
 
+    @classmethod
+    def for_avatar(
+        cls, avatar: Any, fps: int, lip_model: LipModel | None = None, seed: int = 0
+    ) -> AvatarStream:
+        """The one way to make a stream for an avatar (``engines.splat.avatar.Avatar``): its channels,
+        motion on top of its closed relaxed face (``avatar.rest()``). Sessions, the Pipecat service and
+        ``say`` all build their streams here (sessions and the service through ``Engine.new_stream``)."""
+        return cls(tuple(avatar.channels), fps=fps, lip_model=lip_model, seed=seed, rest=avatar.rest(1)[0])
+
     # --- events in ---------------------------------------------------------------------------------
-    def add_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+    def add_listener(self, fn: Listener) -> None:
+        """``fn(event)`` for every :mod:`realtime.events` event of this stream (on the caller's thread)."""
         self._listeners.append(fn)
 
-    def remove_listener(self, fn: Callable[[dict[str, Any]], None]) -> None:
+    def remove_listener(self, fn: Listener) -> None:
         if fn in self._listeners:
             self._listeners.remove(fn)
 
     @property
-    def state(self) -> str:
+    def state(self) -> AvatarState:
         return self._state
 
     @property
@@ -317,11 +337,12 @@ class AvatarStream:
         sample_rate: int,
         alignments: Sequence[Any] | None = None,
         reply: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Add one TTS chunk to the current reply (a new reply starts after :meth:`end_utterance`).
 
         ``reply`` names the TTS context the chunk belongs to (Pipecat's ``context_id``): after
-        :meth:`interrupt`, chunks of an interrupted reply that were still in flight are dropped.
+        :meth:`interrupt`, chunks of an interrupted reply that were still in flight are dropped
+        (the reply-id guard); the call then returns False. Bad audio raises :class:`AvatarStreamError`.
         """
         if not isinstance(sample_rate, int | np.integer) or not 4_000 <= int(sample_rate) <= 192_000:
             self.stats.dropped_chunks += 1
@@ -335,10 +356,10 @@ class AvatarStream:
                 self.stats.dropped_chunks += 1
                 raise AvatarStreamError("alignments need .phoneme and .num_samples >= 0")
         if not len(audio):
-            return
+            return True
         if reply is not None and reply in self._cancelled:
             self.stats.dropped_chunks += 1
-            return
+            return False
         if self._open is not None and reply is not None and self._open.reply not in (None, reply):
             self.end_utterance()  # a new reply begins: the previous one is complete
         self._reply = reply
@@ -348,8 +369,9 @@ class AvatarStream:
             )
             self._queue.append(self._open)
             # the first TTS audio of a reply is here: the session times it to the reply's first frame
-            self._emit({"type": "utterance_queued", "frame": self._k, "ahead": len(self._queue) - 1})
+            self._emit(UtteranceQueued(frame=self._k, ahead=len(self._queue) - 1))
         self._open.push(audio, int(sample_rate), alignments)
+        return True
 
     def end_utterance(self) -> None:
         """All audio of the current reply was pushed."""
@@ -368,7 +390,7 @@ class AvatarStream:
         self._last_lip = None
         self._motion.interrupt(self._k)
         self.stats.interrupts += 1
-        self._emit({"type": "interrupted", "frame": self._k, "had_speech": had_speech})
+        self._emit(Interrupted(frame=self._k, had_speech=had_speech))
         self._set_state("listening" if self._user_speaking or had_speech else "idle")
 
     def set_user_speaking(self, speaking: bool) -> None:
@@ -381,7 +403,7 @@ class AvatarStream:
         if not math.isfinite(intensity) or not 0.0 <= intensity <= 1.0:
             raise AvatarStreamError(f"emotion intensity must be within 0..1, got {intensity}")
         self._motion.set_emotion(name, float(intensity), self._k)  # ValueError on unknown names
-        self._emit({"type": "emotion", "name": name, "intensity": intensity})
+        self._emit(EmotionChanged(name=name, intensity=intensity))
 
     # --- frames out --------------------------------------------------------------------------------
     def next_frame_job(self) -> FrameJob:
@@ -419,7 +441,7 @@ class AvatarStream:
             if utt.finished():
                 self._queue.popleft()
                 self.stats.utterances += 1
-                self._emit({"type": "utterance_done", "frame": k})
+                self._emit(UtteranceDone(frame=k))
                 if not self._queue:
                     self._set_state("listening" if self._user_speaking else "idle")
         params = self._rest + self._motion.frame(k, speech)
@@ -447,20 +469,20 @@ class AvatarStream:
             if utt.can_start():
                 utt.started = True
                 self._set_state("speaking")
-                self._emit({"type": "utterance_start", "frame": self._k - 1, "aligned": utt.aligned})
+                self._emit(UtteranceStarted(frame=self._k - 1, aligned=utt.aligned))
                 return utt
             return None
         return None
 
     # --- internals ---------------------------------------------------------------------------------
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: AvatarState) -> None:
         if state != self._state:
             self._state = state
-            self._emit({"type": "state", "state": state})
+            self._emit(StateChanged(state=state))
 
-    def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: Event) -> None:
         for fn in list(self._listeners):
             try:
                 fn(event)
             except Exception:
-                logger.exception("avatar-stream: event listener failed on %s", event.get("type"))
+                logger.exception("avatar-stream: event listener failed on %s", event.type)

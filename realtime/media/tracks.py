@@ -80,7 +80,13 @@ class MediaOutlet:
         return self.t0
 
     def release(self, job: FrameJob, frame: VideoFrame, repeated: bool = False) -> None:
-        """Frame ``job.index`` is final: its image and its audio may now leave."""
+        """Frame ``job.index`` is final: its image and its audio may now leave.
+
+        ``repeated``: ``frame`` is an older image shown again; it is copied, since the encoder may
+        still hold the object it was given last time.
+        """
+        if repeated:
+            frame = VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
         start = job.index * self.samples_per_frame
         audio = job.audio
         if start < self._mute_until and audio.any():  # taken before an interrupt, released after it

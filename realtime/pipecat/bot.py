@@ -7,11 +7,12 @@
     transport.input ─▶ Whisper tiny.en ─▶ user turn (Silero VAD, Smart Turn) ─▶ brain ─▶ Piper
       ─▶ SplatAvatarService ─▶ transport.output ─▶ assistant context
 
-Every piece is Pipecat's or already ours: the STT/TTS services and brains of
-the conversation loop (:mod:`realtime.conversation.services`,
-:mod:`realtime.conversation.brains`), the turn aggregators of :mod:`realtime.conversation.loop`,
-and :class:`realtime.pipecat.SplatAvatarService` over
-:class:`realtime.pipecat.SplatSmallWebRTCTransport`. The brain is ``echo``
+Every piece is Pipecat's or already ours, and shared with ``splatcast serve``:
+the conversation pipeline (:func:`realtime.conversation.pipeline.build_pipeline`),
+the app shell (:mod:`realtime.web.shell`: shared engine and models, the serve
+loop) and admission (a :class:`realtime.media.scheduler.Lease` per call), with
+:class:`realtime.pipecat.SplatAvatarService` over
+:class:`realtime.pipecat.SplatSmallWebRTCTransport` as the pipeline's last stages. The brain is ``echo``
 unless ``--llm-url`` names an OpenAI-compatible server.
 
 HTTP (aiohttp), the protocol the prebuilt client speaks:
@@ -27,10 +28,8 @@ HTTP (aiohttp), the protocol the prebuilt client speaks:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import logging
-import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,8 +38,13 @@ from typing import Any
 
 from aiohttp import web
 
-from realtime.conversation.mic_audio import PIPELINE_SAMPLE_RATE as MIC_SAMPLE_RATE  # the one 16 kHz constant
+from realtime.conversation.mic_audio import PIPELINE_SAMPLE_RATE
+from realtime.conversation.pipeline import build_pipeline, new_worker
+from realtime.media.scheduler import AtCapacity, Lease
+from realtime.media.stream import OUTPUT_SAMPLE_RATE
 from realtime.settings import Settings
+from realtime.tasks import spawn
+from realtime.web.shell import Shared, serve
 
 logger = logging.getLogger(__name__)
 
@@ -70,39 +74,11 @@ def prebuilt_client_dir() -> Path | None:
 
 
 @dataclass
-class BotShared:
-    """What every call shares: the loaded engine (avatar, render worker, a2v) and speech models."""
-
-    settings: Settings
-    engine: Any  # realtime.media.engine.Engine
-    models: Any  # realtime.conversation.services.SpeechModels
-    greeting: str = GREETING
-
-    @classmethod
-    def load(cls, settings: Settings) -> BotShared:
-        from realtime.conversation.services import SpeechModels
-        from realtime.media.engine import Engine
-        from realtime.pipecat.service import RGBRenderer
-
-        engine = Engine.load(settings, warmup=False)
-        try:
-            # compile the renderer now (numba caches it): a call's pipeline gives its StartFrame 20 s
-            RGBRenderer(engine.avatar, (settings.size, settings.size), settings.render_backend).warmup()
-            models = SpeechModels.load()
-        except Exception:
-            engine.close()
-            raise
-        return cls(settings, engine, models)
-
-    def close(self) -> None:
-        self.engine.close()
-
-
-@dataclass
 class Call:
-    """One browser's call: its WebRTC connection and the task running its pipeline."""
+    """One browser's call: its WebRTC connection, its admission lease and the task running its pipeline."""
 
     connection: Any  # SmallWebRTCConnection
+    lease: Lease
     task: asyncio.Task[None] | None = None
     started_at: float = field(default_factory=time.monotonic)
 
@@ -110,7 +86,7 @@ class Call:
 class BotServer:
     """The HTTP side: serves the client and turns each WebRTC offer into a call with its own pipeline."""
 
-    def __init__(self, shared: BotShared) -> None:
+    def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.calls: dict[str, Call] = {}  # by pc_id
         self.sessions: set[str] = set()
@@ -165,25 +141,28 @@ class BotServer:
         if call is not None:
             await call.connection.renegotiate(sdp=sdp, type=kind, restart_pc=bool(body.get("restart_pc")))
         else:
-            scheduler = self.shared.engine.scheduler
-            admitted, retry_after = scheduler.admit(self.shared.settings.capacity)
-            if not admitted or (
-                self.shared.settings.max_sessions is not None
-                and len(self.calls) >= self.shared.settings.max_sessions
-            ):
+            settings = self.shared.settings
+            try:
+                lease = self.shared.engine.scheduler.lease(settings.capacity, settings.max_sessions)
+            except AtCapacity as exc:
                 raise web.HTTPServiceUnavailable(
-                    text="the avatar is busy with other calls", headers={"Retry-After": str(int(retry_after))}
-                )
-            ice = [IceServer(urls=url) for url in self.shared.settings.ice_servers] or None
-            connection = SmallWebRTCConnection(ice_servers=ice)
-            await connection.initialize(sdp=sdp, type=kind)
-            call = Call(connection)
+                    text=f"the avatar is busy with other calls ({exc})",
+                    headers={"Retry-After": str(int(exc.retry_after))},
+                ) from exc
+            try:
+                ice = [IceServer(urls=url) for url in settings.ice_servers] or None
+                connection = SmallWebRTCConnection(ice_servers=ice)
+                await connection.initialize(sdp=sdp, type=kind)
+            except BaseException:
+                lease.release()
+                raise
+            call = Call(connection, lease)
 
             @connection.event_handler("closed")
             async def _closed(conn: Any) -> None:
                 self.calls.pop(conn.pc_id, None)
 
-            call.task = asyncio.create_task(run_call(self.shared, connection), name="splatcast-bot-call")
+            call.task = spawn(self._run(call), f"bot call {connection.pc_id}")
         answer = call.connection.get_answer()
         if answer is None:
             raise web.HTTPInternalServerError(text="the WebRTC connection produced no answer")
@@ -211,89 +190,65 @@ class BotServer:
             await call.connection.add_ice_candidate(candidate)
         return web.json_response({"status": "success"})
 
+    async def _run(self, call: Call) -> None:
+        try:
+            await run_call(self.shared, call.connection)
+        finally:
+            call.lease.release()
+
     async def _close_calls(self, _app: web.Application) -> None:
         calls = list(self.calls.values())
         self.calls.clear()
         for call in calls:
-            with contextlib.suppress(Exception):
+            try:
                 await call.connection.disconnect()
+            except Exception:  # it is going away anyway; the call's task is cancelled below
+                logger.warning(
+                    "bot: call %s did not disconnect cleanly", call.connection.pc_id, exc_info=True
+                )
         tasks = [c.task for c in calls if c.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def build_pipeline(shared: BotShared, transport: Any) -> tuple[Any, Any]:
-    """(pipeline, avatar service) of one call: STT → turns → brain → Piper → avatar → transport."""
-    from pipecat.pipeline.pipeline import Pipeline
-
-    from realtime.conversation.brains import make_brain
-    from realtime.conversation.services import AlignedPiperTTSService, SharedWhisperSTTService
-    from realtime.pipecat.service import SplatAvatarService
-
-    settings = shared.settings
-    from realtime.conversation.loop import make_turn_aggregators
-
-    aggregators = make_turn_aggregators()
-    avatar = SplatAvatarService(engine=shared.engine, fps=settings.fps, size=settings.size)
-    pipeline = Pipeline(
-        [
-            transport.input(),
-            SharedWhisperSTTService(shared.models.stt),
-            aggregators.user(),
-            make_brain(settings),
-            AlignedPiperTTSService(shared.models),
-            avatar,
-            transport.output(),
-            aggregators.assistant(),
-        ]
-    )
-    return pipeline, avatar
-
-
-async def run_call(shared: BotShared, connection: Any) -> None:
-    """Run one call's pipeline until the browser hangs up."""
+async def run_call(shared: Shared, connection: Any) -> None:
+    """Run one call's pipeline (the conversation pipeline ending in the avatar service) until it hangs up."""
     from pipecat.frames.frames import TTSSpeakFrame
-    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
     from pipecat.workers.runner import WorkerRunner
 
+    from realtime.pipecat.service import SplatAvatarService
     from realtime.pipecat.transport import SplatSmallWebRTCTransport, avatar_transport_params
 
     settings = shared.settings
     params = avatar_transport_params(
-        fps=settings.fps, size=settings.size, audio_in_sample_rate=MIC_SAMPLE_RATE
+        fps=settings.fps, size=settings.size, audio_in_sample_rate=PIPELINE_SAMPLE_RATE
     )
     transport = SplatSmallWebRTCTransport(connection, params)
-    pipeline, avatar = build_pipeline(shared, transport)
-    worker = PipelineWorker(
-        pipeline,
-        params=PipelineParams(audio_in_sample_rate=MIC_SAMPLE_RATE, audio_out_sample_rate=48_000),
-        idle_timeout_secs=None,
-        cancel_on_idle_timeout=False,
-        enable_rtvi=False,
-    )
+    avatar = SplatAvatarService(engine=shared.engine, fps=settings.fps, size=settings.size, warm=False)
+    await avatar.warm_up()  # off the event loop, before the pipeline starts: StartFrame passes at once
+    built = build_pipeline(settings, shared.models, avatar, transport=transport)
+    worker = new_worker(built.pipeline, OUTPUT_SAMPLE_RATE)
 
     @transport.event_handler("on_client_connected")
     async def _connected(_transport: Any, _client: Any) -> None:
         logger.info("bot: call %s connected", connection.pc_id)
-        if shared.greeting:
-            await worker.queue_frame(TTSSpeakFrame(shared.greeting))
+        await worker.queue_frame(TTSSpeakFrame(GREETING))
 
     @transport.event_handler("on_client_disconnected")
     async def _disconnected(_transport: Any, _client: Any) -> None:
         logger.info("bot: call %s hung up", connection.pc_id)
         await worker.cancel(reason="the browser hung up")
 
-    scheduler = shared.engine.scheduler
-    scheduler.sessions += 1
+    @avatar.event_handler("on_pacer_failed")
+    async def _avatar_failed(_avatar: Any, _error: BaseException) -> None:
+        await worker.cancel(reason="the avatar stopped")  # no face, no call: the browser sees it end
+
     try:
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)
         await runner.run()
-    except Exception:
-        logger.exception("bot: call %s ended with an error", connection.pc_id)
     finally:
-        scheduler.sessions -= 1
         logger.info(
             "bot: call %s over: %d images (%d late, %d repeated), audio→first image %s s",
             connection.pc_id,
@@ -305,30 +260,8 @@ async def run_call(shared: BotShared, connection: Any) -> None:
 
 
 async def serve_bot(settings: Settings, ready: asyncio.Event | None = None) -> None:
-    """Load the models, serve the client and calls until SIGINT/SIGTERM."""
-    loop = asyncio.get_running_loop()
-    shared = await loop.run_in_executor(None, BotShared.load, settings)
-    server = BotServer(shared)
-    runner = web.AppRunner(server.app(), access_log=None)
-    try:
-        await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-        print(
-            f"splatcast bot is serving the avatar at http://{host}:{settings.port}/  (Ctrl+C to stop)",
-            flush=True,
-        )
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if ready is not None:
-            ready.set()
-        await stop.wait()
-    finally:
-        logger.info("bot: shutting down")
-        await runner.cleanup()
-        shared.close()
+    """Load the models, serve the client and calls until SIGINT/SIGTERM (the shared shell)."""
+    await serve(settings, "splatcast bot", lambda shared: BotServer(shared).app(), ready=ready)
 
 
 def bot_settings(settings: Settings) -> Settings:

@@ -23,15 +23,23 @@ with the frames; ``TTSStartedFrame``/``TTSStoppedFrame`` are held and leave
 just before the first and just after the last audio of their reply, so the
 transport's bot-speaking events follow what is actually heard.
 
-Who owns time: this service. The :class:`realtime.media.stream.AvatarStream`
-is clock-free; the service prepares frame ``k`` ahead of ``t0 + k/fps`` (by
-the measured render cost, one to three frame periods), renders it in the
-shared render worker thread (:class:`realtime.media.scheduler.Scheduler`; numba
-releases the GIL, the event loop never blocks) and pushes image ``k`` at
-``t0 + k/fps`` on that absolute schedule, or the newest image rendered so far
-when ``k`` is late (renders are never thrown away, so a slow machine shows
-fewer fresh faces instead of none). Idle frames therefore flow when nobody speaks, and the transport's
-queues stay about one frame deep, so an interruption takes effect at once.
+Who owns time: this service, through the same :class:`realtime.media.pacer.FramePacer`
+a server session runs. The :class:`realtime.media.stream.AvatarStream` is
+clock-free; the pacer prepares frame ``k`` ahead of ``t0 + k/fps`` (by the
+measured render cost, one to three frame periods: :class:`realtime.media.pacer.MeasuredLead`),
+renders it in the shared render worker thread (:class:`realtime.media.scheduler.Scheduler`;
+numba releases the GIL, the event loop never blocks), and the service pushes
+image ``k`` at ``t0 + k/fps`` on that absolute schedule, or the newest image
+rendered so far when ``k`` is late (renders are never thrown away, so a slow
+machine shows fewer fresh faces instead of none). Idle frames therefore flow
+when nobody speaks, and the transport's queues stay about one frame deep, so an
+interruption takes effect at once. If the pacer fails, the service reports an
+``ErrorFrame`` that marks it unusable (``force_treat_as_permanent``).
+
+Heavy work happens before the pipeline starts: the constructor loads the
+avatar and compiles and times the renderer (or, with ``warm=False``, ``await
+service.warm_up()`` does it off the event loop), so ``StartFrame`` passes in
+milliseconds.
 
 Audio leaves one frame after its image. Pipecat's live video output
 (``video_out_is_live``) draws an image either one frame period after it
@@ -81,34 +89,24 @@ from pipecat.services.settings import ServiceSettings
 
 from engines.a2v.runtime import A2VRuntimeChoice
 from engines.splat.rasterize import RenderBackend
-from realtime.conversation.services import AlignedTTSAudioRawFrame
+from realtime.conversation.avatar_output import feed_tts_audio
+from realtime.events import Event, UtteranceDone, UtteranceStarted
 from realtime.media.clock import sleep_until
 from realtime.media.engine import Engine
 from realtime.media.frame_renderer import FrameRenderer
+from realtime.media.pacer import FramePacer, MeasuredLead
 from realtime.media.stream import OUTPUT_SAMPLE_RATE, VIDEO_CLOCK_RATE, AvatarStream, FrameJob
 from realtime.pipecat.transport import NS_PER_S
-from realtime.settings import Settings, SettingsError, load_settings
+from realtime.settings import SettingsError, load_settings
+from realtime.tasks import watch
 
 logger = logging.getLogger(__name__)
 
-END_DRAIN_MARGIN_S = 2.0
-MAX_LEAD_FRAMES = 3  # frames are prepared at most this many frame periods ahead (latency bound)  # EndFrame: how much longer than the queued speech to wait for it to play out
+END_DRAIN_MARGIN_S = 2.0  # EndFrame: how much longer than the queued speech to wait for it to play out
 
 
 class SplatAvatarError(ValueError):
     """The service cannot be configured as asked (the message says which option)."""
-
-
-class RGBRenderer(FrameRenderer):
-    """The shared renderer, handing out RGB frames at the output size (Pipecat images are RGB)."""
-
-    def to_video_frame(self, image: np.ndarray) -> VideoFrame:
-        """uint8 [h, w, 3] → an rgb24 frame at the output size (scaled up when rendered smaller)."""
-        frame = VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        h, w = self.size
-        if (frame.height, frame.width) != (h, w):
-            frame = frame.reformat(width=w, height=h)
-        return frame
 
 
 @dataclass
@@ -152,7 +150,9 @@ class SplatAvatarService(AIService):
     (``cpu``, ``torch``, ``reference``), ``emotion`` (a motion-layer emotion
     name, held for the whole call). ``engine`` shares one loaded
     :class:`realtime.media.engine.Engine` (avatar, render worker, a2v) between the
-    services of several calls; without it the service loads its own at start.
+    services of several calls; without it the service loads its own. ``warm``
+    (default True): load and warm up in the constructor (blocking); with False,
+    ``await warm_up()`` before the pipeline starts.
     """
 
     def __init__(
@@ -168,6 +168,7 @@ class SplatAvatarService(AIService):
         engine: Engine | None = None,
         audio_delay_frames: int = 1,
         seed: int = 0,
+        warm: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(settings=ServiceSettings(model="splatcast"), **kwargs)
@@ -201,15 +202,11 @@ class SplatAvatarService(AIService):
         self._audio_delay = audio_delay_frames
         self._seed = seed
         self._stream: AvatarStream | None = None
-        self._renderer: RGBRenderer | None = None
+        self._renderer: FrameRenderer | None = None  # set by warm-up
+        self._lead: MeasuredLead | None = None  # how far ahead frames are prepared (from the render cost)
+        self._neutral: VideoFrame | None = None  # shown until the first render is done
         self._jaw: int | None = None  # index of jawOpen in the rig parameters
-        self._render_task: asyncio.Task[None] | None = None
-        self._lead_s = (
-            1.0 / fps
-        )  # how far ahead of its due time a frame is prepared (set from the render cost)
-        self._level = 0  # degradation ladder level (realtime.media.frame_renderer.ladder_for)
-        self._slack: deque[float] = deque(maxlen=25)  # recent (due - rendered) / period; < 0: late
-        self._neutral: VideoFrame | None = None
+        self._pacer: FramePacer | None = None
         self._push_task: asyncio.Task[None] | None = None
         self._ready: asyncio.Queue[_Ready] = asyncio.Queue()
         self._marks: defaultdict[int, list[str]] = defaultdict(list)
@@ -224,6 +221,9 @@ class SplatAvatarService(AIService):
         self._interrupted_before = 0  # frames below this index were made before the last interruption
         self._speech_in_s = 0.0  # TTS audio received and not yet pushed out, in seconds
         self.stats = ServiceStats()
+        self._register_event_handler("on_pacer_failed")  # (service, exception): no more frames will come
+        if warm:
+            self._warm_up()
 
     # --- public ------------------------------------------------------------------------------------
     @property
@@ -250,41 +250,62 @@ class SplatAvatarService(AIService):
         return True
 
     # --- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def warmed_up(self) -> bool:
+        """The avatar is loaded and the renderer compiled and timed: ``StartFrame`` passes at once."""
+        return self._renderer is not None
+
+    async def warm_up(self) -> None:
+        """Load the avatar (unless an engine was given), compile and time the renderer, off the event loop.
+
+        The constructor does this (blocking) unless ``warm=False``; then await this before the pipeline
+        starts, or ``start()`` does it while holding ``StartFrame``.
+        """
+        await asyncio.to_thread(self._warm_up)
+
+    def _warm_up(self) -> None:
+        if self._renderer is not None:
+            return
+        t = time.perf_counter()
+        if self._engine is None:
+            self._engine = Engine.load(self._config, warmup=False)
+        engine = self._engine
+        renderer = FrameRenderer(
+            engine.avatar, (self._size, self._size), backend=self._config.render_backend, pixel_format="rgb24"
+        )
+        renderer.warmup()
+        neutral = np.asarray(engine.avatar.neutral(1), np.float32)  # [1, C]
+        cost_s, self._neutral = self._measure_render(renderer, neutral)
+        self._lead = MeasuredLead(cost_s)
+        self._jaw = renderer.channels.index("jawOpen") if "jawOpen" in renderer.channels else None
+        self._renderer = renderer
+        logger.info(
+            "%s: ready in %.1f s (%d px, %d fps); a frame renders in %.0f ms and is prepared %.0f ms ahead",
+            self,
+            time.perf_counter() - t,
+            self._size,
+            self._fps,
+            cost_s * 1e3,
+            self._lead.lead_s(1.0 / self._fps) * 1e3,
+        )
+
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
-        if self._engine is None:
-            self._engine = await asyncio.to_thread(self._load_engine, self._config)
-        engine = self._engine
-        renderer = RGBRenderer(engine.avatar, (self._size, self._size), backend=self._config.render_backend)
-        warm_s = await asyncio.to_thread(renderer.warmup)
-        logger.info("%s: renderer ready in %.1f s (%d px, %d fps)", self, warm_s, self._size, self._fps)
-        stream = AvatarStream(
-            renderer.channels,
-            fps=self._fps,
-            lip_model=engine.lip_model,
-            seed=self._seed,
-            rest=engine.avatar.rest(1)[0],
-        )
+        if not self.warmed_up:
+            logger.warning(
+                "%s: warming up inside StartFrame; construct it with warm=True or await warm_up() first", self
+            )
+            await self.warm_up()
+        assert self._engine is not None
+        stream = self._engine.new_stream(seed=self._seed)
         stream.add_listener(self._on_stream_event)
         name, intensity = self._emotion
         if name != "neutral":
             stream.set_emotion(name, intensity)
-        self._renderer = renderer
-        self._jaw = renderer.channels.index("jawOpen") if "jawOpen" in renderer.channels else None
         self._stream = stream
-        neutral = np.asarray(engine.avatar.neutral(1), np.float32)  # [1, C]
-        cost_s, self._neutral = await asyncio.to_thread(self._measure_render, renderer, neutral)
-        period = 1.0 / self._fps
-        self._lead_s = min(MAX_LEAD_FRAMES * period, max(period, 1.25 * cost_s))
-        logger.info(
-            "%s: a frame renders in %.0f ms; frames are prepared %.0f ms ahead",
-            self,
-            cost_s * 1e3,
-            self._lead_s * 1e3,
-        )
 
     @staticmethod
-    def _measure_render(renderer: RGBRenderer, neutral: np.ndarray) -> tuple[float, VideoFrame]:
+    def _measure_render(renderer: FrameRenderer, neutral: np.ndarray) -> tuple[float, VideoFrame]:
         """Median seconds of one level-0 frame (render + convert), and the neutral image."""
         times = []
         frame = renderer.to_video_frame(renderer.render(neutral, 0)[0])
@@ -294,16 +315,42 @@ class SplatAvatarService(AIService):
             times.append(time.perf_counter() - t)
         return float(np.median(times)), frame
 
-    @staticmethod
-    def _load_engine(settings: Settings) -> Engine:
-        return Engine.load(settings, warmup=False)
-
     def _start_clock(self) -> None:
-        if self._stream is None or self._render_task is not None:
+        if self._stream is None or self._pacer is not None:
             return
-        self._t0 = time.monotonic() + self._lead_s
-        self._render_task = self.create_task(self._render_loop(), name="splatcast-avatar-render")
-        self._push_task = self.create_task(self._push_loop(), name="splatcast-avatar-push")
+        assert self._engine is not None and self._renderer is not None
+        self._pacer = FramePacer(
+            self._stream,
+            self._engine.scheduler,
+            self._renderer,
+            self._on_frame,
+            lead=self._lead,
+            on_error=self._pacer_failed,
+            first_image=self._neutral,
+        )
+        self._t0 = time.monotonic() + self._pacer.lead
+        self._pacer.start(self._t0)
+        self._push_task = watch(
+            self.create_task(self._push_loop(), name="splatcast-avatar-push"),
+            f"{self}: push loop",
+            self._pacer_failed,
+        )
+
+    def _pacer_failed(self, exc: BaseException) -> None:
+        """No more frames would come: an ``ErrorFrame`` that leaves this service unusable (the pipeline
+        worker's ``processor_unusable_policy`` decides what follows), and ``on_pacer_failed`` handlers
+        (``splatcast bot`` ends the call)."""
+        watch(
+            self.create_task(self._report_failure(exc), name="splatcast-avatar-error"),
+            f"{self}: error report",
+        )
+
+    async def _report_failure(self, exc: BaseException) -> None:
+        message = f"the avatar's frame pacer stopped: {exc or type(exc).__name__}"
+        await self.push_error(
+            message, exception=exc if isinstance(exc, Exception) else None, force_treat_as_permanent=True
+        )
+        await self._call_event_handler("on_pacer_failed", exc)
 
     @property
     def running(self) -> bool:
@@ -334,15 +381,16 @@ class SplatAvatarService(AIService):
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        if self._render_task is not None:
-            await self.cancel_task(self._render_task)
-            self._render_task = None
+        if self._pacer is not None:
+            await self._pacer.stop()
+            self._pacer = None
         if self._push_task is not None:
             await self.cancel_task(self._push_task)
             self._push_task = None
         if self._own_engine and self._engine is not None:
             self._engine.close()
             self._engine = None
+            self._renderer = None
 
     # --- frames in ---------------------------------------------------------------------------------
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -374,25 +422,24 @@ class SplatAvatarService(AIService):
 
     def _on_tts_audio(self, frame: TTSAudioRawFrame) -> None:
         assert self._stream is not None
-        pcm = np.frombuffer(frame.audio, dtype=np.int16)  # [N * C]
-        if frame.num_channels > 1:
-            pcm = pcm.reshape(-1, frame.num_channels)  # [N, C]; AvatarStream mixes to mono
-        alignments = frame.alignments if isinstance(frame, AlignedTTSAudioRawFrame) else None
-        reply = self._incoming
-        if reply is None:  # audio without a TTSStartedFrame: a reply of its own
-            reply = self._incoming = _Reply(frame.context_id)
         try:
-            self._stream.push_tts_audio(pcm, frame.sample_rate, alignments)
+            accepted = feed_tts_audio(self._stream, frame)
         except ValueError as exc:  # AvatarStreamError: this chunk is lost, the call goes on
             logger.warning("%s: the avatar refused a TTS chunk: %s", self, exc)
             return
-        if not reply.has_audio and len(pcm):
+        if not accepted:  # late audio of an interrupted reply
+            return
+        reply = self._incoming
+        if reply is None:  # audio without a TTSStartedFrame: a reply of its own
+            reply = self._incoming = _Reply(frame.context_id)
+        samples = len(frame.audio) // (2 * max(1, frame.num_channels))
+        if not reply.has_audio and samples:
             reply.has_audio = True
             reply.context_id = reply.context_id or frame.context_id
             self._replies.append(reply)
             self._first_audio_at[id(reply)] = time.monotonic()
             self._drained.clear()
-        self._speech_in_s += len(pcm) / frame.sample_rate
+        self._speech_in_s += samples / frame.sample_rate
 
     async def _on_tts_stopped(self, frame: TTSStoppedFrame) -> None:
         reply = self._incoming
@@ -427,94 +474,29 @@ class SplatAvatarService(AIService):
         self._check_drained()
 
     # --- frames out --------------------------------------------------------------------------------
-    def _on_stream_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") in ("utterance_start", "utterance_done"):
-            self._marks[int(event["frame"])].append(str(event["type"]))
+    def _on_stream_event(self, event: Event) -> None:
+        if isinstance(event, UtteranceStarted | UtteranceDone):
+            self._marks[event.frame].append(event.type)
 
-    async def _render_loop(self) -> None:
-        """Prepare frame ``k`` at ``t0 + k/fps - lead``: its job, and its image if it renders by its due time.
-
-        Renders never get cancelled: when frame ``k`` is not ready by ``t0 + k/fps``
-        the newest image rendered so far goes out in its place (a counted repeat),
-        and the render goes on, so a machine that renders slower than the frame
-        rate still shows as many fresh faces as it can, while the audio keeps to
-        its schedule.
-        """
-        assert self._stream is not None and self._renderer is not None and self._engine is not None
-        stream, renderer, scheduler = self._stream, self._renderer, self._engine.scheduler
-        period = 1.0 / self._fps
-        latest: tuple[int, VideoFrame | None] = (-1, self._neutral)  # (frame index, image)
-        in_flight: tuple[int, asyncio.Future[VideoFrame | None]] | None = None
-        try:
-            while True:
-                due = self._t0 + stream.frame_index * period
-                await sleep_until(due - self._lead_s)
-                job = stream.next_frame_job()
-                submitted = False
-                while True:
-                    if in_flight is None and not submitted:
-                        deadline = due + MAX_LEAD_FRAMES * period  # the worker drops it only when hopeless
-                        in_flight = (job.index, scheduler.submit(renderer, job.params, deadline, self._level))
-                        submitted = True
-                    if in_flight is None:
-                        break
-                    index, fut = in_flight
-                    try:
-                        image = await asyncio.wait_for(
-                            asyncio.shield(fut), timeout=max(0.0, due - time.monotonic())
-                        )
-                    except TimeoutError:
-                        break
-                    in_flight = None
-                    if image is not None and index > latest[0]:
-                        latest = (index, image)
-                    if index == job.index:
-                        break
-                own = latest[0] == job.index
-                self._adapt((due - time.monotonic()) / period if own else -1.0)
-                assert latest[1] is not None
-                self._ready.put_nowait(_Ready(job, latest[1], not own, self._marks.pop(job.index, [])))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("%s: the render loop stopped on an unexpected error", self)
-            raise
-
-    def _adapt(self, slack: float) -> None:
-        """Step down the ladder when frames miss or nearly miss; back up when there is room."""
-        assert self._renderer is not None
-        self._slack.append(slack)
-        recent = list(self._slack)[-12:]
-        top = len(self._renderer.levels) - 1
-        if len(recent) == 12 and sum(s < 0.1 for s in recent) >= 3 and self._level < top:
-            self._level += 1
-            self._slack.clear()
-            logger.info("%s: render ladder level %d (frames were late)", self, self._level)
-        elif self._level > 0 and len(self._slack) == self._slack.maxlen and min(self._slack) > 0.5:
-            self._level -= 1
-            self._slack.clear()
-            logger.info("%s: render ladder level %d (room again)", self, self._level)
+    def _on_frame(self, job: FrameJob, frame: VideoFrame, repeated: bool) -> None:
+        """The pacer's frame: it leaves at its due time from :meth:`_push_loop`."""
+        self._ready.put_nowait(_Ready(job, frame, repeated, self._marks.pop(job.index, [])))
 
     async def _push_loop(self) -> None:
-        try:
-            while True:
-                ready = await self._ready.get()
-                await sleep_until(self._t0 + ready.job.index / self._fps)
-                reply = self._reply_for(ready)
-                if reply is not None and "utterance_start" in ready.marks:
-                    heard_at = self._first_audio_at.pop(id(reply), None)
-                    if heard_at is not None:  # TTS audio in → the image of its first frame out
-                        self.stats.first_audio_to_image_s.append(time.monotonic() - heard_at)
-                await self._push_image(ready)
-                self._audio_line.append((ready.job, ready.marks, reply))
-                while len(self._audio_line) > self._audio_delay:
-                    await self._push_audio(*self._audio_line.popleft())
-                self._check_drained()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("%s: the frame loop stopped on an unexpected error", self)
-            raise
+        """Push frame ``k``'s image at ``t0 + k/fps`` and its audio one frame (``audio_delay_frames``) later."""
+        while True:
+            ready = await self._ready.get()
+            await sleep_until(self._t0 + ready.job.index / self._fps)
+            reply = self._reply_for(ready)
+            if reply is not None and "utterance_start" in ready.marks:
+                heard_at = self._first_audio_at.pop(id(reply), None)
+                if heard_at is not None:  # TTS audio in → the image of its first frame out
+                    self.stats.first_audio_to_image_s.append(time.monotonic() - heard_at)
+            await self._push_image(ready)
+            self._audio_line.append((ready.job, ready.marks, reply))
+            while len(self._audio_line) > self._audio_delay:
+                await self._push_audio(*self._audio_line.popleft())
+            self._check_drained()
 
     def _reply_for(self, ready: _Ready) -> _Reply | None:
         """The reply whose audio this frame carries (tracks utterance start/done marks in play order)."""

@@ -1,4 +1,7 @@
-"""glibc allocator settings for a long-running server (Linux; a no-op elsewhere).
+"""Memory housekeeping of a long-running server: glibc allocator settings, and handing freed pages back.
+
+:func:`tune_allocator` runs once at start; :func:`release_freed_memory` after
+a session closes (both Linux/glibc only; no-ops elsewhere).
 
 Video frames (768 kB at 512 px), encoder buffers and audio chunks come and
 go with every session. glibc's default *dynamic* mmap threshold rises to the

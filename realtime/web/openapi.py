@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from realtime.events import EVENT_TYPES, event_schemas
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _SESSION_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
 
@@ -74,6 +76,11 @@ def openapi_spec() -> dict[str, Any]:
                         "session_id": {"type": "string"},
                         "token": {"type": "string"},
                     },
+                },
+                **event_schemas(),
+                "Event": {
+                    "description": "one JSON object per websocket message; `type` says which kind",
+                    "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in event_schemas()],
                 },
                 "SessionInfo": {
                     "type": "object",
@@ -184,7 +191,9 @@ def openapi_spec() -> dict[str, Any]:
             },
             "/api/sessions/{id}/events": {
                 "get": {
-                    "summary": "websocket of JSON events: state, transcript, stats, error, utterance_*",
+                    "summary": "websocket of JSON events (components/schemas/Event): "
+                    + ", ".join(EVENT_TYPES)
+                    + "; the client may send {type: say|interrupt|emotion, ...}",
                     "parameters": [
                         _SESSION_ID,
                         {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},

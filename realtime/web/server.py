@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -34,11 +32,14 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from realtime.events import Closed, Error, Event
 from realtime.settings import Settings
+from realtime.tasks import spawn
 from realtime.web.metrics import ErrorCounter, gauge, process_gauges
 from realtime.web.openapi import openapi_spec
 from realtime.web.security import RateLimiter, auth_middleware, origin_middleware
 from realtime.web.sessions import SessionError, SessionManager
+from realtime.web.shell import Shared, serve
 
 logger = logging.getLogger(__name__)
 
@@ -186,14 +187,17 @@ async def _events(request: web.Request) -> web.StreamResponse:
     queue = session.subscribe()
 
     async def pump() -> None:
-        while True:
-            event = await queue.get()
-            await ws.send_json(event)
-            if event.get("type") == "closed":
-                await ws.close()
-                return
+        try:
+            while True:
+                event = await queue.get()
+                await ws.send_json(event.to_json())
+                if isinstance(event, Closed):
+                    await ws.close()
+                    return
+        except ConnectionResetError:  # the client went away; the receive loop below ends too
+            return
 
-    sender = asyncio.get_running_loop().create_task(pump())
+    sender = spawn(pump(), f"session {session.id}: events websocket")
     window_start, count = time.monotonic(), 0
     try:
         async for msg in ws:  # the client may send commands too: {"type": "say"|"interrupt"|"emotion", ...}
@@ -202,9 +206,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 window_start, count = now, 0
             count += 1
             if count > WS_MESSAGES_PER_S:
-                await ws.send_json(
-                    {"type": "error", "message": f"over {WS_MESSAGES_PER_S} messages per second"}
-                )
+                await ws.send_json(Error(message=f"over {WS_MESSAGES_PER_S} messages per second").to_json())
                 await ws.close(code=1008, message=b"rate limit")
                 break
             if msg.type != WSMsgType.TEXT:
@@ -234,9 +236,9 @@ async def _ws_command(session: Any, data: str, ws: web.WebSocketResponse) -> Non
         else:
             raise ValueError(f"unknown or malformed command {kind!r}")
     except RecursionError:
-        await ws.send_json({"type": "error", "message": "bad command: nested too deeply"})
+        await ws.send_json(Error(message="bad command: nested too deeply").to_json())
     except (ValueError, TypeError, SessionError) as exc:
-        await ws.send_json({"type": "error", "message": f"bad command: {exc}"})
+        await ws.send_json(Error(message=f"bad command: {exc}").to_json())
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -262,7 +264,7 @@ async def _metrics(request: web.Request) -> web.Response:
         "counter",
     )
     lines += gauge("splatcast_render_batches_total", "render batches", sched.batches, "counter")
-    repeated = sum(s.clock.stats.repeated for s in manager.sessions.values())
+    repeated = sum(s.pacer.stats.repeated for s in manager.sessions.values())
     lines += gauge(
         "splatcast_frames_repeated", "late frames replaced by the previous one (active sessions)", repeated
     )
@@ -315,6 +317,7 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
         app[MANAGER_KEY].start()
 
     async def on_shutdown(app: web.Application) -> None:
+        app[MANAGER_KEY].draining = True  # no new sessions while the current ones close
         await app[MANAGER_KEY].close_all()
 
     async def on_cleanup(app: web.Application) -> None:
@@ -326,56 +329,30 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     return app
 
 
-def build_manager(settings: Settings) -> SessionManager:
-    """The engine and the conversation loop for this process (models loaded once, shared by sessions)."""
-    from realtime.media.engine import Engine
-
-    engine = Engine.load(settings)
-    return SessionManager(engine, talker_factory=conversation_factory(settings))
-
-
-def conversation_factory(settings: Settings) -> Any:
+def session_manager(shared: Shared) -> SessionManager:
+    """Sessions on the shared engine, each with a conversation loop on the shared speech models."""
     from realtime.conversation.loop import Conversation
-    from realtime.conversation.services import SpeechModels
 
-    models = SpeechModels.load()
+    settings, models = shared.settings, shared.models
 
-    def make(stream: Any, publish: Callable[[dict[str, Any]], None]) -> Any:
+    def talker(stream: Any, publish: Callable[[Event], None]) -> Any:
         return Conversation(settings, stream, publish, models=models)
 
-    return make
+    return SessionManager(shared.engine, talker_factory=talker)
 
 
 async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:
-    """Serve until SIGINT/SIGTERM."""
-    loop = asyncio.get_running_loop()
-    manager = await loop.run_in_executor(None, build_manager, settings)
-    # the models and modules loaded so far live as long as the process: keep them out of the cyclic
-    # collector's way, so the collection after each closed session (sessions.py) takes ~25 ms, not ~150
-    gc.collect()
-    gc.freeze()
-    app = create_app(settings, manager)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-    url = f"http://{host}:{settings.port}/"
-    logger.info("server: listening on %s:%s", settings.host, settings.port)
-    print(f"splatcast is serving the avatar at {url}  (Ctrl+C to stop)", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready.set()
-    try:
-        await stop.wait()
-        await drain(manager, settings.drain_s)
-    finally:
-        logger.info("server: shutting down")
-        manager.draining = True
-        await runner.cleanup()
-        manager.engine.close()
+    """Serve sessions until SIGINT/SIGTERM, then let them finish for up to ``drain_s`` (the shared shell)."""
+    managers: list[SessionManager] = []
+
+    def make_app(shared: Shared) -> web.Application:
+        managers.append(session_manager(shared))
+        return create_app(settings, managers[0])
+
+    async def drain_sessions() -> None:
+        await drain(managers[0], settings.drain_s)
+
+    await serve(settings, "splatcast", make_app, drain=drain_sessions, ready=ready)
 
 
 async def drain(manager: SessionManager, seconds: float) -> None:

@@ -17,7 +17,7 @@ import secrets
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,10 +25,26 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
+from realtime.events import (
+    Closed,
+    ConnectionChanged,
+    Error,
+    Event,
+    Interrupted,
+    LipLatency,
+    Stage,
+    StateChanged,
+    Stats,
+    Transcript,
+    UtteranceQueued,
+    UtteranceStarted,
+)
 from realtime.media.engine import Engine
-from realtime.media.pacer import FrameClock
+from realtime.media.pacer import FramePacer
+from realtime.media.scheduler import AtCapacity, Lease
 from realtime.media.stream import AvatarStream, FrameJob
 from realtime.media.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaOutlet
+from realtime.tasks import spawn
 from realtime.web.memory import release_freed_memory
 from realtime.web.sdp import OfferError, check_offer
 
@@ -58,7 +74,7 @@ class Talker(Protocol):
     async def consume_track(self, track: MediaStreamTrack) -> None: ...
 
 
-TalkerFactory = Callable[[AvatarStream, Callable[[dict[str, Any]], None]], Talker]
+TalkerFactory = Callable[[AvatarStream, Callable[[Event], None]], Talker]
 
 
 @dataclass
@@ -74,9 +90,14 @@ class SessionInfo:
 
 class Session:
     def __init__(
-        self, engine: Engine, talker_factory: TalkerFactory | None, ice_servers: tuple[str, ...]
+        self,
+        engine: Engine,
+        talker_factory: TalkerFactory | None,
+        ice_servers: tuple[str, ...],
+        lease: Lease | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
+        self.lease = lease  # its admission to the render pool, released when it closes
         self.token = secrets.token_urlsafe(24)
         self.engine = engine
         self.created = time.monotonic()
@@ -84,12 +105,14 @@ class Session:
         self.stream = engine.new_stream(seed=int.from_bytes(secrets.token_bytes(4), "big"))
         self.outlet = MediaOutlet(engine.settings.fps, self.stream.sample_rate, on_start=self._on_clock_start)
         self.outlet.encode_timer = lambda ms: engine.scheduler.timings.observe("encode", ms)
-        self.clock = FrameClock(self.stream, engine.scheduler, engine.renderer, self._release)
+        self.pacer = FramePacer(
+            self.stream, engine.scheduler, engine.renderer, self._release, on_error=self._pacer_failed
+        )
         self.video = AvatarVideoTrack(self.outlet)
         self.audio = AvatarAudioTrack(self.outlet)
         config = RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
         self.pc = RTCPeerConnection(configuration=config)
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._subscribers: set[asyncio.Queue[Event]] = set()
         self.closed = asyncio.Event()
         self._closing = False
         self.talker = talker_factory(self.stream, self.publish) if talker_factory else None
@@ -100,22 +123,32 @@ class Session:
         self._talker_start: asyncio.Task[None] | None = None
         self._reply_in_at: float | None = None  # monotonic time the current reply's first TTS audio arrived
         self._reply_first_frame: int | None = None  # index of that reply's first frame, once it starts
+        self._on_end: Callable[[Session], Coroutine[Any, Any, Any]] | None = (
+            None  # set by answer(): ends this session
+        )
+        self._ending: asyncio.Task[Any] | None = None
 
     # --- signalling --------------------------------------------------------------------------------
-    async def answer(self, sdp: str, kind: str, on_end: Callable[[Session], Any]) -> RTCSessionDescription:
+    async def answer(
+        self, sdp: str, kind: str, on_end: Callable[[Session], Coroutine[Any, Any, Any]]
+    ) -> RTCSessionDescription:
+        """``on_end(session)`` ends this session (the manager's close), when its peer connection fails
+        or closes, or when its frame pacer fails."""
+        self._on_end = on_end
+
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
             state = self.pc.connectionState
             logger.info("session %s: connection %s", self.id, state)
-            self.publish({"type": "connection", "state": state})
+            self.publish(ConnectionChanged(state=state))
             if state in ("failed", "closed"):
                 await on_end(self)
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio" and self.talker is not None and self._mic_task is None:
-                self._mic_task = asyncio.get_running_loop().create_task(
-                    self.talker.consume_track(track), name=f"mic-{self.id}"
+                self._mic_task = spawn(
+                    self.talker.consume_track(track), f"session {self.id}: mic", self._stage_failed("stt")
                 )
 
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
@@ -123,10 +156,10 @@ class Session:
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         if self.talker is not None:  # the conversation warms up while the media connects
-            self._talker_start = asyncio.get_running_loop().create_task(
-                self.talker.start(), name=f"talk-{self.id}"
+            self._talker_start = spawn(
+                self.talker.start(), f"session {self.id}: conversation start", self._stage_failed("pipeline")
             )
-        self._stats_task = asyncio.get_running_loop().create_task(self._stats_loop(), name=f"stats-{self.id}")
+        self._stats_task = spawn(self._stats_loop(), f"session {self.id}: stats")
         return self.pc.localDescription
 
     def _attach_tracks(self) -> None:
@@ -142,30 +175,47 @@ class Session:
                 self.pc.addTrack(self.audio)
 
     def _on_clock_start(self, t0: float) -> None:
-        self.clock.start(t0)
+        self.pacer.start(t0)
+
+    def _stage_failed(self, stage: Stage) -> Callable[[BaseException], None]:
+        """A background task of this session failed (already logged): say so on the events websocket."""
+
+        def report(exc: BaseException) -> None:
+            self.publish(Error(message=f"{stage} stopped: {exc or type(exc).__name__}"[:300], stage=stage))
+
+        return report
+
+    def _pacer_failed(self, exc: BaseException) -> None:
+        """No more frames would come: the session ends, with an error event first."""
+        self.publish(
+            Error(
+                message=f"the avatar's frame pacer stopped: {exc or type(exc).__name__}"[:300], stage="avatar"
+            )
+        )
+        if self._on_end is not None and self._ending is None and not self._closing:
+            self._ending = spawn(self._on_end(self), f"session {self.id}: close after a pacer failure")
 
     def _release(self, job: FrameJob, frame: VideoFrame, repeated: bool) -> None:
         """Hand a frame to the tracks; time a reply's first TTS audio → its first frame (tts_to_frame)."""
         if job.index == self._reply_first_frame and self._reply_in_at is not None:
             ms = (time.monotonic() - self._reply_in_at) * 1000.0
             self.engine.scheduler.timings.observe("tts_to_frame", ms)
-            self.publish({"type": "lip_latency", "frame": job.index, "ms": round(ms, 2)})
+            self.publish(LipLatency(frame=job.index, ms=round(ms, 2)))
             self._reply_in_at = self._reply_first_frame = None
         self.outlet.release(job, frame, repeated)
 
-    def _silence_on_interrupt(self, event: dict[str, Any]) -> None:
+    def _silence_on_interrupt(self, event: Event) -> None:
         """However the avatar was interrupted (``/interrupt``, the user's voice): audio not sent yet,
         released or still in a render in flight, goes silent at once."""
-        if event.get("type") == "interrupted":
-            self.outlet.drop_pending_audio(until_frame=int(event["frame"]))
+        if isinstance(event, Interrupted):
+            self.outlet.drop_pending_audio(until_frame=event.frame)
 
-    def _time_reply(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "utterance_queued" and event.get("ahead") == 0 and self._reply_in_at is None:
+    def _time_reply(self, event: Event) -> None:
+        if isinstance(event, UtteranceQueued) and event.ahead == 0 and self._reply_in_at is None:
             self._reply_in_at = time.monotonic()  # a reply that waits behind another is not timed
-        elif kind == "utterance_start" and self._reply_in_at is not None:
-            self._reply_first_frame = int(event["frame"])
-        elif kind == "interrupted":
+        elif isinstance(event, UtteranceStarted) and self._reply_in_at is not None:
+            self._reply_first_frame = event.frame
+        elif isinstance(event, Interrupted):
             self._reply_in_at = self._reply_first_frame = None
 
     # --- commands --------------------------------------------------------------------------------
@@ -206,40 +256,40 @@ class Session:
         self.last_activity = time.monotonic()
 
     # --- events ----------------------------------------------------------------------------------
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: Event) -> None:
         self._time_reply(event)
-        if event.get("type") in ("transcript", "utterance_start"):
+        if isinstance(event, Transcript | UtteranceStarted):
             self.touch()  # talking counts as activity for the idle timeout
         for q in list(self._subscribers):
             if q.qsize() < 256:  # a slow websocket loses events rather than growing memory
                 q.put_nowait(event)
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    def subscribe(self) -> asyncio.Queue[Event]:
+        q: asyncio.Queue[Event] = asyncio.Queue()
         self._subscribers.add(q)
-        q.put_nowait({"type": "state", "state": self.stream.state})
+        q.put_nowait(StateChanged(state=self.stream.state))
         return q
 
-    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
         self._subscribers.discard(q)
 
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self.publish({"type": "stats", **self.stats()})
+            self.publish(self.stats())
 
-    def stats(self) -> dict[str, Any]:
-        c, o, s = self.clock.stats, self.outlet.stats, self.stream.stats
-        return {
-            "frames": c.frames,
-            "repeated": c.repeated,
-            "ladder_level": c.level,
-            "video_sent": o.video_sent,
-            "audio_gap_packets": o.audio_gap_packets,
-            "utterances": s.utterances,
-            "underrun_samples": s.underrun_samples,
-            "state": self.stream.state,
-        }
+    def stats(self) -> Stats:
+        c, o, s = self.pacer.stats, self.outlet.stats, self.stream.stats
+        return Stats(
+            frames=c.frames,
+            repeated=c.repeated,
+            ladder_level=c.level,
+            video_sent=o.video_sent,
+            audio_gap_packets=o.audio_gap_packets,
+            utterances=s.utterances,
+            underrun_samples=s.underrun_samples,
+            state=self.stream.state,
+        )
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -247,9 +297,9 @@ class Session:
             state=self.stream.state,
             connection=self.pc.connectionState,
             age_s=round(time.monotonic() - self.created, 1),
-            frames=self.clock.stats.frames,
-            repeated=self.clock.stats.repeated,
-            level=self.clock.stats.level,
+            frames=self.pacer.stats.frames,
+            repeated=self.pacer.stats.repeated,
+            level=self.pacer.stats.level,
         )
 
     # --- teardown --------------------------------------------------------------------------------
@@ -258,25 +308,25 @@ class Session:
             await self.closed.wait()
             return
         self._closing = True
-        self.publish({"type": "closed"})
+        self.publish(Closed())
         for task in (self._stats_task, self._mic_task, self._talker_start):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(
-                    asyncio.CancelledError, Exception
-                ):  # its failure was already reported
-                    await task
+                # a failure was logged and reported on the websocket when it happened (tasks.watch)
+                await asyncio.gather(task, return_exceptions=True)
         if self.talker is not None:
             try:
                 await self.talker.stop()
             except Exception:
                 logger.exception("session %s: conversation did not stop cleanly", self.id)
-        await self.clock.stop()
+        await self.pacer.stop()
         self.outlet.close()
         self.video.stop()
         self.audio.stop()
         await self.pc.close()
         self._subscribers.clear()
+        if self.lease is not None:
+            self.lease.release()
         self.closed.set()
         logger.info("session %s: closed", self.id)
 
@@ -289,8 +339,10 @@ def _prefer_vp8(transceiver: Any) -> None:
     ordered = [c for c in codecs if c.mimeType == "video/VP8"] + [
         c for c in codecs if c.mimeType != "video/VP8"
     ]
-    with contextlib.suppress(Exception):
+    try:
         transceiver.setCodecPreferences(ordered)
+    except Exception:  # the offer's codecs decide; aiortc negotiates what it can
+        logger.warning("session: could not prefer VP8 on this transceiver", exc_info=True)
 
 
 class SessionManager:
@@ -314,11 +366,11 @@ class SessionManager:
 
     def start(self) -> None:
         if self._reaper is None:
-            self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="session-reaper")
+            self._reaper = spawn(self._reap(), "session reaper")
 
     def capacity(self) -> int:
-        cap = self.engine.settings.capacity or self.engine.scheduler.capacity()
-        return min(cap, self.max_sessions) if self.max_sessions else cap
+        """Sessions this server holds at once (/healthz, /metrics)."""
+        return self.engine.scheduler.limit(self.engine.settings.capacity, self.max_sessions)
 
     async def create(self, sdp: str, kind: str) -> tuple[Session, RTCSessionDescription]:
         if self.draining:
@@ -329,15 +381,17 @@ class SessionManager:
             check_offer(sdp)
         except OfferError as exc:
             raise SessionError(str(exc), exc.status) from exc
-        if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
-            raise SessionError("the server is at its session limit", 503, retry_after=30)
-        admitted, retry = self.engine.scheduler.admit(self.engine.settings.capacity)
-        if not admitted:
-            raise SessionError("this machine is at capacity for 25 FPS sessions", 503, retry_after=retry)
-        session = Session(self.engine, self.talker_factory, self.engine.settings.ice_servers)
+        try:
+            lease = self.engine.scheduler.lease(self.engine.settings.capacity, self.max_sessions)
+        except AtCapacity as exc:
+            raise SessionError(str(exc), 503, retry_after=exc.retry_after) from exc
+        try:
+            session = Session(self.engine, self.talker_factory, self.engine.settings.ice_servers, lease)
+        except BaseException:
+            lease.release()
+            raise
         self.sessions[session.id] = session
         self.peer_connections.add(session.pc)
-        self.engine.scheduler.sessions = len(self.sessions)
         try:
             answer = await session.answer(sdp, kind, self._ended)
         except SessionError:
@@ -364,7 +418,6 @@ class SessionManager:
 
     async def close(self, session_id: str) -> bool:
         session = self.sessions.pop(session_id, None)
-        self.engine.scheduler.sessions = len(self.sessions)
         if session is None:
             return False
         await session.close()
@@ -374,7 +427,7 @@ class SessionManager:
     def _collect_soon(self) -> None:
         """Free closed sessions now rather than at the next full collection (see :meth:`_collect`)."""
         if self._collector is None or self._collector.done():
-            self._collector = asyncio.get_running_loop().create_task(self._collect(), name="session-gc")
+            self._collector = spawn(self._collect(), "session gc")
 
     async def _collect(self) -> None:
         """A closed session is a web of reference cycles (bound methods in its clock, outlet, stream,
