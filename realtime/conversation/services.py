@@ -151,7 +151,8 @@ class AlignedPiperTTSService(TTSService):
                 chunk = await asyncio.to_thread(_next_chunk, chunks, self._models.tts_lock)
                 if chunk is None:
                     break
-                pcm16 = (np.clip(chunk.pcm, -1.0, 1.0) * 32767.0).astype(np.int16)  # [N]
+                # rounded, not truncated: truncation turned samples just above SILENCE_LEVEL into silence
+                pcm16 = np.rint(np.clip(chunk.pcm, -1.0, 1.0) * 32767.0).astype(np.int16)  # [N]
                 await self.stop_ttfb_metrics()
                 yield AlignedTTSAudioRawFrame(
                     audio=pcm16.tobytes(),
