@@ -1,6 +1,6 @@
 """``splatcast bot`` end to end: the real subprocess, a real aiortc peer speaking SmallWebRTC's signalling.
 
-The client does what Pipecat's prebuilt browser client does (``POST /start``,
+The client does what our page (and Pipecat's prebuilt browser client) does (``POST /start``,
 then the offer to ``/sessions/{id}/api/offer``, audio transceiver first with a
 microphone track), and records every frame and audio packet that arrives. The
 bot greets on connect, so speech arrives without any user turn.
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Iterator
 
 import aiohttp
 import numpy as np
 import pytest
 from aiortc.mediastreams import AudioStreamTrack
+from browser_launch import CHROMIUM, CHROMIUM_ARGS
 
 from benchmarks.server_process import ServerProcess
 from benchmarks.webrtc_client import Client, fps_between
@@ -67,7 +69,7 @@ async def test_bot_streams_the_face_at_25fps_over_smallwebrtc(
         await client.close()
 
 
-async def test_bot_serves_the_prebuilt_client_and_its_start_endpoint(
+async def test_bot_serves_its_page_and_the_smallwebrtc_endpoints(
     bot: tuple[ServerProcess, tuple[int, int, int, int]],
 ) -> None:
     server, _ = bot
@@ -75,6 +77,11 @@ async def test_bot_serves_the_prebuilt_client_and_its_start_endpoint(
         async with http.get(f"{server.base}/") as resp:
             page = await resp.text()
             assert resp.status == 200 and "<!doctype html>" in page.lower()
+        # everything the page loads is served by the bot itself (no other site, no CDN)
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), page
+        for asset in ("/bot.js", "/bot.css"):
+            async with http.get(f"{server.base}{asset}") as resp:
+                assert resp.status == 200 and "//cdn" not in (await resp.text())
         async with http.post(f"{server.base}/start", json={"transport": "webrtc"}) as resp:
             body = await resp.json()
             assert resp.status == 200 and len(body["sessionId"]) >= 32
@@ -96,10 +103,46 @@ def test_bot_needs_a_model_name_with_an_llm_url() -> None:
         bot_settings(Settings(llm_url="http://127.0.0.1:1/v1"))
 
 
-def test_prebuilt_client_is_found() -> None:
-    from realtime.pipecat.bot import prebuilt_client_dir
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
+def test_the_page_works_offline_in_chromium(bot: tuple[ServerProcess, tuple[int, int, int, int]]) -> None:
+    """Headless Chromium with fake devices, every request to another host refused: Connect sends the
+    offer, the avatar's video plays at its size and the greeting's audio is heard (decoded energy)."""
+    from playwright.sync_api import Route, sync_playwright
 
-    dist = prebuilt_client_dir()
-    if dist is None:
-        pytest.skip("pipecat-ai-small-webrtc-prebuilt (the bot extra) is not installed")
-    assert (dist / "index.html").is_file() and any((dist / "assets").glob("*.js"))
+    server, _ = bot
+    elsewhere: list[str] = []
+
+    def only_the_bot(route: Route) -> None:
+        if route.request.url.startswith(server.base):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]  # no DNS at all
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            context = browser.new_context()
+            context.route("**/*", only_the_bot)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(server.base + "/")
+            page.click("#bot-connect")
+            page.wait_for_function("window.splatcastBot.state === 'connected'", timeout=60_000)
+            page.wait_for_function(
+                "(() => { const v = document.getElementById('bot-video');"
+                f" return v.readyState >= 2 && v.currentTime > 1.0 && v.videoWidth === {SIZE}; }})()",
+                timeout=30_000,
+            )
+            page.wait_for_function("window.splatcastBot.framesDecoded > 50", timeout=30_000)
+            # the bot greets on connect: its voice is decoded and played (energy accumulates)
+            page.wait_for_function("window.splatcastBot.audioEnergy > 0.01", timeout=60_000)
+            status = page.evaluate("window.splatcastBot")
+            assert status["width"] == SIZE and status["pcId"], status
+        finally:
+            browser.close()
+    assert not elsewhere, f"the page asked other sites for {elsewhere}"
+    assert not errors, errors

@@ -2,7 +2,7 @@
 
 ::
 
-    browser (Pipecat's prebuilt SmallWebRTC client)
+    browser (our page, realtime/pipecat/static/, speaking SmallWebRTC's signalling)
       ⇅ SmallWebRTC (aiortc)
     transport.input ─▶ Whisper tiny.en ─▶ user turn (Silero VAD, Smart Turn) ─▶ brain ─▶ Piper
       ─▶ SplatAvatarService ─▶ transport.output ─▶ assistant context
@@ -15,10 +15,10 @@ loop) and admission (a :class:`realtime.media.scheduler.Lease` per call), with
 :class:`realtime.pipecat.SplatSmallWebRTCTransport` as the pipeline's last stages. The brain is ``echo``
 unless ``--llm-url`` names an OpenAI-compatible server.
 
-HTTP (aiohttp), the protocol the prebuilt client speaks:
+HTTP (aiohttp), the protocol Pipecat's SmallWebRTC clients speak (ours, and its prebuilt client):
 
-* ``GET /`` → the prebuilt client (package ``pipecat-ai-small-webrtc-prebuilt``,
-  the ``bot`` extra); ``GET /healthz``
+* ``GET /`` → our page (``realtime/pipecat/static/``: index.html, bot.js,
+  bot.css), which needs nothing from other sites; ``GET /healthz``
 * ``POST /start`` → ``{"sessionId"}``
 * ``POST /sessions/{id}/api/offer`` (or ``/api/offer``) ``{sdp, type, pc_id?,
   restart_pc?}`` → ``{sdp, type, pc_id}``; ``PATCH`` the same path with
@@ -28,12 +28,12 @@ HTTP (aiohttp), the protocol the prebuilt client speaks:
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -49,28 +49,11 @@ from realtime.web.shell import Shared, serve
 logger = logging.getLogger(__name__)
 
 GREETING = "Hello! I am a splatcast avatar. Say something, and I will answer."
-PREBUILT_PACKAGE = "pipecat_ai_small_webrtc_prebuilt"
-
-_FALLBACK_PAGE = """<!doctype html><meta charset="utf-8"><title>splatcast bot</title>
-<h1>splatcast bot</h1>
-<p>The browser client ships in the <code>bot</code> extra:
-<code>pip install 'splatcast[bot]'</code> (Pipecat's prebuilt SmallWebRTC client), then reload.</p>
-<p>Any SmallWebRTC client can connect meanwhile: <code>POST /start</code>, then
-<code>POST /sessions/&lt;sessionId&gt;/api/offer</code> with <code>{sdp, type}</code>.</p>
-"""
+PAGE = resources.files("realtime.pipecat").joinpath("static")  # index.html, bot.js, bot.css
 
 
 class BotError(RuntimeError):
     """The bot cannot start (the message says what to install or set)."""
-
-
-def prebuilt_client_dir() -> Path | None:
-    """The prebuilt client's static files (``client/dist``), or None when the package is missing."""
-    spec = importlib.util.find_spec(PREBUILT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    dist = Path(next(iter(spec.submodule_search_locations))) / "client" / "dist"
-    return dist if (dist / "index.html").is_file() else None
 
 
 @dataclass
@@ -83,13 +66,20 @@ class Call:
     started_at: float = field(default_factory=time.monotonic)
 
 
+def _asset(name: str, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_request: web.Request) -> web.Response:
+        text = PAGE.joinpath(name).read_text(encoding="utf-8")
+        return web.Response(text=text, content_type=content_type, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
 class BotServer:
     """The HTTP side: serves the client and turns each WebRTC offer into a call with its own pipeline."""
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.calls: dict[str, Call] = {}  # by pc_id
-        self.sessions: set[str] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -98,22 +88,13 @@ class BotServer:
         for path in ("/api/offer", "/sessions/{session_id}/api/offer"):
             app.router.add_post(path, self.offer)
             app.router.add_patch(path, self.candidates)
-        dist = prebuilt_client_dir()
-        if dist is not None:
-            index = dist / "index.html"
-
-            async def client_index(_request: web.Request) -> web.FileResponse:
-                return web.FileResponse(index)
-
-            app.router.add_get("/", client_index)
-            app.router.add_static("/", dist)
-        else:
-            logger.warning("bot: the prebuilt browser client is not installed: pip install 'splatcast[bot]'")
-
-            async def fallback(_request: web.Request) -> web.Response:
-                return web.Response(text=_FALLBACK_PAGE, content_type="text/html")
-
-            app.router.add_get("/", fallback)
+        # our own page, speaking SmallWebRTC's signalling: nothing is loaded from another site
+        for name, kind in (
+            ("index.html", "text/html"),
+            ("bot.js", "text/javascript"),
+            ("bot.css", "text/css"),
+        ):
+            app.router.add_get("/" if name == "index.html" else f"/{name}", _asset(name, kind))
         app.on_shutdown.append(self._close_calls)
         return app
 
@@ -121,8 +102,7 @@ class BotServer:
         return web.json_response({"status": "ok", "calls": len(self.calls)})
 
     async def start(self, _request: web.Request) -> web.Response:
-        session_id = str(uuid.uuid4())
-        self.sessions.add(session_id)
+        session_id = str(uuid.uuid4())  # SmallWebRTC's protocol names one; the offer path carries it back
         body: dict[str, Any] = {"sessionId": session_id}
         if self.shared.settings.ice_servers:
             body["iceConfig"] = {"iceServers": [{"urls": list(self.shared.settings.ice_servers)}]}
