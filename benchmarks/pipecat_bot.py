@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import re
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import print_json
 from benchmarks.server_process import ServerProcess
 from benchmarks.webrtc_client import Client, fps_between
 from engines.splat.synthetic import write_synthetic_avatar
@@ -118,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     result = run(args.size, args.seconds, args.avatar)
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    print_json(result, args.json)
     return 0
 
 

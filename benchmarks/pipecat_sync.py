@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import print_json
 from engines.splat.synthetic import write_synthetic_avatar
 
 TEXT = "Hello! I am a splatcast avatar. My lips move with my voice, and the two leave together."
@@ -165,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(
             measure(avatar, args.size, args.audio_delay_frames, args.seconds, args.audio_chunks)
         )
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    print_json(result, args.json)
     return 0
 
 

@@ -507,6 +507,16 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def print_json(result: dict[str, Any], json_out: Path | None) -> None:
+    """Print a runner's result as JSON, and write it to ``json_out`` too when given (for the small runners
+    whose output is not a versioned report)."""
+    text = json.dumps(result, indent=2)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    print(text)
+
+
 def write_outputs(
     report: dict[str, Any],
     json_out: Path | None,

@@ -60,18 +60,25 @@ class Client:
         self.connected_at: float | None = None
         self._prev_gray: np.ndarray | None = None
 
+    async def __aenter__(self) -> Client:
+        """``async with Client(base) as client:`` connects, and closes (with DELETE) at the end."""
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
     async def connect(self) -> None:
+        self.pc.on("track", self._on_track)
         if self.protocol == "smallwebrtc":
             await self._connect_smallwebrtc()
             return
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            reader = self._video if track.kind == "video" else self._audio
-            self._tasks.append(asyncio.get_running_loop().create_task(reader(track)))
-
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.connected_at = time.monotonic()
         headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
@@ -90,12 +97,6 @@ class Client:
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.addTransceiver("video", direction="recvonly")
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            reader = self._video if track.kind == "video" else self._audio
-            self._tasks.append(asyncio.get_running_loop().create_task(reader(track)))
-
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.connected_at = time.monotonic()
         async with self.http.post(f"{self.base}/start", json={"transport": "webrtc"}) as resp:
@@ -110,6 +111,10 @@ class Client:
             body = await resp.json()
         self.session_id = body["pc_id"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        reader = self._video if track.kind == "video" else self._audio
+        self._tasks.append(asyncio.get_running_loop().create_task(reader(track)))
 
     async def _video(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):

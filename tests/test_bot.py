@@ -48,9 +48,7 @@ async def test_bot_streams_the_face_at_25fps_over_smallwebrtc(
     bot: tuple[ServerProcess, tuple[int, int, int, int]],
 ) -> None:
     server, box = bot
-    client = Client(server.base, mouth_box=box, protocol="smallwebrtc", mic=AudioStreamTrack())
-    try:
-        await client.connect()
+    async with Client(server.base, mouth_box=box, protocol="smallwebrtc", mic=AudioStreamTrack()) as client:
         await client.wait_video(10, timeout=60)
         start = client.rx.video_t[-1]
         await asyncio.sleep(5.0)
@@ -65,8 +63,6 @@ async def test_bot_streams_the_face_at_25fps_over_smallwebrtc(
         assert max(rx.audio_rms) > 0.02
         mouth = np.array(rx.mouth)
         assert np.ptp(mouth) > 3.0
-    finally:
-        await client.close()
 
 
 async def test_bot_serves_its_page_and_the_smallwebrtc_endpoints(

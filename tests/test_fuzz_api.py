@@ -127,9 +127,7 @@ def fuzz(base: str, session_id: str, session_token: str) -> Findings:
 
 
 async def test_fuzzed_requests_get_no_5xx_and_the_live_session_keeps_streaming(server: ServerProcess) -> None:
-    client = Client(server.base)
-    try:
-        await client.connect()
+    async with Client(server.base) as client:
         await client.wait_video(5)
         assert client.session_id and client.token
         started = time.monotonic()
@@ -146,8 +144,6 @@ async def test_fuzzed_requests_get_no_5xx_and_the_live_session_keeps_streaming(s
         await asyncio.sleep(2.0)
         assert len(client.rx.video_t) >= before + 20, "the live session stopped receiving frames"
         print(f"fuzz: {findings.calls} calls in {took:.1f} s, statuses {sorted(findings.statuses.items())}")
-    finally:
-        await client.close()
 
 
 # --------------------------------------------------------------------------- raw bodies
@@ -242,9 +238,7 @@ async def test_hostile_json_bodies_and_websocket_junk_get_4xx_and_the_session_ke
 ) -> None:
     import aiohttp
 
-    client = Client(server.base)
-    try:
-        await client.connect()
+    async with Client(server.base) as client:
         await client.wait_video(5)
         assert client.session_id and client.token
         findings = await asyncio.to_thread(fuzz_raw, server.base, client.session_id, client.token)
@@ -274,5 +268,3 @@ async def test_hostile_json_bodies_and_websocket_junk_get_4xx_and_the_session_ke
         await asyncio.sleep(2.0)
         assert len(client.rx.video_t) >= before + 20, "the live session stopped receiving frames"
         assert not server_errors(server)
-    finally:
-        await client.close()

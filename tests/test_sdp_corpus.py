@@ -120,9 +120,7 @@ async def test_the_base_offer_is_accepted(server: ServerProcess) -> None:
 async def test_every_hostile_offer_gets_a_4xx_and_the_live_session_keeps_streaming(
     server: ServerProcess,
 ) -> None:
-    client = Client(server.base)
-    try:
-        await client.connect()
+    async with Client(server.base) as client:
         await client.wait_video(5)
         status, metrics = await client.get("/metrics")
         assert status == 200
@@ -158,5 +156,3 @@ async def test_every_hostile_offer_gets_a_4xx_and_the_live_session_keeps_streami
         before = len(client.rx.video_t)
         await asyncio.sleep(2.0)
         assert len(client.rx.video_t) >= before + 20, "the live session stopped receiving frames"
-    finally:
-        await client.close()

@@ -53,9 +53,7 @@ async def test_say_streams_synced_video_and_audio(
     server: tuple[ServerProcess, tuple[int, int, int, int]],
 ) -> None:
     srv, box = server
-    client = Client(srv.base, mouth_box=box)
-    try:
-        await client.connect()
+    async with Client(srv.base, mouth_box=box) as client:
         await client.wait_video(1)
         first_frame_s = client.rx.video_t[0] - (client.connected_at or 0)
         await asyncio.sleep(2.0)  # idle: silence, mouth at rest
@@ -87,17 +85,13 @@ async def test_say_streams_synced_video_and_audio(
         assert len(speaking) > 25 and len(silent) > 20
         assert speaking.std() > 3 * max(silent.std(), 0.3), (speaking.std(), silent.std())
         assert first_frame_s < 10
-    finally:
-        await client.close()
 
 
 async def test_interrupt_stops_audio_within_200ms(
     server: tuple[ServerProcess, tuple[int, int, int, int]],
 ) -> None:
     srv, box = server
-    client = Client(srv.base, mouth_box=box)
-    try:
-        await client.connect()
+    async with Client(srv.base, mouth_box=box) as client:
         await client.wait_video(5)
         long_text = "This is a long answer that goes on and on. " * 4
         assert (await client.post("say", {"text": long_text}))[0] == 202
@@ -118,17 +112,13 @@ async def test_interrupt_stops_audio_within_200ms(
         n = len(client.rx.video_t)
         await asyncio.sleep(0.5)
         assert len(client.rx.video_t) >= n + 10
-    finally:
-        await client.close()
 
 
 async def test_bad_requests_get_clear_errors_and_others_keep_streaming(
     server: tuple[ServerProcess, tuple[int, int, int, int]],
 ) -> None:
     srv, box = server
-    client = Client(srv.base, mouth_box=box)
-    try:
-        await client.connect()
+    async with Client(srv.base, mouth_box=box) as client:
         await client.wait_video(5)
         async with aiohttp.ClientSession() as http:
             base = srv.base
@@ -169,8 +159,6 @@ async def test_bad_requests_get_clear_errors_and_others_keep_streaming(
         t = time.monotonic()
         await asyncio.sleep(2.0)
         assert fps_between(client.rx.video_t, t, time.monotonic()) >= 23.5
-    finally:
-        await client.close()
 
 
 async def test_vanishing_client_is_cleaned_up_without_disturbing_others(

@@ -280,6 +280,22 @@ async def _openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_spec())
 
 
+ROUTES: tuple[tuple[str, str, Handler], ...] = (  # each one is described in openapi.py (a test checks)
+    ("GET", "/", _index),
+    ("GET", "/api/config", _config),
+    ("POST", "/api/offer", _offer),
+    ("GET", "/api/sessions", _list),
+    ("POST", "/api/sessions/{id}/say", _say),
+    ("POST", "/api/sessions/{id}/interrupt", _interrupt),
+    ("POST", "/api/sessions/{id}/emotion", _emotion),
+    ("DELETE", "/api/sessions/{id}", _delete),
+    ("GET", "/api/sessions/{id}/events", _events),
+    ("GET", "/healthz", _healthz),
+    ("GET", "/metrics", _metrics),
+    ("GET", "/openapi.json", _openapi),
+)
+
+
 def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     def session_token(session_id: str) -> str | None:
         session = manager.sessions.get(session_id)
@@ -298,18 +314,11 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app[LIMITER_KEY] = RateLimiter(settings.offer_rate_per_minute)
     app[ERRORS_KEY] = ErrorCounter()
     static = resources.files("realtime.web").joinpath("static")
-    app.router.add_get("/", _index)
-    app.router.add_get("/api/config", _config)
-    app.router.add_post("/api/offer", _offer)
-    app.router.add_get("/api/sessions", _list)
-    app.router.add_post("/api/sessions/{id}/say", _say)
-    app.router.add_post("/api/sessions/{id}/interrupt", _interrupt)
-    app.router.add_post("/api/sessions/{id}/emotion", _emotion)
-    app.router.add_delete("/api/sessions/{id}", _delete)
-    app.router.add_get("/api/sessions/{id}/events", _events)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/openapi.json", _openapi)
+    for method, path, handler in ROUTES:
+        if method == "GET":
+            app.router.add_get(path, handler)  # answers HEAD too
+        else:
+            app.router.add_route(method, path, handler)
     app.router.add_static("/static/", str(static))
 
     async def on_startup(app: web.Application) -> None:
