@@ -208,7 +208,7 @@ def bad_two_faces(directory: Path | None = None, seconds: float = 6.0) -> Path:
     return _built("two_faces.mp4", build, directory)
 
 
-def bad_face_out_of_frame(directory: Path | None = None, seconds: float = 6.0) -> Path:
+def bad_face_out_of_frame(directory: Path | None = None, seconds: float = 12.0) -> Path:
     """The real woman clip sliding left from 1 s on, so that her face is out of frame after ~2 s."""
 
     def build(path: Path) -> None:
@@ -224,7 +224,7 @@ def bad_face_out_of_frame(directory: Path | None = None, seconds: float = 6.0) -
 
         write_mp4(path, shifted(), fps)
 
-    return _built("face_out_of_frame.mp4", build, directory)
+    return _built(f"face_out_of_frame_{seconds:g}s.mp4", build, directory)
 
 
 def bad_small_face(directory: Path | None = None, seconds: float = 5.0) -> Path:
@@ -254,13 +254,13 @@ def synthetic_capture(seconds: float = 12.0, size: int = 512, seed: int = 0, max
     environment cannot be created here.
     """
     from engines.create.face_env import FaceEnvError, ensure_env
-    from engines.create.synthetic_capture import load_synthetic_capture, make_synthetic_capture
+    from engines.create.synthetic_capture import VERSION, load_synthetic_capture, make_synthetic_capture
 
     try:
         ensure_env()
     except FaceEnvError as exc:
         pytest.skip(f"mediapipe environment unavailable: {exc}")
-    d = media_dir() / f"synthetic_s{seconds:g}_px{size}_seed{seed}_yaw{max_yaw_deg:g}"
+    d = media_dir() / f"synthetic_v{VERSION}_s{seconds:g}_px{size}_seed{seed}_yaw{max_yaw_deg:g}"
     with _locked(d.name):
         try:
             return load_synthetic_capture(d)

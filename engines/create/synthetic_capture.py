@@ -89,6 +89,8 @@ CHANNELS: tuple[str, ...] = (
     "eyeBlinkLeft", "eyeBlinkRight", "browInnerUp",
 )  # fmt: skip
 POSE_CHANNELS = ("headPitch", "headYaw", "headRoll")
+#: Bumped whenever the same parameters would draw a different capture (test caches key on it).
+VERSION = 2
 
 TEETH = np.array([226.0, 220.0, 205.0])
 TEETH_LOWER = np.array([205.0, 198.0, 182.0])
@@ -319,6 +321,26 @@ def paint_mouth(out: np.ndarray, lm: np.ndarray, mouth_a: float) -> None:
     out[gy.ravel()[sel], gx.ravel()[sel]] = col
 
 
+def paint_tongue(out: np.ndarray, lm: np.ndarray, mouth_a: float, amount: float) -> None:
+    """A tongue out over the lower lip: an ellipse from the mouth's centre down by ``amount`` × 0.9 mouth half widths."""
+    h, w = out.shape[:2]
+    m = _Frame2D.between(lm[78], lm[308])
+    top = 0.5 * (lm[13] + lm[14])
+    length = 0.9 * amount * mouth_a
+    c = top + 0.5 * length * m.ey
+    rx, ry = 0.45 * mouth_a, 0.5 * length + 0.15 * mouth_a
+    x0, y0 = np.floor(c - max(rx, ry) - 1).astype(int)
+    x1, y1 = np.ceil(c + max(rx, ry) + 1).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
+    gy, gx = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
+    d = np.stack([gx.ravel() + 0.5, gy.ravel() + 0.5], axis=1) - c
+    u, v = d @ m.ex / rx, d @ m.ey / ry
+    r = u * u + v * v
+    sel = r < 1.0
+    shade = (1.0 - 0.25 * r[sel])[:, None]
+    out[gy.ravel()[sel], gx.ravel()[sel]] = TONGUE * shade
+
+
 # ------------------------------------------------------------------ schedule
 
 
@@ -390,16 +412,120 @@ def _schedule(n: int, seed: int, max_yaw_deg: float) -> tuple[dict[str, np.ndarr
 
 
 def _rotation(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """R = Rz(roll) · Ry(yaw) · Rx(pitch), camera axes x right, y down, z away (as :mod:`engines.splat.rig`)."""
+    """The head rotation in the rig's convention (:func:`engines.splat.rig.euler_matrix`), float64 [3, 3]."""
+    from engines.splat.rig import euler_matrix
 
-    def rot(axis: int, angle: float) -> np.ndarray:
-        c, s = math.cos(angle), math.sin(angle)
-        i, j = [(1, 2), (0, 2), (0, 1)][axis]
-        r = np.eye(3)
-        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-        return r
+    return euler_matrix(np.array([pitch]), np.array([yaw]), np.array([roll]))[0].astype(np.float64)
 
-    return rot(2, roll) @ rot(1, -yaw) @ rot(0, pitch)
+
+class WarpedFace:
+    """A photo's face, ready to draw with any expression and head pose (the capture's renderer)."""
+
+    def __init__(
+        self, photo: np.ndarray | None = None, size: int = 512, progress: Progress | None = None
+    ) -> None:
+        from scipy.spatial import Delaunay
+
+        from engines.create.photo import PhotoOptions, astronaut_image, crop_box, crop_photo, find_face
+
+        say = progress or (lambda msg: logger.info("synthetic capture: %s", msg))
+        image = astronaut_image() if photo is None else np.asarray(photo, np.uint8)
+        opts = PhotoOptions(size=size, crop_scale=3.0)
+        src_lm = find_face(image, opts, notify=say)
+        box = crop_box(src_lm, image.shape, opts)
+        crop = crop_photo(image, box, size)
+        sc = size / box[2]
+        lm = src_lm.copy()
+        lm[:, 0] = (src_lm[:, 0] - box[0]) * sc
+        lm[:, 1] = (src_lm[:, 1] - box[1]) * sc
+        lm[:, 2] = src_lm[:, 2] * sc
+        say("face mesh")
+        self.size = size
+        self.lm = lm
+
+        # vertices: 478 landmarks, a head ring (moves with the head), a static ring and the image border
+        oval = lm[list(FACE_OVAL), :2]
+        centre = oval.mean(axis=0)
+        head_ring = centre + (oval - centre) * np.array([1.25, 1.22])
+        far_ring = centre + (oval - centre) * np.array([1.9, 1.6])
+        edge = np.linspace(0, size, 9)
+        border = np.unique(
+            np.concatenate(
+                [
+                    np.stack([edge, np.zeros(9)], 1),
+                    np.stack([edge, np.full(9, size)], 1),
+                    np.stack([np.zeros(9), edge], 1),
+                    np.stack([np.full(9, size), edge], 1),
+                ]
+            ),
+            axis=0,
+        )
+        self.n_lm = n_lm = len(lm)
+        self.verts2 = verts2 = np.concatenate([lm[:, :2], head_ring, far_ring, border])
+        n_head = n_lm + len(head_ring)
+        mesh_ids = np.r_[np.arange(N_MESH), np.arange(n_lm, len(verts2))]  # iris points stay out of the mesh
+        tri = mesh_ids[Delaunay(verts2[mesh_ids]).simplices]
+        face_w = float(np.linalg.norm(lm[454, :2] - lm[234, :2]))
+        self.f = f = 2.5 * size
+        z0 = f * 0.14 / face_w  # metres to the nose tip, the face 14 cm wide
+        z_px = np.concatenate([lm[:, 2] - lm[1, 2], np.full(len(head_ring), 0.45 * face_w),
+                               np.full(len(verts2) - n_head, 1.2 * face_w)])  # fmt: skip
+        self.depth = depth = z0 + z_px * z0 / f
+        self.cam_c = cam_c = np.array([size / 2, size / 2])
+        self.verts3 = np.concatenate([(verts2 - cam_c) * depth[:, None] / f, depth[:, None]], axis=1)
+        self.pivot = np.array([*((lm[1, :2] - cam_c) * z0 / f), z0 + 0.6 * 0.14])
+        self.pivot[1] = (lm[152, 1] - cam_c[1]) * z0 / f  # at the chin's height, behind the face
+        self.moving = np.arange(len(verts2)) < n_head
+
+        # which triangles: the inner-mouth hole is painted, not warped
+        inner = np.concatenate([lm[list(LIPS_INNER_UPPER), :2], lm[list(LIPS_INNER_LOWER), :2][::-1][1:-1]])
+        tc = verts2[tri].mean(axis=1)
+        in_mouth = _points_in_polygon(tc, inner) & np.all(tri < N_MESH, axis=1)
+        self.static_tri = ~np.any(self.moving[tri], axis=1)
+        self.face_tri = ~in_mouth & ~self.static_tri
+        self.fields = ExpressionFields(lm, lm[:, :2])
+        self.mouth_a = float(np.linalg.norm(lm[308, :2] - lm[78, :2])) / 2
+        # the photo's inner-lip contour may lie on its teeth by a pixel: sample the lips a little outside it
+        src = verts2.copy()
+        m_ey = _Frame2D.between(lm[78, :2], lm[308, :2]).ey
+        src[list(LIPS_INNER_UPPER[1:-1])] -= 0.1 * self.mouth_a * m_ey
+        src[list(LIPS_INNER_LOWER[1:-1])] += 0.1 * self.mouth_a * m_ey
+        self.warp = MeshWarp(crop, src, tri)
+
+    def draw(
+        self, values: dict[str, float], pose: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(image uint8 [H, W, 3], landmarks [478, 2] as drawn) for expression ``values`` and ``pose``.
+
+        Besides :data:`CHANNELS`, ``tongueOut`` (0..1) draws the tongue out over the lower lip and a
+        negative ``eyeBlink*`` opens the eyes wider.
+        """
+        n_lm, f, cam_c = self.n_lm, self.f, self.cam_c
+        img = np.zeros((self.size, self.size, 3), np.float32) if out is None else out
+        disp = self.fields.displace(values)
+        v2 = self.verts2.copy()
+        v2[:n_lm] += disp
+        v3 = self.verts3.copy()
+        v3[:n_lm, :2] = (v2[:n_lm] - cam_c) * self.depth[:n_lm, None] / f
+        if pose is not None:
+            r = _rotation(*np.asarray(pose, np.float64))
+            v3[self.moving] = (v3[self.moving] - self.pivot) @ r.T + self.pivot
+        dst = v3[:, :2] / v3[:, 2:3] * f + cam_c
+        self.warp.draw(img, dst, v3[:, 2], self.static_tri)
+        paint_mouth(img, dst[:n_lm], self.mouth_a)
+        self.warp.draw(img, dst, v3[:, 2], self.face_tri)
+        tongue = float(values.get("tongueOut", 0.0))
+        if tongue > 0:
+            paint_tongue(img, dst[:n_lm], self.mouth_a, tongue)
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8), dst[:n_lm].astype(np.float32)
+
+
+def expression_photo(
+    values: dict[str, float], photo: np.ndarray | None = None, size: int = 512
+) -> np.ndarray:
+    """One still of the (astronaut) face with an expression, e.g. ``{"jawOpen": 0.8, "tongueOut": 1,
+    "eyeBlinkLeft": -0.4, "eyeBlinkRight": -0.4}``: a test photo for the one-shot path's rest face."""
+    return WarpedFace(photo, size).draw(values)[0]
 
 
 def make_synthetic_capture(
@@ -413,78 +539,14 @@ def make_synthetic_capture(
     progress: Progress | None = None,
 ) -> SyntheticCapture:
     """Render a synthetic capture into ``out_dir`` (``capture.mp4``, ``capture.npz``, ``capture.json``)."""
-    from scipy.spatial import Delaunay
-
     from engines.create.mp4 import write_mp4
-    from engines.create.photo import PhotoOptions, astronaut_image, crop_box, crop_photo, find_face
 
     say = progress or (lambda msg: logger.info("synthetic capture: %s", msg))
     if seconds < REST_S + 1.0:
         raise ValueError(f"seconds must be at least {REST_S + 1.0}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image = astronaut_image() if photo is None else np.asarray(photo, np.uint8)
-    opts = PhotoOptions(size=size, crop_scale=3.0)
-    src_lm = find_face(image, opts, notify=say)
-    box = crop_box(src_lm, image.shape, opts)
-    crop = crop_photo(image, box, size)
-    sc = size / box[2]
-    lm = src_lm.copy()
-    lm[:, 0] = (src_lm[:, 0] - box[0]) * sc
-    lm[:, 1] = (src_lm[:, 1] - box[1]) * sc
-    lm[:, 2] = src_lm[:, 2] * sc
-    say("face mesh")
-
-    # vertices: 478 landmarks, a head ring (moves with the head), a static ring and the image border
-    oval = lm[list(FACE_OVAL), :2]
-    centre = oval.mean(axis=0)
-    head_ring = centre + (oval - centre) * np.array([1.25, 1.22])
-    far_ring = centre + (oval - centre) * np.array([1.9, 1.6])
-    edge = np.linspace(0, size, 9)
-    border = np.unique(
-        np.concatenate(
-            [
-                np.stack([edge, np.zeros(9)], 1),
-                np.stack([edge, np.full(9, size)], 1),
-                np.stack([np.zeros(9), edge], 1),
-                np.stack([np.full(9, size), edge], 1),
-            ]
-        ),
-        axis=0,
-    )
-    n_lm = len(lm)
-    verts2 = np.concatenate([lm[:, :2], head_ring, far_ring, border])
-    n_head = n_lm + len(head_ring)
-    mesh_ids = np.r_[np.arange(N_MESH), np.arange(n_lm, len(verts2))]  # iris points stay out of the mesh
-    tri = Delaunay(verts2[mesh_ids]).simplices
-    tri = mesh_ids[tri]
-    face_w = float(np.linalg.norm(lm[454, :2] - lm[234, :2]))
-    f = 2.5 * size
-    z0 = f * 0.14 / face_w  # metres to the nose tip, the face 14 cm wide
-    z_px = np.concatenate([lm[:, 2] - lm[1, 2], np.full(len(head_ring), 0.45 * face_w),
-                           np.full(len(verts2) - n_head, 1.2 * face_w)])  # fmt: skip
-    depth = z0 + z_px * z0 / f
-    cam_c = np.array([size / 2, size / 2])
-    verts3 = np.concatenate([(verts2 - cam_c) * depth[:, None] / f, depth[:, None]], axis=1)
-    pivot = np.array([*((lm[1, :2] - cam_c) * z0 / f), z0 + 0.6 * 0.14])
-    pivot[1] = (lm[152, 1] - cam_c[1]) * z0 / f  # at the chin's height, behind the face
-    moving = np.arange(len(verts2)) < n_head
-
-    # which triangles: the inner-mouth hole is painted, not warped
-    inner = np.concatenate([lm[list(LIPS_INNER_UPPER), :2], lm[list(LIPS_INNER_LOWER), :2][::-1][1:-1]])
-    tc = verts2[tri].mean(axis=1)
-    in_mouth = _points_in_polygon(tc, inner) & np.all(tri < N_MESH, axis=1)
-    static_tri = ~np.any(moving[tri], axis=1)
-    face_tri = ~in_mouth & ~static_tri
-    fields = ExpressionFields(lm, lm[:, :2])
-    mouth_a = float(np.linalg.norm(lm[308, :2] - lm[78, :2])) / 2
-    # the photo's inner-lip contour may lie on its teeth by a pixel: sample the lips a little outside it
-    src = verts2.copy()
-    m_ey = _Frame2D.between(lm[78, :2], lm[308, :2]).ey
-    src[list(LIPS_INNER_UPPER[1:-1])] -= 0.1 * mouth_a * m_ey
-    src[list(LIPS_INNER_LOWER[1:-1])] += 0.1 * mouth_a * m_ey
-    warp = MeshWarp(crop, src, tri)
-
+    face = WarpedFace(photo, size, say)
     pcm, rate, a2v, spoken = _speech(text, seconds, say)
     from engines.a2v.visemes import A2V_CHANNELS
 
@@ -495,26 +557,15 @@ def make_synthetic_capture(
             coeffs[c] = a2v[:, A2V_CHANNELS.index(c)].astype(np.float64)
     extra, pose = _schedule(n, seed, max_yaw_deg)
     coeffs.update(extra)
-    truth_lm = np.zeros((n, n_lm, 2), np.float32)
+    truth_lm = np.zeros((n, face.n_lm, 2), np.float32)
 
     def frames() -> Iterator[np.ndarray]:
         img = np.zeros((size, size, 3), np.float32)
         for k in range(n):
-            disp = fields.displace({c: float(coeffs[c][k]) for c in CHANNELS})
-            v2 = verts2.copy()
-            v2[:n_lm] += disp
-            v3 = verts3.copy()
-            v3[:n_lm, :2] = (v2[:n_lm] - cam_c) * depth[:n_lm, None] / f
-            r = _rotation(*pose[k])
-            v3[moving] = (v3[moving] - pivot) @ r.T + pivot
-            dst = v3[:, :2] / v3[:, 2:3] * f + cam_c
-            warp.draw(img, dst, v3[:, 2], static_tri)
-            paint_mouth(img, dst[:n_lm], mouth_a)
-            warp.draw(img, dst, v3[:, 2], face_tri)
-            truth_lm[k] = dst[:n_lm]
+            frame, truth_lm[k] = face.draw({c: float(coeffs[c][k]) for c in CHANNELS}, pose[k], img)
             if k % 50 == 0:
                 say(f"frame {k}/{n}")
-            yield np.clip(img + 0.5, 0, 255).astype(np.uint8)
+            yield frame
 
     video = out / "capture.mp4"
     write_mp4(video, frames(), FPS, pcm, rate)
@@ -554,6 +605,7 @@ def _save(cap: SyntheticCapture, out: Path, seed: int, max_yaw_deg: float) -> No
         "pose_channels": list(POSE_CHANNELS),
         "source": "skimage.data.astronaut() (public domain), piecewise-affine warp of its mediapipe mesh",
         "generator": "engines.create.synthetic_capture",
+        "version": VERSION,
     }
     (out / "capture.json").write_text(json.dumps(meta, indent=1))
 
