@@ -243,6 +243,78 @@ def crop_photo(image: np.ndarray, box: tuple[float, float, float], size: int) ->
     return np.asarray(out, dtype=np.uint8)
 
 
+# ------------------------------------------------------------------ face geometry
+
+#: The rig needs the inner lips apart to tell the upper lip from the lower one: a closed mouth's
+#: inner-lip landmarks are moved apart to at least this gap (pixels at the avatar's size).
+MIN_LIP_GAP_PX = 1.5
+
+
+def separate_lips(lm: np.ndarray, min_gap: float = MIN_LIP_GAP_PX) -> np.ndarray:
+    """Landmarks [478, 3] whose inner lips are at least ``min_gap`` pixels apart (each lip moved half)."""
+    out = np.array(lm, dtype=np.float64, copy=True)
+    up, lo = list(LIPS_INNER_UPPER[1:-1]), list(LIPS_INNER_LOWER[1:-1])
+    gap = out[lo, 1] - out[up, 1]  # [9] pixels, pairs sorted from one corner to the other
+    push = np.maximum(min_gap - gap, 0.0) / 2.0
+    out[up, 1] -= push
+    out[lo, 1] += push
+    return out
+
+
+@dataclass
+class FaceGeometry:
+    """The source landmarks lifted into the avatar's camera space, and the rig's facial features."""
+
+    camera: Camera
+    lm: np.ndarray  # [478, 3] crop pixels (x, y, z_px)
+    depth: np.ndarray  # [478] metres
+    pts3: np.ndarray  # [478, 3] camera space
+    z0: float  # depth of the nose tip
+    face_w: float  # cheek-to-cheek width, metres
+    feats: FaceFeatures
+
+    def unproject(self, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
+        c = self.camera
+        return np.stack([(u - c.cx) * z / c.fx, (v - c.cy) * z / c.fy, z], axis=-1)
+
+    def project(self, p: np.ndarray) -> np.ndarray:
+        c = self.camera
+        return np.stack([c.fx * p[:, 0] / p[:, 2] + c.cx, c.fy * p[:, 1] / p[:, 2] + c.cy], axis=1)
+
+
+def face_geometry(lm: np.ndarray, camera: Camera) -> FaceGeometry:
+    """Lift crop-pixel landmarks [478, 3] to 3D (face ≈ 14 cm wide, pinhole ``camera``) and find the
+    rig's features (mouth and eye openings, brows, head and jaw pivots)."""
+    lm = np.asarray(lm, dtype=np.float64)
+    f = float(camera.fx)
+    face_w_px = float(np.linalg.norm(lm[CHEEK_L, :2] - lm[CHEEK_R, :2]))
+    z0 = f * FACE_WIDTH_M / face_w_px  # depth of the face so that it is FACE_WIDTH_M wide
+    depth = z0 + (lm[:, 2] - lm[NOSE_TIP, 2]) * z0 / f  # nose tip at z0
+    pts3 = np.stack(
+        [(lm[:, 0] - camera.cx) * depth / f, (lm[:, 1] - camera.cy) * depth / camera.fy, depth], axis=-1
+    )
+
+    def opening(left: int, right: int, upper: tuple[int, ...], lower: tuple[int, ...]) -> Opening:
+        return Opening.from_points(pts3[left], pts3[right], pts3[list(upper[1:-1])], pts3[list(lower[1:-1])])
+
+    mouth = opening(78, 308, LIPS_INNER_UPPER, LIPS_INNER_LOWER)
+    eye_r = opening(33, 133, EYE_R_UPPER, EYE_R_LOWER)
+    eye_l = opening(362, 263, EYE_L_UPPER, EYE_L_LOWER)
+    face_w = float(np.linalg.norm(pts3[CHEEK_L] - pts3[CHEEK_R]))
+    chin = pts3[CHIN]
+    feats = FaceFeatures(
+        mouth=mouth,
+        eye_left=eye_l,
+        eye_right=eye_r,
+        brow_left=pts3[list(BROW_L)],
+        brow_right=pts3[list(BROW_R)],
+        nose_tip=pts3[NOSE_TIP],
+        head_pivot=np.array([mouth.centre[0], chin[1], z0 + 0.6 * face_w]),
+        jaw_pivot=mouth.centre - 0.25 * face_w * mouth.ey + 0.55 * face_w * mouth.ez,
+    )
+    return FaceGeometry(camera, lm, depth, pts3, z0, face_w, feats)
+
+
 # ------------------------------------------------------------------ the pipeline
 
 
@@ -277,22 +349,16 @@ def create_from_image(
     lm[:, 0] = (src_lm[:, 0] - box[0]) * scale
     lm[:, 1] = (src_lm[:, 1] - box[1]) * scale
     lm[:, 2] = src_lm[:, 2] * scale
+    lm = separate_lips(lm)
     photo = crop.astype(np.float64) / 255.0
     step("crop")
 
     f = opts.focal * size
     camera = Camera(fx=f, fy=f, cx=size / 2, cy=size / 2, width=size, height=size)
     face_w_px = float(np.linalg.norm(lm[CHEEK_L, :2] - lm[CHEEK_R, :2]))
-    z0 = f * FACE_WIDTH_M / face_w_px  # depth of the face so that it is FACE_WIDTH_M wide
-
-    def unproject(u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return np.stack([(u - camera.cx) * z / f, (v - camera.cy) * z / f, z], axis=-1)
-
-    def project(p: np.ndarray) -> np.ndarray:
-        return np.stack([f * p[:, 0] / p[:, 2] + camera.cx, f * p[:, 1] / p[:, 2] + camera.cy], axis=1)
-
-    depth = z0 + (lm[:, 2] - lm[NOSE_TIP, 2]) * z0 / f - 0.0  # nose tip at z0
-    pts3 = unproject(lm[:, 0], lm[:, 1], depth)  # [478, 3]
+    geo = face_geometry(lm, camera)
+    z0, depth, pts3 = geo.z0, geo.depth, geo.pts3  # [478] metres, [478, 3] camera space
+    unproject, project = geo.unproject, geo.project
     lm2 = lm[:, :2]
 
     # --- triangulated face surface with openings at the eyes and the mouth
@@ -356,24 +422,9 @@ def create_from_image(
     step(f"face surface: {n_face} Gaussians")
 
     # --- features for the rig and the inner layers
-    def opening(left: int, right: int, upper: tuple[int, ...], lower: tuple[int, ...]) -> Opening:
-        return Opening.from_points(pts3[left], pts3[right], pts3[list(upper[1:-1])], pts3[list(lower[1:-1])])
-
-    mouth = opening(78, 308, LIPS_INNER_UPPER, LIPS_INNER_LOWER)
-    eye_r = opening(33, 133, EYE_R_UPPER, EYE_R_LOWER)
-    eye_l = opening(362, 263, EYE_L_UPPER, EYE_L_LOWER)
-    face_w = float(np.linalg.norm(pts3[CHEEK_L] - pts3[CHEEK_R]))
-    chin = pts3[CHIN]
-    feats = FaceFeatures(
-        mouth=mouth,
-        eye_left=eye_l,
-        eye_right=eye_r,
-        brow_left=pts3[list(BROW_L)],
-        brow_right=pts3[list(BROW_R)],
-        nose_tip=pts3[NOSE_TIP],
-        head_pivot=np.array([mouth.centre[0], chin[1], z0 + 0.6 * face_w]),
-        jaw_pivot=mouth.centre - 0.25 * face_w * mouth.ey + 0.55 * face_w * mouth.ez,
-    )
+    feats = geo.feats
+    mouth, eye_l, eye_r = feats.mouth, feats.eye_left, feats.eye_right
+    face_w = geo.face_w
 
     def photo_inside(poly: np.ndarray, dilate: float) -> Callable[[np.ndarray], np.ndarray]:
         centre = poly.mean(axis=0)
@@ -490,6 +541,9 @@ def create_from_image(
     meta = face_metadata(feats, camera, means, groups)
     meta["face_oval_px"] = oval.round(2).tolist()
     meta["crop_box_src"] = [round(v, 3) for v in box]
+    # the source landmarks in the avatar camera's pixels: the rig's features and the landmark
+    # anchors of video driving (engines.create.reenact) are recomputed from them
+    meta["source_landmarks_px"] = np.round(lm, 3).tolist()
     meta["provenance"] = dict(provenance or {"source": "photo", "licence": "unknown"})
     meta["creator"] = "engines.create.photo"
     # the photo's lips may be apart (a smile with teeth): the rest expression closes them
