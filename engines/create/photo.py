@@ -47,6 +47,7 @@ from engines.create.layers import (
     to_avatar,
 )
 from engines.create.procedural_rig import FaceFeatures, Opening
+from engines.create.relax import OPEN_GAP, paint_over_interior, rest_expression
 from engines.splat.avatar import (
     LAYER_EYES,
     LAYER_HEAD,
@@ -405,7 +406,13 @@ def create_from_image(
     # a head turn it would otherwise open gaps
     cos_face = np.abs(np.einsum("kj,kj->k", bary, vn[verts][..., 2]))
     face_sigma = 0.7 * s * z / f / np.sqrt(np.clip(cos_face / 0.85, 0.5, 1.0))
-    part.add(face_pts, face_n, face_sigma, _bilinear(photo, grid), LAYER_HEAD, FLAG_DEFORM)
+    # an open mouth in the photo: the face surface never takes the colours of its interior (teeth, a
+    # tongue out over the lower lip, the cavity): painted over from around them; the rest face closes it
+    mouth_open = float(np.max(geo.feats.mouth.gap(np.linspace(-1, 1, 41)))) > OPEN_GAP
+    skin_photo = photo
+    if mouth_open:
+        skin_photo = paint_over_interior(photo, lm2)[0]
+    part.add(face_pts, face_n, face_sigma, _bilinear(skin_photo, grid), LAYER_HEAD, FLAG_DEFORM)
     n_face = len(face_pts)
     # explicit inner-lip Gaussians exactly on the landmarks (tools measure the aperture on them)
     groups: dict[str, np.ndarray] = {}
@@ -416,7 +423,7 @@ def create_from_image(
         n0 = sum(len(m) for m in part.means)
         ii = list(idx)
         part.add(
-            pts3[ii], vn[ii], 0.5 * s * depth[ii] / f, _bilinear(photo, lm2[ii]), LAYER_HEAD, FLAG_DEFORM
+            pts3[ii], vn[ii], 0.5 * s * depth[ii] / f, _bilinear(skin_photo, lm2[ii]), LAYER_HEAD, FLAG_DEFORM
         )
         groups[name] = np.arange(n0, n0 + len(ii))
     step(f"face surface: {n_face} Gaussians")
@@ -546,12 +553,15 @@ def create_from_image(
     meta["source_landmarks_px"] = np.round(lm, 3).tolist()
     meta["provenance"] = dict(provenance or {"source": "photo", "licence": "unknown"})
     meta["creator"] = "engines.create.photo"
-    # the photo's lips may be apart (a smile with teeth): the rest expression closes them
     gap = float(np.max(mouth.gap(np.linspace(-1, 1, 41))))
-    meta["rest_expression"] = {"mouthPressLeft": 1.0, "mouthPressRight": 1.0} if gap > 0.04 else {}
     meta["neutral_lip_gap_px"] = round(gap * mouth.half_width * f / float(mouth.centre[2]), 2)
     avatar = to_avatar(part, feats, camera, np.zeros(3), meta, progress=None)
     step("rig")
+    # whatever the photo's expression (open mouth, smile, wide eyes), the rest face is closed and relaxed
+    rest, measures = rest_expression(avatar, feats, lm)
+    avatar.metadata["rest_expression"] = rest
+    avatar.metadata["photo_expression"] = measures
+    step(f"rest expression: {rest or 'neutral'}")
 
     # --- colour refinement: rendering is linear in the colours
     visible = np.zeros(avatar.count, bool)
@@ -578,7 +588,10 @@ def create_from_image(
     # wide, strongly overlapping Gaussians (hair, background) take smaller steps: the residual
     # correction is a Jacobi iteration and would amplify stripes with a large step there
     rate = np.where(order < n_inner, 0.6, 0.15)[visible]
-    psnr = refine_colors(avatar, photo, visible, face_mask, opts.refine_iters, step, rate)
+    # the target: the photo, with its mouth interior painted over outside the inner-lip contour (what
+    # the face surface shows there); inside the contour the inner-mouth layer reproduces the photo
+    target = np.where(_mask(mouth_poly, size)[..., None], photo, skin_photo)
+    psnr = refine_colors(avatar, target, visible, face_mask, opts.refine_iters, step, rate)
     avatar.metadata["neutral_psnr_face_db"] = round(psnr, 2)
     avatar = sort_by_layer(avatar)
     avatar.metadata["creation_seconds"] = round(time.monotonic() - t0, 2)

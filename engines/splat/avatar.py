@@ -139,9 +139,10 @@ class Avatar:
     def rest(self, batch: int = 1) -> np.ndarray:
         """The relaxed, closed-mouth expression: float32 [batch, C].
 
-        ``neutral`` reproduces the source photo; when the photo shows an open
-        mouth (a smile with teeth), ``metadata["rest_expression"]`` holds the
-        channel values that close it (e.g. ``mouthPressLeft/Right = 1``).
+        ``neutral`` reproduces the source photo; when the photo shows an
+        expression (an open mouth, a smile, wide eyes), ``metadata["rest_expression"]``
+        holds the channel values that undo it (e.g. ``jawOpen`` −0.1 with
+        ``mouthPressLeft/Right`` 0.7; see :mod:`engines.create.relax`).
         Speech targets (visemes) are added on top of this, not of ``neutral``.
         """
         values = self.metadata.get("rest_expression") or {}
