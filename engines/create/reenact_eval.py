@@ -354,8 +354,17 @@ def _finite(obj: Any) -> Any:
 # ------------------------------------------------------------------ pictures
 
 
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow ≥ 10.1: a scalable default font
+    except TypeError:  # pragma: no cover - older Pillow
+        return ImageFont.load_default()
+
+
 def _labelled_row(
-    images: Sequence[np.ndarray], labels: Sequence[str] | None, label_h: int = 20
+    images: Sequence[np.ndarray], labels: Sequence[str] | None, label_h: int = 28
 ) -> np.ndarray:
     from PIL import Image, ImageDraw
 
@@ -368,7 +377,7 @@ def _labelled_row(
     draw = ImageDraw.Draw(canvas)
     x = 0
     for img, label in zip(images, labels, strict=True):
-        draw.text((x + 6, 4), label, fill=(0, 0, 0))
+        draw.text((x + 8, 4), label, fill=(0, 0, 0), font=_font(label_h - 8))
         x += img.shape[1]
     return np.asarray(canvas)
 
