@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# System packages the test suite uses: Chromium + ChromeDriver (browser tests), ffmpeg (checking MP4s).
+# System packages the test suite uses: Chromium + ChromeDriver (browser tests), ffmpeg (checking MP4s),
+# HAProxy (replicas behind a real balancer: tests/test_balancer.py, and `haproxy -c` on deploy/).
 # Installs them with apt-get when running as root (CI, containers) or with passwordless sudo; otherwise it
 # says what to install and the tests that need them skip. Set SPLATCAST_SKIP_APT=1 to skip entirely.
 set -euo pipefail
-packages=(chromium chromium-driver ffmpeg)
+packages=(chromium chromium-driver ffmpeg haproxy)
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
