@@ -39,6 +39,7 @@ class ServerState:
     weight: int
     agent_status: str  # e.g. L7OK, L4CON (connection refused)
     check_status: str
+    total: int  # requests and connections HAProxy has sent to it (health and agent checks not counted)
 
 
 class HAProxy:
@@ -129,6 +130,7 @@ class HAProxy:
                 weight=int(row["weight"] or 0),
                 agent_status=row.get("agent_status", ""),
                 check_status=row.get("check_status", ""),
+                total=int(row.get("stot") or 0),
             )
         return out
 
