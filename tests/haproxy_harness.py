@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks.webrtc_client import free_port
+from benchmarks.server_process import free_port
 from realtime.web.haproxy_config import HAProxyConfig, Replica
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from realtime.scheduler import Scheduler
+from realtime.media.scheduler import Scheduler
 from realtime.web.agent_check import AgentCheckServer, Load, agent_line
 
 

@@ -48,7 +48,9 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from benchmarks.webrtc_client import Client, ServerProcess, free_port, write_synthetic_avatar
+from benchmarks.server_process import ServerProcess, free_port
+from benchmarks.webrtc_client import Client
+from engines.splat.synthetic import write_synthetic_avatar
 from realtime.web.haproxy_config import Replica
 from tests.haproxy_harness import HAProxy, ServerState, haproxy_binary, wait_until
 
