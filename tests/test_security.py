@@ -17,7 +17,7 @@ import pytest
 from benchmarks.server_process import ServerProcess
 from benchmarks.webrtc_client import Client
 from engines.splat.synthetic import write_synthetic_avatar
-from realtime.web.security import RateLimiter, SecretFilter
+from realtime.web.security import RateLimiter, SecretFilter, retry_after
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -174,6 +174,30 @@ def test_rate_limiter_refills() -> None:
     assert 0.9 < wait <= 1.0
     assert limiter.take("a", now=1.01) == 0
     assert limiter.take("b", now=0.0) == 0  # per key
+
+
+@pytest.mark.parametrize(
+    ("per_minute", "burst", "elapsed"),
+    [(20, 1, 0.3), (4, 1, 0.0), (4, 1, 14.2), (60, 2, 0.5), (7, 3, 1.0)],
+)
+def test_a_client_that_waits_as_told_is_served(per_minute: int, burst: int, elapsed: float) -> None:
+    """Retry-After is the limiter's wait rounded up: waiting that long always finds a token.
+    (Rounded down, 20/min after 0.3 s said "2" for a 2.7 s wait and the client was refused again.)"""
+    limiter = RateLimiter(per_minute=per_minute, burst=burst)
+    for _ in range(burst):
+        assert limiter.take("c", now=0.0) == 0
+    wait = limiter.take("c", now=elapsed)
+    assert wait > 0
+    told = int(retry_after(wait))
+    assert told >= 1 and told - 1 < wait <= told
+    assert limiter.take("c", now=elapsed + told) == 0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"), [(0.0, "1"), (0.2, "1"), (1.0, "1"), (1.01, "2"), (14.6, "15")]
+)
+def test_retry_after_rounds_up(seconds: float, header: str) -> None:
+    assert retry_after(seconds) == header
 
 
 def test_secret_filter_masks_values(caplog: pytest.LogCaptureFixture) -> None:

@@ -44,6 +44,7 @@ from realtime.media.scheduler import AtCapacity, Lease
 from realtime.media.stream import OUTPUT_SAMPLE_RATE
 from realtime.settings import Settings
 from realtime.tasks import spawn
+from realtime.web.security import retry_after as retry_after_header
 from realtime.web.shell import Shared, serve
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class BotServer:
             except AtCapacity as exc:
                 raise web.HTTPServiceUnavailable(
                     text=f"the avatar is busy with other calls ({exc})",
-                    headers={"Retry-After": str(int(exc.retry_after))},
+                    headers={"Retry-After": retry_after_header(exc.retry_after)},
                 ) from exc
             try:
                 ice = [IceServer(urls=url) for url in settings.ice_servers] or None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -30,8 +31,18 @@ SessionTokenLookup = Callable[[str], str | None]  # session id → its token (No
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/openapi.json"})
 
 
-def _json_error(status: int, message: str, retry_after: float | None = None) -> web.Response:
-    headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))} if retry_after is not None else None
+def retry_after(seconds: float) -> str:
+    """The ``Retry-After`` value for a wait of ``seconds``: whole seconds, rounded up, at least 1.
+
+    Rounded down, a client that waits as told comes back a fraction of a second too early and is
+    refused again (the offer limiter's next token was 14.6 s away: "14" got a second 429).
+    """
+    return str(max(1, math.ceil(seconds)))
+
+
+def json_error(status: int, message: str, wait_s: float | None = None) -> web.Response:
+    """Every error the API answers: JSON ``{"error": message}``, and ``Retry-After`` when there is a wait."""
+    headers = {"Retry-After": retry_after(wait_s)} if wait_s is not None else None
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
@@ -65,12 +76,12 @@ def auth_middleware(
         if len(parts) >= 3 and parts[:2] == ["api", "sessions"]:
             owner = session_token(parts[2])
             if owner is None:
-                return _json_error(404, f"no session {parts[2]!r}")
+                return json_error(404, f"no session {parts[2]!r}")
             if _same(presented, owner) or _same(presented, server_token):
                 return await handler(request)
-            return _json_error(401 if presented is None else 403, "this session needs its token (Bearer)")
+            return json_error(401 if presented is None else 403, "this session needs its token (Bearer)")
         if server_token is not None and not _same(presented, server_token):
-            return _json_error(401 if presented is None else 403, "this server needs its API token (Bearer)")
+            return json_error(401 if presented is None else 403, "this server needs its API token (Bearer)")
         return await handler(request)
 
     return middleware
@@ -86,7 +97,7 @@ def origin_middleware(allowed: Iterable[str]) -> Callable[..., Awaitable[web.Str
         cross = origin is not None and origin.rstrip("/") != own
         if cross and origin is not None and origin.rstrip("/") not in allow:
             if request.path.startswith("/api/") or request.method not in ("GET", "HEAD"):
-                return _json_error(403, f"origin {origin} is not allowed (see --cors-origins)")
+                return json_error(403, f"origin {origin} is not allowed (see --cors-origins)")
         if request.method == "OPTIONS" and cross:
             response: web.StreamResponse = web.Response(status=204)
         else:
