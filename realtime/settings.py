@@ -9,11 +9,12 @@ Precedence (highest first): command-line flags, environment variables
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -65,6 +66,9 @@ class Settings:
     ice_servers: tuple[
         str, ...
     ] = ()  # e.g. ("stun:stun.example.org:3478", "turn:user:pass@turn.example.org")
+    # behind a balancer (see README "Beyond one machine")
+    agent_port: int | None = None  # answer HAProxy's agent check here (free capacity / drain); None: off
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For / Forwarded name the client
     # process
     log_level: str = "INFO"
     numba_threads: int | None = None
@@ -219,3 +223,21 @@ def _validate(s: Settings) -> None:
         )
     if s.numba_threads is not None and s.numba_threads < 1:
         raise SettingsError(f"numba_threads must be >= 1, got {s.numba_threads}")
+    if s.agent_port is not None and not (1 <= s.agent_port <= 65535 and s.agent_port != s.port):
+        raise SettingsError(f"agent_port must be 1..65535 and not the HTTP port, got {s.agent_port}")
+    try:
+        parse_networks(s.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"trusted_proxies: {exc}") from None
+
+
+def parse_networks(values: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``10.0.0.0/8``, ``127.0.0.1`` (one host), ``fd00::/8`` → networks; ValueError says which is wrong."""
+    out = []
+    for value in values:
+        text = value.strip()
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not an IP address or CIDR network ({exc})") from None
+    return tuple(out)

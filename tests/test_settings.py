@@ -40,6 +40,10 @@ def test_env_list_and_optional() -> None:
     )
     assert s.ice_servers == ("stun:x", "turn:y")
     assert s.numba_threads is None
+    s = load_settings(
+        flags={"agent_port": "8081"}, env={"SPLATCAST_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"}
+    )
+    assert s.agent_port == 8081 and s.trusted_proxies == ("10.0.0.0/8", "127.0.0.1")
 
 
 @pytest.mark.parametrize(
@@ -51,6 +55,10 @@ def test_env_list_and_optional() -> None:
         ({"render_backend": "vulkan"}, "render_backend"),
         ({"brain": "openai"}, "llm-url"),
         ({"port": "eighty"}, "port"),
+        ({"agent_port": 70000}, "agent_port"),
+        ({"agent_port": 8080}, "agent_port"),  # the HTTP port
+        ({"trusted_proxies": "10.0.0.0/8,proxy.example"}, "trusted_proxies: 'proxy.example'"),
+        ({"trusted_proxies": "10.0.0.0/33"}, "trusted_proxies"),
     ],
 )
 def test_invalid_values_are_rejected(flags: dict[str, object], match: str) -> None:

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
-from realtime.web.proxies import TrustedProxies, parse_networks
+from realtime.settings import parse_networks
+from realtime.web.proxies import TrustedProxies
 
 PROXY = "127.0.0.1"
 CLIENT = "127.0.0.2"  # connects directly: not a trusted proxy
@@ -64,6 +66,14 @@ async def test_the_first_untrusted_hop_from_the_right_is_the_client(base: str) -
     # the client forged "198.51.100.66" at the left; two trusted proxies (10.1.2.3, then the peer) appended
     status, seen = await _get(base, PROXY, {"X-Forwarded-For": "198.51.100.66, 203.0.113.7, 10.1.2.3"})
     assert status == 200 and seen["remote"] == "203.0.113.7"
+
+
+async def test_header_lines_a_proxy_added_are_one_list(base: str) -> None:
+    # HAProxy adds its own X-Forwarded-For line after the client's: the two are one list, in order
+    connector = aiohttp.TCPConnector(local_addr=(PROXY, 0))
+    headers = CIMultiDict([("X-Forwarded-For", "198.51.100.66"), ("X-Forwarded-For", "203.0.113.7")])
+    async with aiohttp.ClientSession(connector=connector) as http, http.get(base, headers=headers) as r:
+        assert r.status == 200 and (await r.json())["remote"] == "203.0.113.7"
 
 
 async def test_scheme_and_host_follow_a_trusted_proxy(base: str) -> None:

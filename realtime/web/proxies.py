@@ -29,24 +29,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
+
+from realtime.settings import parse_networks
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    """``10.0.0.0/8``, ``127.0.0.1`` (one host), ``fd00::/8`` → networks; ValueError says which is wrong."""
-    out = []
-    for value in values:
-        text = value.strip()
-        try:
-            out.append(ipaddress.ip_network(text, strict=False))
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not an IP address or CIDR network ({exc})") from None
-    return tuple(out)
 
 
 def _address(text: str | None) -> Address | None:
@@ -78,7 +69,7 @@ class TrustedProxies:
         if self._x_forwarded is None or not self.trusts(_peer(request)):
             return await handler(request)  # not from a proxy we trust: its headers name nobody
         if "X-Forwarded-For" in request.headers:
-            return await self._x_forwarded.middleware(request, handler)
+            return await self._x_forwarded.middleware(_one_header_each(request), handler)
         if "Forwarded" in request.headers:
             return await handler(self._from_forwarded(request))
         return await handler(request)
@@ -98,6 +89,24 @@ class TrustedProxies:
             if not self.trusts(str(client)):
                 break
         return request.clone(**overrides) if overrides else request
+
+
+FORWARDED_X = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host")
+
+
+def _one_header_each(request: web.Request) -> web.Request:
+    """Several ``X-Forwarded-*`` lines joined into one, in order (RFC 9110 5.3: the same list).
+
+    HAProxy's ``option forwardfor`` adds its own line after the one a client sent; aiohttp-remotes
+    refuses a request with two (400), which would refuse every client that sends the header itself.
+    """
+    repeated = [name for name in FORWARDED_X if len(request.headers.getall(name, [])) > 1]
+    if not repeated:
+        return request
+    headers = CIMultiDict(request.headers)
+    for name in repeated:
+        headers[name] = ", ".join(request.headers.getall(name))
+    return request.clone(headers=headers)
 
 
 def _peer(request: web.Request) -> str | None:
