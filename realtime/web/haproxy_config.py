@@ -21,6 +21,10 @@ from importlib import resources
 from string import Template
 
 TEMPLATE = "haproxy.cfg.in"
+# the contract with the replicas: the offer's response names the new session in this header, and
+# ?session=ID on any route reaches the replica that owns session ID
+SESSION_HEADER = "X-Splatcast-Session"
+SESSION_PARAM = "session"
 STICK_MARGIN_S = 600  # stick-table entries outlive the longest session by this much
 DEFAULT_STATS_SOCKET = "/run/haproxy/admin.sock"  # where Debian's haproxy package keeps it
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -208,6 +212,8 @@ class HAProxyConfig:
             stick_expire=self.session_max_s + STICK_MARGIN_S,
             check_inter=_duration(self.check_inter_s),
             servers=servers,
+            session_header=SESSION_HEADER,
+            session_param=SESSION_PARAM,
         )
 
 

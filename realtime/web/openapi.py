@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from realtime.events import EVENT_TYPES, event_schemas
+from realtime.web.haproxy_config import SESSION_HEADER
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _SESSION_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
@@ -92,6 +93,10 @@ def openapi_spec() -> dict[str, Any]:
                         "frames": {"type": "integer"},
                         "repeated": {"type": "integer"},
                         "level": {"type": "integer"},
+                        "client": {
+                            "type": ["string", "null"],
+                            "description": "address that created it (the real client behind --trusted-proxies)",
+                        },
                     },
                 },
             },
@@ -118,6 +123,10 @@ def openapi_spec() -> dict[str, Any]:
                                         "status": {"type": "string"},
                                         "sessions": {"type": "integer"},
                                         "capacity": {"type": "integer"},
+                                        "replica": {
+                                            "type": "string",
+                                            "description": "this server: host:port",
+                                        },
                                     },
                                 }
                             ),
@@ -146,7 +155,16 @@ def openapi_spec() -> dict[str, Any]:
                     "summary": "start a session: SDP offer in, SDP answer + session id + session token out",
                     "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/Offer"})},
                     "responses": {
-                        "200": {"description": "answer", **_json({"$ref": "#/components/schemas/Answer"})},
+                        "200": {
+                            "description": "answer",
+                            "headers": {
+                                SESSION_HEADER: {
+                                    "description": "the new session's id, for a balancer's session affinity",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                            **_json({"$ref": "#/components/schemas/Answer"}),
+                        },
                         **_errors(400, 401, 403, 413, 429, 503),
                     },
                 }

@@ -4,18 +4,21 @@ Routes::
 
     GET    /                              the browser client (realtime/static/)
     GET    /api/config                    {ice_servers}
-    POST   /api/offer                     {sdp, type} → {sdp, type, session_id, token}
-    GET    /api/sessions                  [{id, state, connection, age_s, frames, repeated, level}]
+    POST   /api/offer                     {sdp, type} → {sdp, type, session_id, token} + X-Splatcast-Session
+    GET    /api/sessions                  [{id, state, connection, age_s, frames, repeated, level, client}]
     POST   /api/sessions/{id}/say         {text} → 202
     POST   /api/sessions/{id}/interrupt   → 200
     POST   /api/sessions/{id}/emotion     {name, intensity} → 200
     DELETE /api/sessions/{id}             → 200
     GET    /api/sessions/{id}/events      websocket: state, transcript, stats, error events (JSON)
-    GET    /healthz                       {status, sessions, capacity}
+    GET    /healthz                       {status, sessions, capacity, replica}
     GET    /metrics                       Prometheus text
 
 Every error is JSON ``{"error": message}`` with a 4xx/5xx status (and
-``Retry-After`` on 503); a bad request never disturbs other sessions.
+``Retry-After``, rounded up, on 429/503); a bad request never disturbs other sessions.
+With ``--agent-port`` the server also answers HAProxy's agent check
+(:mod:`realtime.web.agent_check`); with ``--trusted-proxies`` it takes the
+client from a trusted proxy's forwarding headers (:mod:`realtime.web.proxies`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -35,9 +39,12 @@ from aiohttp import WSMsgType, web
 from realtime.events import Closed, Error, Event
 from realtime.settings import Settings
 from realtime.tasks import spawn
+from realtime.web.agent_check import AgentCheckServer
+from realtime.web.haproxy_config import SESSION_HEADER
 from realtime.web.metrics import ErrorCounter, gauge, process_gauges
 from realtime.web.openapi import openapi_spec
-from realtime.web.security import RateLimiter, auth_middleware, origin_middleware
+from realtime.web.proxies import TrustedProxies
+from realtime.web.security import RateLimiter, auth_middleware, json_error, origin_middleware
 from realtime.web.sessions import SessionError, SessionManager
 from realtime.web.shell import Shared, serve
 
@@ -47,6 +54,7 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 MANAGER_KEY = web.AppKey("manager", SessionManager)
 LIMITER_KEY = web.AppKey("offer_limiter", RateLimiter)
 ERRORS_KEY = web.AppKey("error_counter", ErrorCounter)
+REPLICA_KEY = web.AppKey("replica", str)  # this server's name among replicas: host:port
 WS_MESSAGES_PER_S = 20
 MAX_BODY_BYTES = 256 * 1024
 MAX_SAY_CHARS = 5_000
@@ -55,24 +63,19 @@ MAX_WS_MESSAGE = 4 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str, retry_after: float | None = None) -> web.Response:
-    headers = {"Retry-After": str(int(max(1, retry_after)))} if retry_after is not None else None
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except SessionError as exc:
-        return _error(exc.status, str(exc), exc.retry_after)
+        return json_error(exc.status, str(exc), exc.retry_after)
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
-            return _error(exc.status, exc.reason)
+            return json_error(exc.status, exc.reason)
         raise
     except Exception:
         logger.exception("server: %s %s failed", request.method, request.path)
-        return _error(500, "internal error (logged on the server)")
+        return json_error(500, "internal error (logged on the server)")
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -135,9 +138,10 @@ async def _offer(request: web.Request) -> web.Response:
     sdp = _field(body, "sdp", str)
     kind = _field(body, "type", str)
     manager = request.app[MANAGER_KEY]
-    session, answer = await manager.create(sdp, kind)
+    session, answer = await manager.create(sdp, kind, client=request.remote)
     return web.json_response(
-        {"sdp": answer.sdp, "type": answer.type, "session_id": session.id, "token": session.token}
+        {"sdp": answer.sdp, "type": answer.type, "session_id": session.id, "token": session.token},
+        headers={SESSION_HEADER: session.id},  # a balancer remembers which replica owns it (deploy/haproxy)
     )
 
 
@@ -245,7 +249,12 @@ async def _healthz(request: web.Request) -> web.Response:
     manager = request.app[MANAGER_KEY]
     status = "draining" if manager.draining else "ok"
     return web.json_response(
-        {"status": status, "sessions": len(manager.sessions), "capacity": manager.capacity()},
+        {
+            "status": status,
+            "sessions": len(manager.sessions),
+            "capacity": manager.capacity(),
+            "replica": request.app[REPLICA_KEY],
+        },
         status=503 if manager.draining else 200,
     )
 
@@ -301,15 +310,13 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
         session = manager.sessions.get(session_id)
         return session.token if session is not None else None
 
-    app = web.Application(
-        client_max_size=MAX_BODY_BYTES,
-        middlewares=[
-            _errors,
-            origin_middleware(settings.cors_origins),
-            auth_middleware(settings.token, session_token),
-        ],
-    )
+    middlewares: list[Any] = [_errors]
+    if settings.trusted_proxies:  # first: the origin check, the limits and the logs see the real client
+        middlewares.append(TrustedProxies(settings.trusted_proxies).middleware)
+    middlewares += [origin_middleware(settings.cors_origins), auth_middleware(settings.token, session_token)]
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[SETTINGS_KEY] = settings
+    app[REPLICA_KEY] = f"{socket.gethostname()}:{settings.port}"
     app[MANAGER_KEY] = manager
     app[LIMITER_KEY] = RateLimiter(settings.offer_rate_per_minute)
     app[ERRORS_KEY] = ErrorCounter()
@@ -335,7 +342,25 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
+    if settings.agent_port is not None:
+        _answer_agent_checks(app, settings.host, settings.agent_port, manager)
     return app
+
+
+def _answer_agent_checks(app: web.Application, host: str, port: int, manager: SessionManager) -> None:
+    """HAProxy's agent check on ``port`` for as long as the app runs: it opens before the HTTP port (a
+    replica that answers is one that reports its load), says ``drain`` through the drain, and closes
+    after the HTTP port (the balancer's health check then marks the replica down)."""
+    agent = AgentCheckServer(manager.load)
+
+    async def start(app: web.Application) -> None:
+        await agent.start(host, port)
+
+    async def stop(app: web.Application) -> None:
+        await agent.close()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
 
 
 def session_manager(shared: Shared) -> SessionManager:

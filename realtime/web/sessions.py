@@ -45,6 +45,7 @@ from realtime.media.scheduler import AtCapacity, Lease
 from realtime.media.stream import AvatarStream, FrameJob
 from realtime.media.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaOutlet
 from realtime.tasks import spawn
+from realtime.web.agent_check import Load
 from realtime.web.memory import release_freed_memory
 from realtime.web.sdp import OfferError, check_offer
 
@@ -86,6 +87,7 @@ class SessionInfo:
     frames: int
     repeated: int
     level: int
+    client: str | None  # the address that created it (the real client behind a trusted proxy)
 
 
 class Session:
@@ -95,9 +97,11 @@ class Session:
         talker_factory: TalkerFactory | None,
         ice_servers: tuple[str, ...],
         lease: Lease | None = None,
+        client: str | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
         self.lease = lease  # its admission to the render pool, released when it closes
+        self.client = client  # the address that created it (the real client behind a trusted proxy)
         self.token = secrets.token_urlsafe(24)
         self.engine = engine
         self.created = time.monotonic()
@@ -300,6 +304,7 @@ class Session:
             frames=self.pacer.stats.frames,
             repeated=self.pacer.stats.repeated,
             level=self.pacer.stats.level,
+            client=self.client,
         )
 
     # --- teardown --------------------------------------------------------------------------------
@@ -372,7 +377,13 @@ class SessionManager:
         """Sessions this server holds at once (/healthz, /metrics)."""
         return self.engine.scheduler.limit(self.engine.settings.capacity, self.max_sessions)
 
-    async def create(self, sdp: str, kind: str) -> tuple[Session, RTCSessionDescription]:
+    def load(self) -> Load:
+        """What a balancer needs to know (the agent check): sessions, capacity, draining."""
+        return Load(sessions=len(self.sessions), capacity=self.capacity(), draining=self.draining)
+
+    async def create(
+        self, sdp: str, kind: str, client: str | None = None
+    ) -> tuple[Session, RTCSessionDescription]:
         if self.draining:
             raise SessionError("the server is shutting down", 503, retry_after=30)
         if kind != "offer":
@@ -386,7 +397,9 @@ class SessionManager:
         except AtCapacity as exc:
             raise SessionError(str(exc), 503, retry_after=exc.retry_after) from exc
         try:
-            session = Session(self.engine, self.talker_factory, self.engine.settings.ice_servers, lease)
+            session = Session(
+                self.engine, self.talker_factory, self.engine.settings.ice_servers, lease, client
+            )
         except BaseException:
             lease.release()
             raise
@@ -400,7 +413,7 @@ class SessionManager:
         except Exception as exc:  # aiortc raises ValueError and friends on malformed SDP
             await self.close(session.id)
             raise SessionError(f"cannot use this SDP offer: {exc}") from exc
-        logger.info("session %s: created (%d active)", session.id, len(self.sessions))
+        logger.info("session %s: created for %s (%d active)", session.id, client or "?", len(self.sessions))
         return session, answer
 
     def live_peer_connections(self) -> int:
