@@ -36,7 +36,9 @@ def main() -> int:
     text = K8S.read_text()
     start, end = configmap_block(text)
     old = "".join(line.removeprefix(INDENT) for line in text[start:end].splitlines(keepends=True))
-    new = "".join((INDENT + line) if line.strip() else line for line in rerender(old).splitlines(keepends=True))
+    new = "".join(
+        (INDENT + line) if line.strip() else line for line in rerender(old).splitlines(keepends=True)
+    )
     K8S.write_text(text[:start] + new + text[end:])
     print(f"wrote {CFG.relative_to(ROOT)} and the ConfigMap in {K8S.relative_to(ROOT)}")
     return 0

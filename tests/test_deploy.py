@@ -20,11 +20,22 @@ from typing import Any
 import pytest
 import yaml
 
-from realtime.web.haproxy_config import DeployConfigError, HAProxyConfig, Replica, parse_replica
-from tests.haproxy_harness import haproxy_binary
+from benchmarks.haproxy_process import haproxy_binary
+from realtime.cli.deploy import rerender
+from realtime.cli.main import main
+from realtime.web.haproxy_config import (
+    SESSION_HEADER,
+    SESSION_PARAM,
+    DeployConfigError,
+    HAProxyConfig,
+    Replica,
+    parse_replica,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
+SHIPPED_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+REGENERATE = "they are out of date with the template: run `python scripts/render_deploy.py`"
 K8S_VERSIONS = ("1.29", "1.37")  # an older cluster still in support somewhere, and the newest schemas shipped
 
 
@@ -135,6 +146,41 @@ def test_haproxy_deployment_mounts_its_config_and_is_reachable() -> None:
 
 def test_configmap_haproxy_cfg_is_valid(tmp_path: Path) -> None:
     _haproxy_check(_one("ConfigMap", "splatcast-haproxy")["data"]["haproxy.cfg"], tmp_path)
+
+
+# --- the shipped configurations ------------------------------------------------------------------------
+def test_shipped_configs_are_what_their_commands_write() -> None:
+    shipped = SHIPPED_CFG.read_text()
+    assert rerender(shipped) == shipped, REGENERATE
+    configmap = _one("ConfigMap", "splatcast-haproxy")["data"]["haproxy.cfg"]
+    assert rerender(configmap) == configmap, REGENERATE
+
+
+def test_shipped_config_is_valid(tmp_path: Path) -> None:
+    # its stats socket lives in /run/haproxy (Debian's package makes it): check it with one we can create
+    text = SHIPPED_CFG.read_text().replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+    _haproxy_check(text, tmp_path)
+
+
+def test_the_balancer_reads_what_the_replicas_send() -> None:
+    text = SHIPPED_CFG.read_text()
+    assert f"stick store-response res.hdr({SESSION_HEADER})" in text
+    assert "stick match path,field(4,/) if { path_beg /api/sessions/ }" in text
+    assert f"stick match url_param({SESSION_PARAM})" in text
+    assert "agent-check agent-port 8081" in text and "weight 100" in text
+
+
+def test_deploy_haproxy_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "etc" / "haproxy.cfg"
+    argv = ["deploy", "haproxy", "--replica", "10.0.0.11:8080:8081", "--replica", "10.0.0.12:8080:8081"]
+    assert main([*argv, "-o", str(out)]) == 0
+    assert out.read_text() == SHIPPED_CFG.read_text()
+    assert main(argv) == 0  # no -o: stdout
+    assert capsys.readouterr().out == SHIPPED_CFG.read_text()
+    assert main(["deploy", "haproxy", "--replica", "10.0.0.11"]) == 2
+    assert "HOST:PORT or HOST:PORT:AGENT_PORT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: one of --replica / --discover is required
+        main(["deploy", "haproxy"])
 
 
 # --- the generator -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from engines.a2v.runtime import RUNTIME_CHOICES
 from engines.splat.rasterize import BACKENDS
 from realtime.settings import BRAINS, Settings, SettingsError, load_settings
+from realtime.web.haproxy_config import DEFAULT_STATS_SOCKET
 
 logger = logging.getLogger("splatcast")
 
@@ -76,6 +77,20 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--capacity", type=int, default=None, help="sessions this machine holds (default: measured per frame)"
+    )
+    g = parser.add_argument_group("behind a balancer (README: Beyond one machine)")
+    g.add_argument(
+        "--agent-port",
+        dest="agent_port",
+        type=int,
+        default=None,
+        help="answer HAProxy's agent check on this TCP port: free capacity as a weight, or drain",
+    )
+    g.add_argument(
+        "--trusted-proxies",
+        dest="trusted_proxies",
+        default=None,
+        help="comma-separated CIDRs of proxies whose X-Forwarded-For/Forwarded name the client",
     )
 
 
@@ -237,7 +252,59 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", dest="json_out", type=Path, default=None)
         p.add_argument("--report", type=Path, default=None)
         p.add_argument("--compare", type=Path, default=None)
+        if name in ("latency", "load"):
+            p.add_argument(
+                "--replicas",
+                type=int,
+                default=1,
+                help="start N local replicas behind a local HAProxy and measure through it (needs haproxy)",
+            )
         _settings_flags(p)  # the local server's avatar, size, fps, backend (ignored with --url but --avatar)
+
+    # deploy
+    deploy = sub.add_parser("deploy", help="configurations for running many replicas").add_subparsers(
+        dest="deploy_command", metavar="TARGET", required=True
+    )
+    p = command(
+        deploy,
+        "haproxy",
+        "realtime.cli.deploy:haproxy_command",
+        "write an HAProxy configuration for N replicas (capacity-aware, sessions stick to their replica)",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--replica",
+        action="append",
+        metavar="HOST:PORT[:AGENT]",
+        help="a replica: its HTTP port and its --agent-port (repeat for each; [IPv6]:PORT:AGENT)",
+    )
+    where.add_argument(
+        "--discover",
+        metavar="NAME:PORT:AGENT",
+        help="replicas from DNS (e.g. a Kubernetes headless Service), up to --slots of them",
+    )
+    p.add_argument("--slots", type=int, default=10, help="with --discover: most replicas (default 10)")
+    p.add_argument(
+        "--bind", action="append", metavar="ADDR:PORT", help="plain HTTP listen address (default :80)"
+    )
+    p.add_argument("--tls-cert", metavar="PEM", default=None, help="serve HTTPS with this certificate + key")
+    p.add_argument(
+        "--tls-bind", action="append", metavar="ADDR:PORT", help="HTTPS listen address (default :443)"
+    )
+    p.add_argument(
+        "--stats-socket",
+        default=DEFAULT_STATS_SOCKET,
+        help="HAProxy's runtime API socket ('' for none; default Debian's)",
+    )
+    p.add_argument(
+        "--session-max-s",
+        type=int,
+        default=None,
+        help="the replicas' session_max_s (default: this machine's setting, 3600)",
+    )
+    p.add_argument("--check-inter", type=float, default=1.0, help="seconds between health checks (default 1)")
+    p.add_argument("--agent-inter", type=float, default=1.0, help="seconds between agent checks (default 1)")
+    p.add_argument("-o", "--output", type=Path, default=None, help="write here (default: stdout)")
 
     # doctor
     p = command(sub, "doctor", "realtime.cli.doctor:doctor_command", "check the machine and bundled assets")
