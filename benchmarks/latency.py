@@ -23,7 +23,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ import numpy as np
 
 from benchmarks import analysis
 from benchmarks.machine import git_info, machine_info
-from benchmarks.metrics_scrape import MetricsError, Scrape, cpu_cost, parse_metrics, stage_summaries
+from benchmarks.metrics_scrape import cpu_cost, stage_summaries
+from benchmarks.replicas import Replicas
 from benchmarks.report import ReportError, finish, new_report, write_outputs
 from benchmarks.target import BenchError, Target
 from benchmarks.webrtc_client import Client
@@ -113,12 +114,21 @@ async def _wait_quiet(client: Client, quiet_s: float, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run_script(run: Run, duration_s: float, offset_s: float, connect_timeout: float) -> None:
-    """Connect, idle baseline, then say/interrupt until ``duration_s`` after the first frame."""
+async def run_script(
+    run: Run,
+    duration_s: float,
+    offset_s: float,
+    connect_timeout: float,
+    on_connect: Callable[[str], Awaitable[Any]] | None = None,
+) -> None:
+    """Connect, idle baseline, then say/interrupt until ``duration_s`` after the first frame.
+    ``on_connect(session_id)`` runs once the session exists (e.g. to find its replica)."""
     c = run.client
     await asyncio.sleep(offset_s)
     await c.connect()
     c.watch_events()
+    if on_connect is not None and c.session_id is not None:
+        await on_connect(c.session_id)
     await c.wait_video(1, timeout=connect_timeout)
     run.first_frame_at = c.rx.video_t[0]
     await asyncio.sleep(IDLE_BASELINE_S)
@@ -350,15 +360,6 @@ def summarise(sessions: Sequence[dict[str, Any]], server: dict[str, Any]) -> dic
     }
 
 
-async def _scrape(client: Client) -> Scrape | None:
-    try:
-        status, text = await client.get("/metrics")
-        return parse_metrics(text) if status == 200 else None
-    except (MetricsError, OSError) as exc:
-        logger.warning("bench: /metrics unreadable: %s", exc)
-        return None
-
-
 async def measure(target: Target, sessions: int, duration_s: float, progress: bool = True) -> dict[str, Any]:
     """Run the scripted exchange on ``sessions`` clients; returns the report body (no I/O)."""
     from tqdm import tqdm
@@ -368,10 +369,13 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
         for _ in range(sessions)
     ]
     probe = Client(target.base, api_token=target.api_token)
-    before = await _scrape(probe)
+    # each replica's /metrics from when it got its first session to the end (one replica: the server)
+    replicas = Replicas(probe.get)
     t_start = time.monotonic()
     tasks = [
-        asyncio.create_task(run_script(r, duration_s, 0.3 * i, connect_timeout=60.0))
+        asyncio.create_task(
+            run_script(r, duration_s, 0.3 * i, connect_timeout=60.0, on_connect=replicas.locate)
+        )
         for i, r in enumerate(runs)
     ]
     bar = tqdm(total=round(duration_s), unit="s", desc="bench latency", disable=not progress, file=sys.stderr)
@@ -389,7 +393,7 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
                 r.error = f"{type(t.exception()).__name__}: {t.exception()}"
     finally:
         bar.close()
-        after = await _scrape(probe)
+        after_by_replica = await replicas.scrape()
         t_end = time.monotonic()
         for r in runs:
             await r.client.close()
@@ -399,7 +403,11 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
         raise BenchError(f"every session failed: {failed[0]}")
     done = [r for r in runs if r.error is None]
     per_session = [analyse_session(r, target.settings.fps) for r in done]
+    first = {r.name: r.first_scrape for r in replicas.by_name.values() if r.first_scrape is not None}
+    after = Replicas.merged({name: s for name, s in after_by_replica.items() if name in first})
+    before = Replicas.merged({name: s for name, s in first.items() if name in after_by_replica})
     server: dict[str, Any] = {"cpu_percent_mean": None, "cpu_percent_max": None, "rss_mb_max": None}
+    server["replicas"] = replicas.summary()
     if target.sampler is not None:
         server.update(target.sampler.samples.window(t_start, t_end))
     server["stages"] = stage_summaries(after, before) if after is not None else {}
@@ -447,7 +455,7 @@ def bench_latency_command(settings: Settings, args: argparse.Namespace) -> int:
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = {**machine_info(), "git": git_info()}  # before the run: load average and the code measured
     try:
-        with Target(settings, args.url) as target:
+        with Target(settings, args.url, args.replicas) as target:
             body = asyncio.run(measure(target, args.sessions, args.duration))
             config = {**target.info, "sessions": args.sessions, "duration_s": args.duration}
         report = new_report("latency", command, config, machine)

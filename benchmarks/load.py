@@ -14,6 +14,14 @@ repeated frame still arrives on time, so received FPS alone would hide an
 overloaded renderer: the server's per-session ``repeated`` counter (events
 websocket) is what exposes it. Each step also records the server's CPU and
 the per-stage time per second from ``/metrics`` (which stage dominates).
+
+Through a balancer (``--url`` of HAProxy written by ``splatcast deploy
+haproxy``) the same steps measure all the replicas behind it: each session's
+replica is found with ``/healthz?session=ID`` (:mod:`benchmarks.replicas`),
+the stage times are the replicas' ``/metrics`` added up, and the run also
+stops when the balancer refuses a session (every replica full by its own
+admission control). The report lists each replica, the capacity it reports
+and the sessions it held at the measured capacity.
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks import analysis
-from benchmarks.latency import LOUD, SENTENCES, _last_stats, _scrape
+from benchmarks.latency import LOUD, SENTENCES, _last_stats
 from benchmarks.machine import git_info, machine_info
 from benchmarks.metrics_scrape import cpu_cost, stage_summaries
+from benchmarks.replicas import Replicas
 from benchmarks.report import ReportError, finish, new_report, write_outputs
 from benchmarks.target import BenchError, Target
 from benchmarks.webrtc_client import Client
@@ -56,6 +65,15 @@ class Talker:
     client: Client
     task: asyncio.Task[None] | None = None
     says: int = 0
+    replica: str | None = None  # which replica owns its session
+
+
+def _per_replica(talkers: list[Talker]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in talkers:
+        if t.replica is not None:
+            out[t.replica] = out.get(t.replica, 0) + 1
+    return dict(sorted(out.items()))
 
 
 async def _talk(talker: Talker) -> None:
@@ -117,6 +135,7 @@ async def measure_load(
 
     talkers: list[Talker] = []
     probe = Client(target.base, api_token=target.api_token)
+    replicas = Replicas(probe.get)  # one (a server) or several (behind a balancer, through --url)
     steps: list[dict[str, Any]] = []
     capacity = 0
     failed_at: int | None = None
@@ -135,13 +154,15 @@ async def measure_load(
             talker = Talker(c)
             talkers.append(talker)
             await c.wait_video(1, timeout=60.0)
+            assert c.session_id is not None
+            talker.replica = (await replicas.locate(c.session_id)).name
             talker.task = asyncio.create_task(_talk(talker))
             await asyncio.sleep(WARM_S)
-            before = await _scrape(probe)
+            before = Replicas.merged(await replicas.scrape())
             t0 = time.monotonic()
             await asyncio.sleep(step_s)
             t1 = time.monotonic()
-            after = await _scrape(probe)
+            after = Replicas.merged(await replicas.scrape())
             await asyncio.sleep(1.2)  # the stats event that covers t1 arrives within a second
             sessions = [_session_window(t.client, t0, t1) for t in talkers]
             stages = stage_summaries(after, before) if after is not None else {}
@@ -149,6 +170,8 @@ async def measure_load(
             p95s = [s["frame_interval_p95_ms"] for s in sessions if s["frame_interval_p95_ms"] is not None]
             step = {
                 "sessions": n,
+                "replica": talker.replica,  # where the newest session landed
+                "sessions_per_replica": _per_replica(talkers),
                 "effective_fps_min": min(s["effective_fps"] for s in sessions),
                 "received_fps_min": min(s["received_fps"] for s in sessions),
                 "frame_interval_p95_ms": max(p95s) if p95s else None,
@@ -189,6 +212,8 @@ async def measure_load(
                 break  # past the capacity, with enough points for the curve
     finally:
         bar.close()
+        with contextlib.suppress(Exception):  # while their sessions still hold them
+            await replicas.refresh()
         for t in talkers:
             if t.task is not None:
                 t.task.cancel()
@@ -226,12 +251,20 @@ async def measure_load(
         else None,
         "render_ms_per_s_last": busy.get("render"),
         "encode_ms_per_s_last": busy.get("encode"),
+        # behind a balancer: how many replicas took sessions, and the capacity they report (agent check)
+        "replicas": float(len(replicas.by_name)),
+        "replica_capacity_total": float(sum(r.capacity for r in replicas.by_name.values())),
     }
+    at_capacity = _per_replica(talkers[:capacity])
+    per_replica = [
+        {**r, "sessions_at_capacity": at_capacity.get(r["replica"], 0)} for r in replicas.summary()
+    ]
     return {
         "summary": summary,
         "steps": steps,
         "stop_reason": stop_reason,
         "bottleneck": bottleneck,
+        "replicas": per_replica,
         "server": {"stages_last_step": last["stages"]},
     }
 
@@ -244,7 +277,7 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = {**machine_info(), "git": git_info()}  # before the run: load average and the code measured
     try:
-        with Target(settings, args.url) as target:
+        with Target(settings, args.url, args.replicas) as target:
             body = asyncio.run(measure_load(target, max_sessions, args.duration))
             config = {
                 **target.info,
@@ -268,5 +301,15 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
         f"({', '.join(f'{k} {v:.0f} ms/s' for k, v in b['stage_ms_per_s'].items())}; "
         f"server CPU {b['server_cpu_percent_mean'] or float('nan'):.0f} %)"
     )
+    if args.url is not None:  # through a balancer this is the capacity of all the replicas behind it
+        held = body["summary"]["capacity_sessions"]
+        print(
+            f"{held:.0f} session(s) held 25 FPS through {args.url}, over {len(body['replicas'])} replica(s):"
+        )
+        for r in body["replicas"]:
+            print(
+                f"  {r['replica']}: {r['sessions_at_capacity']} session(s) at capacity "
+                f"(it reports capacity {r['capacity']})"
+            )
     plots = [f"{Path(args.report) / 'load.md'} and capacity.png in {args.report}"] if args.report else []
     return finish(regressions, args.json_out, *plots)

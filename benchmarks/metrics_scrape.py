@@ -32,6 +32,17 @@ class Hist:
             self.count - earlier.count,
         )
 
+    def plus(self, other: Hist) -> Hist:
+        """Two replicas' histograms of one stage as one (their bucket bounds are the same code's)."""
+        theirs = dict(other.buckets)
+        bounds = sorted({le for le, _ in self.buckets} | set(theirs))
+        mine = dict(self.buckets)
+        return Hist(
+            [(le, mine.get(le, 0.0) + theirs.get(le, 0.0)) for le in bounds],
+            self.sum + other.sum,
+            self.count + other.count,
+        )
+
     def quantile(self, q: float) -> float | None:
         """Linear interpolation inside the bucket (as Prometheus' histogram_quantile); None when empty."""
         if self.count <= 0 or not self.buckets:
@@ -91,6 +102,18 @@ def parse_metrics(text: str) -> Scrape:
             gauges[name] = value
     for hist in stages.values():
         hist.buckets.sort()
+    return Scrape(gauges, stages)
+
+
+def merge_scrapes(scrapes: list[Scrape]) -> Scrape:
+    """Several replicas' scrapes as one server's: counters, gauges and histograms added up."""
+    gauges: dict[str, float] = {}
+    stages: dict[str, Hist] = {}
+    for scrape in scrapes:
+        for name, value in scrape.gauges.items():
+            gauges[name] = gauges.get(name, 0.0) + value
+        for stage, hist in scrape.stages.items():
+            stages[stage] = stages[stage].plus(hist) if stage in stages else hist
     return Scrape(gauges, stages)
 
 

@@ -5,6 +5,12 @@ A local server gets the benchmark's settings (avatar, size, fps, backend), a
 (``bench load`` finds that one), and a relaxed per-IP offer rate (every client
 connects from 127.0.0.1). Its CPU and memory are sampled with psutil; a remote
 server reports only what its ``/metrics`` exposes.
+
+With ``replicas`` > 1 it starts that many local servers behind a local HAProxy
+(the configuration ``splatcast deploy haproxy`` writes; Debian's haproxy must
+be installed) and the benchmark talks to HAProxy. The replicas keep their own
+admission control (measured capacity, or ``--capacity``) so that their agent
+checks steer sessions as in a deployment; CPU and memory are their sum.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.server_process import ServerProcess
+from benchmarks.server_process import ServerProcess, free_port
 from engines import assets
 from engines.splat.synthetic import write_synthetic_avatar
 from realtime.settings import Settings
+
+if TYPE_CHECKING:
+    from benchmarks.haproxy_process import HAProxy
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +91,12 @@ class ResourceSamples:
 
 
 class ResourceSampler:
-    """Samples a process's CPU % and RSS every ``period`` seconds on a daemon thread."""
+    """Samples processes' CPU % and RSS (summed) every ``period`` seconds on a daemon thread."""
 
-    def __init__(self, pid: int, period: float = 0.5) -> None:
+    def __init__(self, *pids: int, period: float = 0.5) -> None:
         import psutil
 
-        self.proc = psutil.Process(pid)
+        self.procs = [psutil.Process(pid) for pid in pids]
         self.period = period
         self.samples = ResourceSamples()
         self._stop = threading.Event()
@@ -104,10 +113,11 @@ class ResourceSampler:
         import psutil
 
         try:
-            self.proc.cpu_percent(None)
+            for proc in self.procs:
+                proc.cpu_percent(None)
             while not self._stop.wait(self.period):
-                cpu = self.proc.cpu_percent(None)
-                rss = self.proc.memory_info().rss / 1e6
+                cpu = sum(proc.cpu_percent(None) for proc in self.procs)
+                rss = sum(proc.memory_info().rss for proc in self.procs) / 1e6
                 self.samples.t.append(time.monotonic())
                 self.samples.cpu_percent.append(cpu)
                 self.samples.rss_mb.append(rss)
@@ -118,11 +128,16 @@ class ResourceSampler:
 class Target:
     """Context manager: ``base`` URL, ``mouth_box``, ``sampler`` (None for a remote server), ``info``."""
 
-    def __init__(self, settings: Settings, url: str | None) -> None:
+    def __init__(self, settings: Settings, url: str | None, replicas: int = 1) -> None:
+        if replicas < 1 or (replicas > 1 and url is not None):
+            raise BenchError("--replicas N starts N local replicas: give it without --url (N >= 1)")
         self.settings = settings
         self.url = url
+        self.replicas = replicas
         self._tmp = tempfile.TemporaryDirectory(prefix="splatcast-bench-")
         self.server: ServerProcess | None = None
+        self.servers: list[ServerProcess] = []  # with replicas > 1
+        self.balancer: HAProxy | None = None
         self.sampler: ResourceSampler | None = None
         self.base = ""
         self.mouth_box: tuple[int, int, int, int] | None = None
@@ -146,6 +161,7 @@ class Target:
             self.mouth_box = mouth_box_pixels(path, s.size) if path is not None else None
             self.info = {
                 "url": self.url or "local",
+                "replicas": self.replicas if self.url is None else None,
                 "avatar": path.name if path is not None else None,
                 "synthetic_avatar": synthetic,
                 "size": s.size,
@@ -157,6 +173,9 @@ class Target:
                 self.base = self.url.rstrip("/")
                 return self
             assert path is not None
+            if self.replicas > 1:
+                self._start_replicas(path)
+                return self
             args = ["--avatar", str(path), "--size", str(s.size), "--fps", str(s.fps)]
             args += ["--render-backend", s.render_backend, "--capacity", str(LOCAL_CAPACITY)]
             if s.numba_threads:
@@ -176,11 +195,54 @@ class Target:
             self.__exit__(None, None, None)
             raise
 
+    def _start_replicas(self, avatar: Path) -> None:
+        """N servers with agent checks, behind HAProxy, all on loopback."""
+        from benchmarks.haproxy_process import HAProxy, haproxy_binary
+        from realtime.web.haproxy_config import Replica
+
+        if haproxy_binary() is None:
+            raise BenchError("--replicas needs HAProxy (apt-get install haproxy)")
+        s = self.settings
+        env = dict(os.environ, SPLATCAST_OFFER_RATE_PER_MINUTE="10000", SPLATCAST_LOG_LEVEL="WARNING")
+        env.pop("SPLATCAST_TOKEN", None)
+        members = []
+        for _ in range(self.replicas):
+            agent = free_port()
+            args = ["--avatar", str(avatar), "--size", str(s.size), "--fps", str(s.fps)]
+            args += ["--render-backend", s.render_backend, "--agent-port", str(agent)]
+            args += ["--trusted-proxies", "127.0.0.1/32"]
+            if s.capacity:
+                args += ["--capacity", str(s.capacity)]
+            if s.numba_threads:
+                args += ["--numba-threads", str(s.numba_threads)]
+            server = ServerProcess(*args, env=env)
+            self.servers.append(server)
+            members.append(Replica("127.0.0.1", server.port, agent))
+        for server in self.servers:  # started together: they load side by side
+            try:
+                server.wait_ready()
+            except (RuntimeError, TimeoutError) as exc:
+                raise BenchError(f"a local replica did not start: {exc}") from exc
+        try:
+            self.balancer = HAProxy(Path(self._tmp.name) / "haproxy", members)
+        except (RuntimeError, TimeoutError) as exc:
+            raise BenchError(f"HAProxy did not start: {exc}") from exc
+        self.base = self.balancer.url
+        self.info["balancer"] = "haproxy"
+        self.sampler = ResourceSampler(*(server.pid for server in self.servers))
+        self.sampler.start()
+
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self.sampler is not None:
             self.sampler.stop()
+        if self.balancer is not None:
+            self.balancer.stop()
+        for server in self.servers:
+            code = server.stop()
+            if code not in (0, -15):
+                logger.warning("bench: a local replica exited with %s:\n%s", code, "".join(server.log[-20:]))
         if self.server is not None:
             code = self.server.stop()
             if code not in (0, -15):

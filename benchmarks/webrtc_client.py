@@ -40,10 +40,13 @@ class Client:
         api_token: str | None = None,
         protocol: str = "splatcast",
         mic: MediaStreamTrack | None = None,
+        source_address: str | None = None,
     ) -> None:
         """``protocol``: ``splatcast`` (``splatcast serve``) or ``smallwebrtc`` (Pipecat's SmallWebRTC
         signalling, as ``splatcast bot`` and Pipecat's prebuilt client speak it: ``POST /start``, then
-        ``POST /sessions/{id}/api/offer``; audio transceiver first, ``mic`` sent on it when given)."""
+        ``POST /sessions/{id}/api/offer``; audio transceiver first, ``mic`` sent on it when given).
+        ``source_address``: the local address its HTTP requests come from (e.g. 127.0.0.7: one more
+        client address to the server's per-address limits)."""
         if protocol not in ("splatcast", "smallwebrtc"):
             raise ValueError(f"protocol must be splatcast or smallwebrtc, got {protocol!r}")
         self.protocol = protocol
@@ -56,7 +59,8 @@ class Client:
         self.session_id: str | None = None
         self.token: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.http = aiohttp.ClientSession()
+        connector = aiohttp.TCPConnector(local_addr=(source_address, 0)) if source_address else None
+        self.http = aiohttp.ClientSession(connector=connector)
         self.connected_at: float | None = None
         self._prev_gray: np.ndarray | None = None
 

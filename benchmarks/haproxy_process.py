@@ -1,11 +1,12 @@
-"""A real HAProxy (Debian's ``haproxy``) started by a test from a generated configuration.
+"""A real HAProxy (Debian's ``haproxy``) in front of local replicas, for benchmarks and tests.
 
-:class:`HAProxy` writes the configuration ``realtime.web.haproxy_config``
-renders, runs ``haproxy -db`` in the foreground on loopback ports, and reads
-the servers' state from its runtime API (a unix socket in the test's
+:class:`HAProxy` writes the configuration ``splatcast deploy haproxy`` would
+(:mod:`realtime.web.haproxy_config`) for replicas on this machine, checks it
+with ``haproxy -c``, runs ``haproxy -db`` in the foreground on a free loopback
+port, and reads the servers' state from its runtime API (a unix socket in its
 directory): status (UP, DOWN, DRAIN, MAINT, NOLB), current weight, agent
-status. Tests skip when ``haproxy`` is not installed
-(``scripts/install-system-deps.sh`` installs it).
+status, requests sent. ``scripts/install-system-deps.sh`` installs haproxy;
+:func:`haproxy_binary` is None without it.
 """
 
 from __future__ import annotations
