@@ -13,7 +13,8 @@ cores), each leaving it in the state the next one starts from:
 1. five sessions spread over the replicas by free capacity (HAProxy's weights
    follow each replica's free share); the full ``--capacity 1`` replica gets
    no more; a sixth is refused (503, JSON, Retry-After); each owner's
-   /api/sessions and log name the real client address;
+   /api/sessions and log name the real client address; ``?session=ID``
+   reaches each session's replica (what the benchmarks use);
 2. say / interrupt / emotion / the events websocket / DELETE reach the owning
    replica through HAProxy, with no cookie anywhere;
 3. SIGTERM on replica 2: it turns to ``drain``, its sessions go on (frames,
@@ -49,6 +50,7 @@ import pytest
 import pytest_asyncio
 
 from benchmarks.haproxy_process import HAProxy, ServerState, haproxy_binary, wait_until
+from benchmarks.replicas import Replicas
 from benchmarks.server_process import ServerProcess, free_port
 from benchmarks.webrtc_client import Client
 from engines.splat.synthetic import write_synthetic_avatar
@@ -262,6 +264,25 @@ async def test_new_sessions_spread_by_free_capacity(cluster: Cluster) -> None:
         assert any(
             f"{session.client.session_id}: created for {session.source}" in line for line in owner.server.log
         )
+
+
+async def test_benchmarks_find_each_sessions_replica_through_the_balancer(cluster: Cluster) -> None:
+    """What bench load/latency --url rely on: ?session=ID reaches the replica that owns session ID."""
+    probe = Client(cluster.proxy.url, source_address=cluster.next_address())
+    try:
+        replicas = Replicas(probe.get)
+        for session in cluster.sessions.values():
+            assert session.client.session_id is not None
+            found = await replicas.locate(session.client.session_id)
+            assert found.name == cluster.member(session.owner).get("/healthz")["replica"]
+        assert sorted((r["capacity"], r["sessions"]) for r in replicas.summary()) == [(1, 1), (2, 2), (2, 2)]
+        scrapes = await replicas.scrape()
+        assert len(scrapes) == 3  # each replica's own /metrics, even though every one of them is full
+        merged = Replicas.merged(scrapes)
+        assert merged is not None and merged.gauges["splatcast_sessions"] == 5
+        assert merged.gauges["splatcast_capacity"] == 5
+    finally:
+        await probe.close()
 
 
 # --- 2. affinity without cookies --------------------------------------------------------------------
