@@ -41,6 +41,7 @@ class Client:
         protocol: str = "splatcast",
         mic: MediaStreamTrack | None = None,
         source_address: str | None = None,
+        avatar: str | None = None,
     ) -> None:
         """``protocol``: ``splatcast`` (``splatcast serve``) or ``smallwebrtc`` (Pipecat's SmallWebRTC
         signalling, as ``splatcast bot`` and Pipecat's prebuilt client speak it: ``POST /start``, then
@@ -51,6 +52,8 @@ class Client:
             raise ValueError(f"protocol must be splatcast or smallwebrtc, got {protocol!r}")
         self.protocol = protocol
         self.mic = mic
+        self.avatar = avatar  # a library id for the offer (None: the server's default avatar)
+        self.last_frame: VideoFrame | None = None  # the newest received video frame
         self.base = base.rstrip("/")
         self.api_token = api_token  # the server's token, when it has one
         self.mouth_box = mouth_box
@@ -87,6 +90,8 @@ class Client:
         self.connected_at = time.monotonic()
         headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
         offer = {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        if self.avatar is not None:
+            offer["avatar"] = self.avatar
         async with self.http.post(f"{self.base}/api/offer", json=offer, headers=headers) as resp:
             body = await resp.json()
             if resp.status != 200:
@@ -126,6 +131,7 @@ class Client:
                 frame = await track.recv()
                 t = time.monotonic()
                 assert isinstance(frame, VideoFrame)
+                self.last_frame = frame
                 self.rx.video_t.append(t)
                 self.rx.video_pts.append(int(frame.pts or 0))
                 gray = frame.to_ndarray(format="gray")

@@ -39,7 +39,11 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     # avatar and rendering
-    avatar: Path | None = None  # None: the bundled default avatar
+    avatar: Path | None = None  # the server's default avatar: a file or a library id (None: the bundled one)
+    avatars: Path | None = None  # the avatar library directory (None: ~/.local/share/splatcast/avatars)
+    avatar_cache_mb: int = 256  # memory bound of loaded avatars no session uses (LRU beyond it)
+    voice: str | None = None  # the default Piper voice: an id or a path to NAME.onnx (None: the bundled one)
+    voices: Path | None = None  # a directory of Piper voices (None: ~/.local/share/splatcast/voices)
     fps: int = 25
     size: int = 512
     render_backend: RenderBackend = "cpu"  # engines.splat.rasterize.BACKENDS
@@ -221,6 +225,8 @@ def _validate(s: Settings) -> None:
         raise SettingsError(
             "token must be at least 16 characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`)"
         )
+    if not 16 <= s.avatar_cache_mb <= 65536:
+        raise SettingsError(f"avatar_cache_mb must be 16..65536, got {s.avatar_cache_mb}")
     if s.numba_threads is not None and s.numba_threads < 1:
         raise SettingsError(f"numba_threads must be >= 1, got {s.numba_threads}")
     if s.agent_port is not None and not (1 <= s.agent_port <= 65535 and s.agent_port != s.port):

@@ -145,14 +145,20 @@ def test_offer_rate_limit_per_address(server: ServerProcess) -> None:
     assert statuses[0] == 400  # the first ones are answered (and refused as bad SDP)
 
 
-def test_openapi_describes_exactly_the_routes() -> None:
+def test_openapi_describes_exactly_the_routes(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from engines.library.store import AvatarLibrary
+    from realtime.media.avatars import AvatarSet
     from realtime.settings import Settings
     from realtime.web.openapi import openapi_spec
     from realtime.web.server import create_app
 
-    class _Manager:  # create_app only registers routes; no engine is needed to list them
+    class _Manager:  # create_app only registers routes; an avatar library (no avatar loaded) adds its routes
         def __init__(self) -> None:
             self.sessions: dict[str, Any] = {}
+            self.engine = SimpleNamespace(avatars=AvatarSet(AvatarLibrary(tmp_path), (64, 64), "cpu"))
+            self.voices = None
 
     app = create_app(Settings(), _Manager())  # type: ignore[arg-type]
     routes = set()

@@ -27,7 +27,9 @@ Handler = Callable[[Settings, argparse.Namespace], int]
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that feed the Settings object (only the ones given override env/TOML)."""
     g = parser.add_argument_group("settings (also SPLATCAST_<NAME> env vars or --config TOML)")
-    g.add_argument("--avatar", type=Path, default=None, help="avatar .safetensors (default: bundled)")
+    g.add_argument(
+        "--avatar", type=Path, default=None, help="avatar .safetensors or library id (default: bundled)"
+    )
     g.add_argument("--fps", type=int, default=None, help="video frame rate: 25 (default) or 30")
     g.add_argument("--size", type=int, default=None, help="video size in pixels (square), default 512")
     g.add_argument("--render-backend", dest="render_backend", default=None, choices=BACKENDS)
@@ -52,7 +54,37 @@ def _llm_fault_flags(g: argparse._ArgumentGroup) -> None:
     )
 
 
+def _library_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the avatar library and the voices live."""
+    g = parser.add_argument_group("avatar library and voices")
+    g.add_argument(
+        "--avatars",
+        type=Path,
+        default=None,
+        help="avatar library directory (default ~/.local/share/splatcast/avatars)",
+    )
+    g.add_argument(
+        "--voice",
+        default=None,
+        help="default Piper voice: an id from /api/voices or NAME.onnx (default: bundled)",
+    )
+    g.add_argument(
+        "--voices",
+        type=Path,
+        default=None,
+        help="directory of Piper voices (default ~/.local/share/splatcast/voices)",
+    )
+
+
 def _server_flags(parser: argparse.ArgumentParser) -> None:
+    _library_flags(parser)
+    parser.add_argument(
+        "--avatar-cache-mb",
+        dest="avatar_cache_mb",
+        type=int,
+        default=None,
+        help="memory for loaded avatars no session uses (default 256; in-use ones never leave)",
+    )
     g = parser.add_argument_group("server")
     g.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     g.add_argument("--port", type=int, default=None, help="port (default 8080)")
@@ -171,6 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(p)
     p = command(avatar, "info", "realtime.cli.avatar:info_command", "print an avatar's metadata")
     p.add_argument("avatar_path", type=Path, nargs="?", default=None)
+    p = command(avatar, "list", "realtime.cli.library:list_command", "list the avatar library")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    _library_flags(p)
+    p = command(
+        avatar,
+        "add",
+        "realtime.cli.library:add_command",
+        "add an avatar file, or build one from a photo/video",
+    )
+    p.add_argument("file", type=Path, help="an avatar .safetensors, a photo (JPEG/PNG/WebP) or a video")
+    p.add_argument("--name", required=True, help="the name shown in the picker")
+    _library_flags(p)
+    p = command(avatar, "rm", "realtime.cli.library:rm_command", "delete an avatar (refused while in use)")
+    p.add_argument("avatar_id", help="the avatar's id (splatcast avatar list)")
+    _library_flags(p)
 
     # a2v
     a2v = sub.add_parser("a2v", help="audio-to-viseme network: data, training, evaluation").add_subparsers(
@@ -260,6 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
                 help="start N local replicas behind a local HAProxy and measure through it (needs haproxy)",
             )
         _settings_flags(p)  # the local server's avatar, size, fps, backend (ignored with --url but --avatar)
+
+    p = command(
+        bench,
+        "build",
+        "benchmarks.avatar_build:bench_build_command",
+        "a live session's FPS while an avatar builds",
+    )
+    p.add_argument("--url", default=None, help="server to test (default: start one locally)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds measured before and after the build")
+    p.add_argument(
+        "--photo", type=Path, default=None, help="the photo to build from (default: the astronaut)"
+    )
+    p.add_argument("--json", dest="json_out", type=Path, default=None)
+    _settings_flags(p)
 
     # deploy
     deploy = sub.add_parser("deploy", help="configurations for running many replicas").add_subparsers(

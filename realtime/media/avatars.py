@@ -81,10 +81,11 @@ class AvatarSet:
         self.backend = backend
         self.warmup = warmup
         self._default = default
+        self.default_id = DEFAULT_ID  # what a session that names no avatar gets
         self.cache: AvatarCache[LoadedAvatar] = AvatarCache(library, self._load, nbytes_of, cache_bytes)
 
     def _load(self, entry: AvatarEntry) -> LoadedAvatar:
-        if entry.id == DEFAULT_ID and self._default is not None:
+        if self._default is not None and entry.id == self._default.entry.id:
             return self._default  # the engine's avatar, loaded and warmed up at start
         from engines.splat.avatar import load_avatar
 
@@ -95,18 +96,44 @@ class AvatarSet:
             renderer.warmup()  # numba is compiled already; this draws each ladder level once (the plates)
         loaded = LoadedAvatar(entry, avatar, renderer, time.perf_counter() - t)
         logger.info(
-            "avatars: loaded %s (%r, %d Gaussians) in %.2f s", entry.id, entry.name, avatar.count, loaded.load_s
+            "avatars: loaded %s (%r, %d Gaussians) in %.2f s",
+            entry.id,
+            entry.name,
+            avatar.count,
+            loaded.load_s,
         )
         return loaded
 
     def acquire(self, avatar_id: str | None) -> SessionAvatar:
         """Hold an avatar for a session (blocking: loads it on first use). ``None``: the default."""
-        avatar_id = DEFAULT_ID if avatar_id in (None, "") else check_id(str(avatar_id))
+        avatar_id = self.default_id if avatar_id in (None, "") else check_id(str(avatar_id))
         return SessionAvatar(self.cache.acquire(avatar_id))
 
     def in_use(self, avatar_id: str) -> bool:
         """Held by a session of this process or of another process using the same library."""
         return self.cache.users(avatar_id) > 0 or self.library.in_use(avatar_id)
+
+
+def attach_library(engine: Any, settings: Any) -> AvatarSet:
+    """Give ``engine`` the avatar library of ``settings`` (``--avatars``); its own avatar is ``default``.
+
+    ``--avatar`` may name a library id: sessions that ask for no avatar get that one.
+    """
+    given = settings.avatar
+    own_file = given is not None and Path(given).expanduser().is_file()
+    library = AvatarLibrary(settings.avatars, default_avatar=Path(given).expanduser() if own_file else None)
+    entry = library.default_entry() if given is None or own_file else library.get(check_id(str(given)))
+    default = LoadedAvatar(entry, engine.avatar, engine.renderer)
+    avatars = AvatarSet(
+        library,
+        engine.renderer.size,
+        settings.render_backend,
+        default=default,
+        cache_bytes=settings.avatar_cache_mb * 1024 * 1024,
+    )
+    avatars.default_id = entry.id
+    engine.avatars = avatars
+    return avatars
 
 
 def resolve_avatar_path(spec: str | Path | None, library_dir: Path | None = None) -> Path | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from engines import assets
+from realtime.media.avatars import AvatarSet, resolve_avatar_path
 from realtime.media.frame_renderer import FrameRenderer
 from realtime.media.scheduler import Scheduler
 from realtime.media.stream import AvatarStream, LipModel
@@ -29,13 +29,14 @@ class Engine:
     renderer: FrameRenderer
     scheduler: Scheduler
     lip_model: LipModel | None
+    avatars: AvatarSet | None = None  # the avatar library sessions pick from (serve); None: only `avatar`
 
     @classmethod
     def load(cls, settings: Settings, warmup: bool = True) -> Engine:
         from engines.splat.avatar import load_avatar
 
         t = time.perf_counter()
-        path = Path(settings.avatar) if settings.avatar else assets.default_avatar()
+        path = resolve_avatar_path(settings.avatar, settings.avatars) or assets.default_avatar()
         avatar = load_avatar(path)
         renderer = FrameRenderer(avatar, (settings.size, settings.size), backend=settings.render_backend)
         scheduler = Scheduler(fps=settings.fps)
@@ -56,9 +57,12 @@ class Engine:
         )
         return engine
 
-    def new_stream(self, seed: int = 0) -> AvatarStream:
-        """A new stream of this engine's avatar at its frame rate, with its lip model."""
-        return AvatarStream.for_avatar(self.avatar, self.settings.fps, self.lip_model, seed=seed)
+    def new_stream(self, seed: int = 0, avatar: Any = None) -> AvatarStream:
+        """A new stream of ``avatar`` (an ``engines.splat.avatar.Avatar``; None: the engine's own) at the
+        engine's frame rate, with its lip model."""
+        return AvatarStream.for_avatar(
+            self.avatar if avatar is None else avatar, self.settings.fps, self.lip_model, seed=seed
+        )
 
     def close(self) -> None:
         self.scheduler.close()

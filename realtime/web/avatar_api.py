@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from engines.library.builds import BuildQueue
 from engines.library.store import DEFAULT_ID, LibraryError
@@ -170,9 +171,27 @@ async def _voices(request: web.Request) -> web.Response:
 
 
 # --- uploads and builds -----------------------------------------------------------------------------------
+# what aiohttp's multipart parser raises on a malformed body (InvalidHeader & co. are HttpProcessingError)
+MULTIPART_ERRORS = (ValueError, LookupError, AssertionError, TypeError, HttpProcessingError)
+
+
+async def _read(part: BodyPartReader, size: int) -> bytes:
+    try:
+        return await part.read_chunk(size)
+    except MULTIPART_ERRORS as exc:
+        raise UploadError(f"the multipart body is malformed: {exc}", 400) from None
+
+
+async def _next_part(reader: Any) -> Any:
+    try:
+        return await reader.next()
+    except MULTIPART_ERRORS as exc:
+        raise UploadError(f"the multipart body is malformed: {exc}", 400) from None
+
+
 async def _part_text(part: BodyPartReader, name: str) -> str:
     raw = bytearray()
-    while chunk := await part.read_chunk(256):
+    while chunk := await _read(part, 256):
         raw += chunk
         if len(raw) > MAX_FIELD_BYTES:
             raise UploadError(f"the field {name!r} is over {MAX_FIELD_BYTES} bytes", 413)
@@ -183,7 +202,7 @@ async def _part_text(part: BodyPartReader, name: str) -> str:
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(READ_CHUNK):
+    while chunk := await _read(part, READ_CHUNK):
         yield chunk
 
 
@@ -236,24 +255,28 @@ async def _create(request: web.Request) -> web.Response:
 
 
 async def _receive_and_queue(request: web.Request, service: AvatarService, work: Path) -> web.Response:
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except MULTIPART_ERRORS as exc:
+        raise UploadError(f"the multipart body is malformed: {exc}", 400) from None
     fields: dict[str, str] = {}
     upload: Path | None = None
     kind = fmt = ""
-    while (part := await reader.next()) is not None:
+    while (part := await _next_part(reader)) is not None:
         if not isinstance(part, BodyPartReader):
             raise UploadError("nested multipart bodies are not accepted", 400)
         if part.name == "file":
             if upload is not None:
                 raise UploadError("send one file per avatar", 400)
             upload = work / "upload"
-            declared = request.content_length
-            kind, fmt, _size = await receive(_part_chunks(part), upload, service.limits, declared_bytes=None)
-            del declared
+            kind, fmt, _size = await receive(_part_chunks(part), upload, service.limits)
         elif part.name in ("name", "voice"):
             fields[part.name] = await _part_text(part, part.name)
         else:
-            await part.release()
+            try:
+                await part.release()
+            except MULTIPART_ERRORS as exc:
+                raise UploadError(f"the multipart body is malformed: {exc}", 400) from None
     if upload is None:
         raise UploadError("the upload has no 'file' field (a photo or a video)", 400)
     from engines.library.store import clean_name

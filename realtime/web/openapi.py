@@ -24,7 +24,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "bad request (malformed JSON, SDP or fields)",
         401: "missing token",
         403: "wrong token or origin not allowed",
-        404: "no such session",
+        404: "no such session (or avatar, or job)",
+        409: "the avatar is in use by a session",
+        415: "not an image or a video we read",
+        422: "the upload is truncated or corrupt, too short or long, or has no face or several",
         413: "body or text too large",
         429: "too many new sessions from this address (Retry-After)",
         503: "at capacity or shutting down (Retry-After)",
@@ -66,7 +69,67 @@ def openapi_spec() -> dict[str, Any]:
                 "Offer": {
                     "type": "object",
                     "required": ["sdp", "type"],
-                    "properties": {"sdp": {"type": "string", "maxLength": 65536}, "type": {"const": "offer"}},
+                    "properties": {
+                        "sdp": {"type": "string", "maxLength": 65536},
+                        "type": {"const": "offer"},
+                        "avatar": {
+                            "type": "string",
+                            "maxLength": 64,
+                            "description": "a library id (GET /api/avatars)",
+                        },
+                    },
+                },
+                "Avatar": {
+                    "type": "object",
+                    "required": ["id", "name", "source", "preview"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "created": {
+                            "type": "string",
+                            "description": "ISO 8601 UTC; empty for the bundled one",
+                        },
+                        "source": {"enum": ["photo", "video", "file", "bundled"]},
+                        "voice": {
+                            "type": ["string", "null"],
+                            "description": "voice id; null: the server's default",
+                        },
+                        "preview": {"type": "string", "description": "URL of the preview PNG"},
+                        "gaussians": {"type": "integer"},
+                        "bytes": {"type": "integer"},
+                        "builder": {"type": "string"},
+                        "bundled": {"type": "boolean"},
+                        "in_use": {"type": "boolean"},
+                    },
+                },
+                "BuildJob": {
+                    "type": "object",
+                    "properties": {
+                        "type": {"const": "build"},
+                        "job": {"type": "string"},
+                        "avatar": {"type": "string", "description": "the id the avatar gets when done"},
+                        "name": {"type": "string"},
+                        "kind": {"enum": ["photo", "video"]},
+                        "state": {"enum": ["queued", "running", "done", "failed", "cancelled"]},
+                        "stage": {"type": "string"},
+                        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                        "position": {"type": "integer", "description": "builds ahead of this one"},
+                        "message": {"type": "string"},
+                        "error": {"type": ["string", "null"]},
+                        "builder": {"type": "string"},
+                    },
+                },
+                "Voice": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "language": {"type": "string"},
+                        "sample_rate": {"type": "integer"},
+                        "phoneme_type": {"type": "string"},
+                        "speakers": {"type": "integer"},
+                        "bundled": {"type": "boolean"},
+                        "default": {"type": "boolean"},
+                    },
                 },
                 "Answer": {
                     "type": "object",
@@ -76,6 +139,7 @@ def openapi_spec() -> dict[str, Any]:
                         "type": {"const": "answer"},
                         "session_id": {"type": "string"},
                         "token": {"type": "string"},
+                        "avatar": {"type": "string"},
                     },
                 },
                 **event_schemas(),
@@ -97,6 +161,7 @@ def openapi_spec() -> dict[str, Any]:
                             "type": ["string", "null"],
                             "description": "address that created it (the real client behind --trusted-proxies)",
                         },
+                        "avatar": {"type": "string"},
                     },
                 },
             },
@@ -219,5 +284,124 @@ def openapi_spec() -> dict[str, Any]:
                     "responses": {"101": {"description": "websocket upgrade"}, **_errors(401, 403, 404)},
                 }
             },
+            **_avatar_paths(),
+        },
+    }
+
+
+_AVATAR_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+_JOB_ID = {"name": "job", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+
+
+def _avatar_paths() -> dict[str, Any]:
+    avatar = {"$ref": "#/components/schemas/Avatar"}
+    job = {"$ref": "#/components/schemas/BuildJob"}
+    return {
+        "/api/avatars": {
+            "get": {
+                "summary": "the avatar library (the bundled default first)",
+                "responses": {
+                    "200": {"description": "list", **_json({"type": "array", "items": avatar})},
+                    **_errors(401, 403),
+                },
+            },
+            "post": {
+                "summary": "create an avatar from a photo or a video: streamed, checked, queued to build",
+                "description": "Limits: photos (JPEG, PNG, WebP) up to 20 MiB and 40 megapixels; videos (MP4, "
+                "MOV, WebM, MKV, AVI) up to 200 MiB, 4K frames, 3-300 s; exactly one face. 256 MiB must stay "
+                "free on the library's disk.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "name": {"type": "string", "maxLength": 80},
+                                    "voice": {
+                                        "type": "string",
+                                        "description": "a voice id (GET /api/voices)",
+                                    },
+                                    "file": {"type": "string", "format": "binary"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "queued: the avatar's future id and the build job",
+                        **_json(
+                            {
+                                "type": "object",
+                                "required": ["id", "job"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "job": {"type": "string"},
+                                    "status": {"type": "string"},
+                                    "events": {"type": "string"},
+                                    "position": {"type": "integer"},
+                                },
+                            }
+                        ),
+                    },
+                    **_errors(400, 401, 403, 413, 415, 422, 429, 503),
+                },
+            },
+        },
+        "/api/avatars/{id}": {
+            "get": {
+                "summary": "one avatar",
+                "parameters": [_AVATAR_ID],
+                "responses": {"200": {"description": "avatar", **_json(avatar)}, **_errors(401, 403, 404)},
+            },
+            "delete": {
+                "summary": "delete an avatar (refused while a session uses it; the bundled one never)",
+                "parameters": [_AVATAR_ID],
+                "responses": {
+                    "200": {"description": "deleted", **_json({"type": "object"})},
+                    **_errors(401, 403, 404, 409),
+                },
+            },
+        },
+        "/api/avatars/{id}/preview.png": {
+            "get": {
+                "summary": "the avatar's preview picture",
+                "parameters": [_AVATAR_ID],
+                "responses": {
+                    "200": {"description": "PNG", "content": {"image/png": {}}},
+                    **_errors(401, 403, 404),
+                },
+            }
+        },
+        "/api/avatars/jobs/{job}": {
+            "get": {
+                "summary": "a build's state, stage, progress, queue position and failure reason",
+                "parameters": [_JOB_ID],
+                "responses": {"200": {"description": "job", **_json(job)}, **_errors(401, 403, 404)},
+            }
+        },
+        "/api/avatars/jobs/{job}/events": {
+            "get": {
+                "summary": "websocket: the build job object each time it changes, until it ends",
+                "parameters": [
+                    _JOB_ID,
+                    {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {"101": {"description": "websocket upgrade"}, **_errors(401, 403, 404)},
+            }
+        },
+        "/api/voices": {
+            "get": {
+                "summary": "the Piper voices this server speaks with (the default first)",
+                "responses": {
+                    "200": {
+                        "description": "list",
+                        **_json({"type": "array", "items": {"$ref": "#/components/schemas/Voice"}}),
+                    },
+                    **_errors(401, 403),
+                },
+            }
         },
     }

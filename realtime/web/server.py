@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -126,8 +127,13 @@ async def _index(request: web.Request) -> web.Response:
 
 
 async def _config(request: web.Request) -> web.Response:
+    from realtime.web.avatar_api import AVATARS_KEY, upload_limits_json
+
     settings = request.app[SETTINGS_KEY]
-    return web.json_response({"ice_servers": [{"urls": url} for url in settings.ice_servers]})
+    config: dict[str, Any] = {"ice_servers": [{"urls": url} for url in settings.ice_servers]}
+    if AVATARS_KEY in request.app:
+        config["upload_limits"] = upload_limits_json(request.app[AVATARS_KEY].limits)
+    return web.json_response(config)
 
 
 async def _offer(request: web.Request) -> web.Response:
@@ -137,10 +143,17 @@ async def _offer(request: web.Request) -> web.Response:
     body = await _json_body(request)
     sdp = _field(body, "sdp", str)
     kind = _field(body, "type", str)
+    avatar = _field(body, "avatar", str, required=False)
     manager = request.app[MANAGER_KEY]
-    session, answer = await manager.create(sdp, kind, client=request.remote)
+    session, answer = await manager.create(sdp, kind, client=request.remote, avatar=avatar)
     return web.json_response(
-        {"sdp": answer.sdp, "type": answer.type, "session_id": session.id, "token": session.token},
+        {
+            "sdp": answer.sdp,
+            "type": answer.type,
+            "session_id": session.id,
+            "token": session.token,
+            "avatar": session.info().avatar,
+        },
         headers={SESSION_HEADER: session.id},  # a balancer remembers which replica owns it (deploy/haproxy)
     )
 
@@ -327,6 +340,14 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
         else:
             app.router.add_route(method, path, handler)
     app.router.add_static("/static/", str(static))
+    engine = getattr(manager, "engine", None)
+    if engine is not None and engine.avatars is not None:
+        from engines.library.builds import BuildQueue
+        from engines.voices import VoiceCatalog
+        from realtime.web.avatar_api import AvatarService, add_avatar_routes
+
+        voices = getattr(manager, "voices", None) or VoiceCatalog()
+        add_avatar_routes(app, AvatarService(engine.avatars, BuildQueue(engine.avatars.library), voices))
 
     async def on_startup(app: web.Application) -> None:
         logging.getLogger().addHandler(app[ERRORS_KEY])  # counts ERROR records for splatcast_errors_total
@@ -364,15 +385,46 @@ def _answer_agent_checks(app: web.Application, host: str, port: int, manager: Se
 
 
 def session_manager(shared: Shared) -> SessionManager:
-    """Sessions on the shared engine, each with a conversation loop on the shared speech models."""
-    from realtime.conversation.loop import Conversation
+    """Sessions on the shared engine and its avatar library, each with a conversation loop on the shared
+    speech models (speaking with its avatar's own voice when it has one)."""
+    from realtime.media.avatars import attach_library
 
-    settings, models = shared.settings, shared.models
+    attach_library(shared.engine, shared.settings)
+    talk = ConversationFactory(shared.settings, shared.models, shared.voices)
+    manager = SessionManager(shared.engine, talker_factory=talk)
+    manager.voices = shared.voices
+    manager.prepare_voice = talk.prepare_voice
+    return manager
 
-    def talker(stream: Any, publish: Callable[[Event], None]) -> Any:
-        return Conversation(settings, stream, publish, models=models)
 
-    return SessionManager(shared.engine, talker_factory=talker)
+class ConversationFactory:
+    """Makes each session's conversation loop; per-avatar voices are loaded once and shared."""
+
+    def __init__(self, settings: Settings, models: Any, voices: Any = None) -> None:
+        self.settings = settings
+        self.voices = voices
+        self.models = models
+        self.default_voice = voices.default_id if voices is not None else None
+        self._by_voice: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def prepare_voice(self, voice_id: str | None) -> Any:
+        """The speech models speaking with ``voice_id`` (loads that Piper voice on first use; blocking)."""
+        from realtime.conversation.services import load_voice
+
+        if voice_id is None or voice_id in ("default", self.default_voice) or self.voices is None:
+            return self.models
+        with self._lock:
+            models = self._by_voice.get(voice_id)
+            if models is None:
+                models = self.models.with_voice(load_voice(self.voices.get(voice_id)))
+                self._by_voice[voice_id] = models
+            return models
+
+    def __call__(self, stream: Any, publish: Callable[[Event], None], voice: str | None = None) -> Any:
+        from realtime.conversation.loop import Conversation
+
+        return Conversation(self.settings, stream, publish, models=self.prepare_voice(voice))
 
 
 async def run(settings: Settings, ready: asyncio.Event | None = None) -> None:

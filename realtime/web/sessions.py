@@ -25,6 +25,8 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
+from engines.library.store import LibraryError
+from engines.splat.avatar import AvatarFormatError
 from realtime.events import (
     Closed,
     ConnectionChanged,
@@ -39,6 +41,7 @@ from realtime.events import (
     UtteranceQueued,
     UtteranceStarted,
 )
+from realtime.media.avatars import SessionAvatar
 from realtime.media.engine import Engine
 from realtime.media.pacer import FramePacer
 from realtime.media.scheduler import AtCapacity, Lease
@@ -88,6 +91,7 @@ class SessionInfo:
     repeated: int
     level: int
     client: str | None  # the address that created it (the real client behind a trusted proxy)
+    avatar: str = "default"
 
 
 class Session:
@@ -98,19 +102,24 @@ class Session:
         ice_servers: tuple[str, ...],
         lease: Lease | None = None,
         client: str | None = None,
+        avatar: SessionAvatar | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
         self.lease = lease  # its admission to the render pool, released when it closes
         self.client = client  # the address that created it (the real client behind a trusted proxy)
+        self.avatar = avatar  # the library avatar it shows, held until it closes (None: the engine's own)
         self.token = secrets.token_urlsafe(24)
         self.engine = engine
         self.created = time.monotonic()
         self.last_activity = self.created
-        self.stream = engine.new_stream(seed=int.from_bytes(secrets.token_bytes(4), "big"))
+        self.stream = engine.new_stream(
+            seed=int.from_bytes(secrets.token_bytes(4), "big"), avatar=avatar.avatar if avatar else None
+        )
         self.outlet = MediaOutlet(engine.settings.fps, self.stream.sample_rate, on_start=self._on_clock_start)
         self.outlet.encode_timer = lambda ms: engine.scheduler.timings.observe("encode", ms)
+        renderer = avatar.renderer if avatar is not None else engine.renderer
         self.pacer = FramePacer(
-            self.stream, engine.scheduler, engine.renderer, self._release, on_error=self._pacer_failed
+            self.stream, engine.scheduler, renderer, self._release, on_error=self._pacer_failed
         )
         self.video = AvatarVideoTrack(self.outlet)
         self.audio = AvatarAudioTrack(self.outlet)
@@ -119,7 +128,13 @@ class Session:
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self.closed = asyncio.Event()
         self._closing = False
-        self.talker = talker_factory(self.stream, self.publish) if talker_factory else None
+        voice = avatar.voice if avatar is not None else None
+        if talker_factory is None:
+            self.talker = None
+        elif voice is not None:  # the avatar speaks with its own voice
+            self.talker = talker_factory(self.stream, self.publish, voice=voice)  # type: ignore[call-arg]
+        else:
+            self.talker = talker_factory(self.stream, self.publish)
         self.stream.add_listener(self.publish)
         self.stream.add_listener(self._silence_on_interrupt)
         self._stats_task: asyncio.Task[None] | None = None
@@ -305,6 +320,7 @@ class Session:
             repeated=self.pacer.stats.repeated,
             level=self.pacer.stats.level,
             client=self.client,
+            avatar=self.avatar.id if self.avatar is not None else "default",
         )
 
     # --- teardown --------------------------------------------------------------------------------
@@ -332,6 +348,8 @@ class Session:
         self._subscribers.clear()
         if self.lease is not None:
             self.lease.release()
+        if self.avatar is not None:
+            self.avatar.release()  # the avatar may now be evicted or deleted
         self.closed.set()
         logger.info("session %s: closed", self.id)
 
@@ -368,6 +386,9 @@ class SessionManager:
         self._reaper: asyncio.Task[None] | None = None
         self._collector: asyncio.Task[None] | None = None
         self.draining = False
+        self.voices: Any = None  # engines.voices.VoiceCatalog of the server (GET /api/voices)
+        # loads an avatar's own voice before its session starts (blocking; run in an executor)
+        self.prepare_voice: Callable[[str | None], Any] | None = None
 
     def start(self) -> None:
         if self._reaper is None:
@@ -382,7 +403,7 @@ class SessionManager:
         return Load(sessions=len(self.sessions), capacity=self.capacity(), draining=self.draining)
 
     async def create(
-        self, sdp: str, kind: str, client: str | None = None
+        self, sdp: str, kind: str, client: str | None = None, avatar: str | None = None
     ) -> tuple[Session, RTCSessionDescription]:
         if self.draining:
             raise SessionError("the server is shutting down", 503, retry_after=30)
@@ -397,11 +418,18 @@ class SessionManager:
         except AtCapacity as exc:
             raise SessionError(str(exc), 503, retry_after=exc.retry_after) from exc
         try:
+            held = await self._hold_avatar(avatar)
+        except BaseException:
+            lease.release()
+            raise
+        try:
             session = Session(
-                self.engine, self.talker_factory, self.engine.settings.ice_servers, lease, client
+                self.engine, self.talker_factory, self.engine.settings.ice_servers, lease, client, held
             )
         except BaseException:
             lease.release()
+            if held is not None:
+                held.release()
             raise
         self.sessions[session.id] = session
         self.peer_connections.add(session.pc)
@@ -415,6 +443,30 @@ class SessionManager:
             raise SessionError(f"cannot use this SDP offer: {exc}") from exc
         logger.info("session %s: created for %s (%d active)", session.id, client or "?", len(self.sessions))
         return session, answer
+
+    async def _hold_avatar(self, avatar: str | None) -> SessionAvatar | None:
+        """The session's avatar from the library, loaded if needed (None: the engine's own avatar)."""
+        avatars = self.engine.avatars
+        if avatars is None:
+            if avatar not in (None, "", "default"):
+                raise SessionError("this server has no avatar library; leave 'avatar' out", 400)
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            held = await loop.run_in_executor(None, avatars.acquire, avatar)
+        except LibraryError as exc:
+            raise SessionError(str(exc), exc.status) from exc
+        except AvatarFormatError as exc:
+            raise SessionError(f"avatar {avatar!r} cannot be loaded: {exc}", 500) from exc
+        if held.voice is not None and self.prepare_voice is not None:
+            try:
+                await loop.run_in_executor(None, self.prepare_voice, held.voice)
+            except Exception as exc:  # a voice that vanished from disk: say so, keep the server serving
+                held.release()
+                raise SessionError(
+                    f"avatar {held.id!r} speaks with voice {held.voice!r}, which cannot be loaded: {exc}", 500
+                ) from exc
+        return held
 
     def live_peer_connections(self) -> int:
         """Peer connections this process made that are not closed yet (sessions' and any leaked)."""

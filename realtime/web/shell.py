@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from engines.voices import VoiceCatalog, default_voices_dir
 from realtime.conversation.services import SpeechModels
 from realtime.media.engine import Engine
 from realtime.settings import Settings
@@ -33,16 +34,18 @@ class Shared:
     settings: Settings
     engine: Engine  # avatar, frame renderer (warmed up), render scheduler, a2v
     models: SpeechModels  # Whisper, Piper (Silero VAD and Smart Turn load per pipeline, from pipecat-ai)
+    voices: VoiceCatalog | None = None  # the Piper voices on disk (`--voices`); models.tts is the default one
 
     @classmethod
     def load(cls, settings: Settings) -> Shared:
+        voices = VoiceCatalog(dirs=[settings.voices or default_voices_dir()], default=settings.voice)
         engine = Engine.load(settings)
         try:
-            models = SpeechModels.load()
+            models = SpeechModels.load(voices.get("default") if settings.voice else None)
         except BaseException:
             engine.close()
             raise
-        return cls(settings, engine, models)
+        return cls(settings, engine, models, voices)
 
     def close(self) -> None:
         self.engine.close()

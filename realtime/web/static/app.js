@@ -2,7 +2,8 @@
 //
 // Server API used (all same-origin):
 //   GET  /api/config                        -> {ice_servers: [...]}   (strings or RTCIceServer objects)
-//   POST /api/offer {sdp, type}             -> {sdp, type, session_id, token?}  (non-trickle ICE)
+//   POST /api/offer {sdp, type, avatar?}    -> {sdp, type, session_id, token?, avatar}  (non-trickle ICE;
+//                                              avatar: the library id picked in avatars.js)
 //   POST /api/sessions/{id}/say {text}      -> 202
 //   POST /api/sessions/{id}/interrupt
 //   POST /api/sessions/{id}/emotion {name, intensity}
@@ -300,10 +301,9 @@
       await pc.setLocalDescription(await pc.createOffer());
       await waitForIceGathering(pc);
       if (current.closed) return;
-      const answer = await api("POST", "/api/offer", {
-        sdp: pc.localDescription.sdp,
-        type: pc.localDescription.type,
-      });
+      const offer = { sdp: pc.localDescription.sdp, type: pc.localDescription.type };
+      if (window.SplatcastAvatars) offer.avatar = window.SplatcastAvatars.selected();
+      const answer = await api("POST", "/api/offer", offer);
       if (current.closed) return;
       if (!answer || !answer.sdp || !answer.session_id) {
         throw new ApiError("the server's answer has no sdp or session_id", 0);
@@ -605,4 +605,14 @@
   });
 
   setState("disconnected");
+
+  // the avatar picker (avatars.js): another avatar during a call reconnects; "talk to it" connects
+  if (window.SplatcastAvatars) {
+    window.SplatcastAvatars.init({
+      token: serverToken,
+      onChoose: (id, options) => {
+        if ((call && !call.closed) || (options && options.connect)) connect();
+      },
+    });
+  }
 })();

@@ -401,7 +401,7 @@
       refresh().then(() => showStep("done"));
       $("talk-to-it").onclick = () => {
         closeCreate();
-        select(job.avatar, true);
+        select(job.avatar, false);
         onChoose(job.avatar, { connect: true });
       };
     } else if (job.state === "failed" || job.state === "cancelled") {
