@@ -229,3 +229,34 @@ async def test_disk_full_mid_upload(tmp_path: Path, small_disk: Path) -> None:
         assert sum(p.stat().st_size for p in small_disk.rglob("*") if p.is_file()) < 64 * 1024
     finally:
         await client.close()
+
+
+def test_a_running_build_counts_in_admission_control() -> None:
+    from realtime.media.scheduler import Scheduler
+
+    scheduler = Scheduler(fps=25)
+    try:
+        scheduler.sessions = 1
+        assert scheduler.admit(capacity=2) == (True, 0.0)
+        scheduler.other_load = lambda: 1.0  # a build runs: one session's share
+        admitted, retry = scheduler.admit(capacity=2)
+        assert not admitted and retry > 0
+        assert scheduler.admit(capacity=3)[0]
+    finally:
+        scheduler.close()
+
+
+async def test_the_build_queue_drives_the_admission_share(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from realtime.web.avatar_api import BUILD_SESSION_SHARE
+
+    service = _service(tmp_path)
+    scheduler = SimpleNamespace(other_load=None)
+    app = web.Application()
+    add_avatar_routes(app, service, scheduler=scheduler)
+    assert scheduler.other_load is not None and scheduler.other_load() == 0.0
+    service.builds.running = object()  # type: ignore[assignment]
+    assert scheduler.other_load() == BUILD_SESSION_SHARE
+    service.builds.running = None
+    assert scheduler.other_load() == 0.0

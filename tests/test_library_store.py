@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,8 +171,10 @@ def test_staging_debris_is_swept_and_never_listed(library: AvatarLibrary, avatar
     (stage / "half.mp4").write_bytes(b"x" * 100)
     (library.root / "not-an-entry").mkdir()  # a folder without meta.json
     assert [e.id for e in library.list()] == [DEFAULT_ID]
-    AvatarLibrary(library.root)
-    assert not stage.exists()
+    assert library.sweep_staging() == 0 and stage.exists()  # fresh: maybe another process's upload
+    old = time.time() - 7200
+    os.utime(stage, (old, old))
+    assert library.sweep_staging() == 1 and not stage.exists()
 
 
 def test_update_renames_and_changes_voice_atomically(library: AvatarLibrary, avatar_file: Path) -> None:

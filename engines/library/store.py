@@ -37,6 +37,7 @@ import re
 import secrets
 import shutil
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,7 +192,6 @@ class AvatarLibrary:
         self._default_path = default_avatar
         self._lock = threading.Lock()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.sweep_staging()
 
     # --- listing ---------------------------------------------------------------------------------
     def default_entry(self) -> AvatarEntry:
@@ -266,12 +266,22 @@ class AvatarLibrary:
         path.mkdir(parents=True)
         return path
 
-    def sweep_staging(self) -> None:
-        """Remove what interrupted uploads and builds left in ``.staging/``."""
+    def sweep_staging(self, older_than_s: float = 3600.0) -> int:
+        """Remove what interrupted uploads and builds left in ``.staging/`` (the server does this at start).
+
+        Only entries untouched for ``older_than_s`` go: another process (a second server, ``splatcast
+        avatar add``) may be using the library right now, and no build runs longer (its timeout is 30 min).
+        """
         staging = self.root / STAGING
+        removed = 0
         if staging.is_dir():
+            now = time.time()
             for child in staging.iterdir():
-                shutil.rmtree(child, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    if now - child.stat().st_mtime >= older_than_s:
+                        shutil.rmtree(child, ignore_errors=True)
+                        removed += 1
+        return removed
 
     def new_id(self) -> str:
         while True:

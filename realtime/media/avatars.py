@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from engines.library.cache import AvatarCache, CachedAvatar, nbytes_of
-from engines.library.store import DEFAULT_ID, AvatarEntry, AvatarLibrary, check_id
+from engines.library.store import (
+    AVATAR_FILE,
+    DEFAULT_ID,
+    ID_PATTERN,
+    AvatarEntry,
+    AvatarLibrary,
+    check_id,
+    default_library_dir,
+)
 from realtime.media.frame_renderer import FrameRenderer
 
 logger = logging.getLogger(__name__)
@@ -122,6 +130,9 @@ def attach_library(engine: Any, settings: Any) -> AvatarSet:
     given = settings.avatar
     own_file = given is not None and Path(given).expanduser().is_file()
     library = AvatarLibrary(settings.avatars, default_avatar=Path(given).expanduser() if own_file else None)
+    swept = library.sweep_staging()  # what interrupted uploads and builds left behind
+    if swept:
+        logger.info("avatars: removed %d interrupted upload(s)/build(s) from %s", swept, library.root)
     entry = library.default_entry() if given is None or own_file else library.get(check_id(str(given)))
     default = LoadedAvatar(entry, engine.avatar, engine.renderer)
     avatars = AvatarSet(
@@ -139,18 +150,19 @@ def attach_library(engine: Any, settings: Any) -> AvatarSet:
 def resolve_avatar_path(spec: str | Path | None, library_dir: Path | None = None) -> Path | None:
     """A path to an avatar file from a path or a library id (None stays None: the bundled avatar).
 
-    ``splatcast serve --avatar`` and ``SplatAvatarService(avatar=...)`` take either.
+    ``splatcast serve --avatar`` and ``SplatAvatarService(avatar=...)`` take either. Reads the library
+    without changing it.
     """
     if spec is None:
         return None
     path = Path(spec).expanduser()
     if path.is_file():
         return path
+    root = library_dir if library_dir is not None else default_library_dir()
     text = str(spec)
-    library = AvatarLibrary(library_dir)
-    if text in library:
-        return library.get(text).path
+    if ID_PATTERN.fullmatch(text) and (root / text / AVATAR_FILE).is_file():
+        return root / text / AVATAR_FILE
     raise FileNotFoundError(
-        f"avatar {text!r} is neither a file nor an id in the library at {library.root} "
+        f"avatar {text!r} does not exist: it is neither a file nor an id in the library at {root} "
         "(`splatcast avatar list` shows the ids)"
     )

@@ -22,6 +22,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,8 @@ class Scheduler:
         self._closed = False
         self._cost_ms: dict[int, float] = {}  # EMA of render+convert ms per frame, per level
         self._leases: set[Lease] = set()
+        # sessions' worth of CPU that other work on this machine takes now (None: nothing else runs)
+        self.other_load: Callable[[], float] | None = None
         self.rendered = 0
         self.skipped_stale = 0
         self.superseded = 0  # jobs skipped because their session had queued a newer frame
@@ -234,12 +237,16 @@ class Scheduler:
         """Admit one more session, or raise :class:`AtCapacity`; release the lease when it ends.
 
         The only way in: whoever runs a session (the server's session manager, the bot's calls)
-        takes a lease here, so the count admission control sees is always the real one.
+        takes a lease here, so the count admission control sees is always the real one. Other work
+        on this machine counts too: ``other_load()`` says how many sessions' worth of CPU it takes now
+        (a running avatar build: see realtime.web.avatar_api.BUILD_SESSION_SHARE).
         """
         if max_sessions is not None and self.sessions >= max_sessions:
             raise AtCapacity("the server is at its session limit", retry_after=30.0)
-        if self.sessions + 1 > (capacity or self.capacity()):
-            raise AtCapacity("this machine is at capacity for 25 FPS sessions", retry_after=10.0)
+        other = self.other_load() if self.other_load is not None else 0.0
+        if self.sessions + other + 1 > (capacity or self.capacity()):
+            busy = " while an avatar is being built" if other else ""
+            raise AtCapacity(f"this machine is at capacity for 25 FPS sessions{busy}", retry_after=10.0)
         lease = Lease(self)
         self._leases.add(lease)
         return lease

@@ -88,9 +88,11 @@ from pipecat.services.ai_service import AIService
 from pipecat.services.settings import ServiceSettings
 
 from engines.a2v.runtime import A2VRuntimeChoice
+from engines.library.store import LibraryError
 from engines.splat.rasterize import RenderBackend
 from realtime.conversation.avatar_output import feed_tts_audio
 from realtime.events import Event, UtteranceDone, UtteranceStarted
+from realtime.media.avatars import resolve_avatar_path
 from realtime.media.clock import sleep_until
 from realtime.media.engine import Engine
 from realtime.media.frame_renderer import FrameRenderer
@@ -144,7 +146,9 @@ class ServiceStats:
 class SplatAvatarService(AIService):
     """A Pipecat video service that gives a bot a local, lip-synced splat face (see the module docstring).
 
-    Options: ``avatar`` (a ``.safetensors`` avatar; default: the bundled one),
+    Options: ``avatar`` (a ``.safetensors`` avatar or an id from the avatar library,
+    ``splatcast avatar list``; default: the bundled one), ``avatars`` (the library
+    directory, default ``~/.local/share/splatcast/avatars``),
     ``fps`` (25 or 30), ``size`` (square output in pixels), ``a2v_runtime``
     (``onnx-cpu``, ``onnx-cuda``, ``tensorrt``, ``auto``), ``render_backend``
     (``cpu``, ``torch``, ``reference``), ``emotion`` (a motion-layer emotion
@@ -159,6 +163,7 @@ class SplatAvatarService(AIService):
         self,
         *,
         avatar: str | Path | None = None,
+        avatars: str | Path | None = None,
         fps: int = 25,
         size: int = 512,
         a2v_runtime: A2VRuntimeChoice = "onnx-cpu",
@@ -172,6 +177,10 @@ class SplatAvatarService(AIService):
         **kwargs: Any,
     ) -> None:
         super().__init__(settings=ServiceSettings(model="splatcast"), **kwargs)
+        try:  # a path, or an id from the avatar library (`splatcast avatar list`; `avatars`: its directory)
+            avatar = resolve_avatar_path(avatar, Path(avatars) if avatars is not None else None)
+        except (FileNotFoundError, LibraryError) as exc:
+            raise SplatAvatarError(f"avatar {avatar}: {exc} (leave it out for the bundled avatar)") from exc
         if engine is not None:
             self._config = engine.settings
             if engine.settings.fps != fps:
@@ -190,8 +199,6 @@ class SplatAvatarService(AIService):
                 )
             except SettingsError as exc:
                 raise SplatAvatarError(str(exc)) from exc
-        if avatar is not None and not Path(avatar).is_file():
-            raise SplatAvatarError(f"avatar {avatar} does not exist (leave it out for the bundled avatar)")
         if audio_delay_frames < 0:
             raise SplatAvatarError(f"audio_delay_frames must be >= 0, got {audio_delay_frames}")
         self._fps = fps

@@ -56,6 +56,10 @@ MAX_UPLOADS_AT_ONCE = 2
 MAX_QUEUED_BUILDS = 8
 FACE_SAMPLES = 3  # video frames checked for exactly one face (at 20 %, 50 %, 80 % of the clip)
 READ_CHUNK = 256 * 1024
+# what a running build counts as in admission control, in sessions: its process gets only CPU the sessions
+# leave (SCHED_IDLE, one thread), but while it runs one session fewer is admitted, so the sessions that are
+# admitted keep their frame rate (measured: `splatcast bench build`)
+BUILD_SESSION_SHARE = 1.0
 
 
 def _lowest_priority() -> None:
@@ -356,9 +360,13 @@ async def _job_events(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def add_avatar_routes(app: web.Application, service: AvatarService) -> None:
-    """Register the routes and start/stop the service with the app."""
+def add_avatar_routes(app: web.Application, service: AvatarService, scheduler: Any = None) -> None:
+    """Register the routes and start/stop the service with the app; a running build counts in the
+    ``scheduler``'s admission control."""
     app[AVATARS_KEY] = service
+    if scheduler is not None:
+        builds = service.builds
+        scheduler.other_load = lambda: BUILD_SESSION_SHARE if builds.running is not None else 0.0
     app.router.add_get("/api/avatars", _list)
     app.router.add_post("/api/avatars", _create)
     app.router.add_get("/api/avatars/jobs/{job}", _job)

@@ -347,7 +347,8 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
         from realtime.web.avatar_api import AvatarService, add_avatar_routes
 
         voices = getattr(manager, "voices", None) or VoiceCatalog()
-        add_avatar_routes(app, AvatarService(engine.avatars, BuildQueue(engine.avatars.library), voices))
+        service = AvatarService(engine.avatars, BuildQueue(engine.avatars.library), voices)
+        add_avatar_routes(app, service, scheduler=getattr(engine, "scheduler", None))
 
     async def on_startup(app: web.Application) -> None:
         logging.getLogger().addHandler(app[ERRORS_KEY])  # counts ERROR records for splatcast_errors_total

@@ -398,7 +398,12 @@
     $("create-dialog").dataset.build = job.state;
     if (job.state === "done") {
       closeBuildWatch();
-      refresh().then(() => showStep("done"));
+      refresh().then(async () => {
+        const entry = avatars.find((a) => a.id === job.avatar);
+        const url = entry ? await previewUrl(entry) : null;
+        if (url) $("create-done-preview").src = url;
+        showStep("done");
+      });
       $("talk-to-it").onclick = () => {
         closeCreate();
         select(job.avatar, false);
