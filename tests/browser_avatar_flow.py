@@ -76,7 +76,8 @@ def create_avatar_in_page(
     )
     page.fill("#create-name", name)
     page.click("#create-upload")
-    page.wait_for_function("window.splatcastUpload && window.splatcastUpload.done", timeout=60_000)
+    page.wait_for_function("window.splatcastUpload && window.splatcastUpload.done", timeout=120_000)
+    # the server checks the file at the lowest CPU priority before it answers: slow on a busy machine
     page.wait_for_function(
         "window.splatcastBuild && window.splatcastBuild.state === 'running' && window.splatcastBuild.progress > 0.1",
         timeout=int(timeout_s * 1000),

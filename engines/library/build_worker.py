@@ -126,6 +126,73 @@ def sharpest_frame(path: Path, samples: int = 12, emit: Emit | None = None) -> t
     return best, best_t
 
 
+REFERENCE_TEXT = (
+    "Hello, this is how I sound when I read a few sentences aloud. The quick brown fox jumps over the lazy "
+    "dog, and a big blue boat floats by. Thank you for listening to me."
+)
+
+
+def video_audio(path: Path, max_s: float = 120.0) -> tuple[np.ndarray, int] | None:
+    """The first ``max_s`` seconds of a video's audio as mono float32 (None: no audio track)."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        pieces: list[np.ndarray] = []
+        total = 0
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1)
+                pieces.append(pcm)
+                total += len(pcm)
+            if total >= max_s * 16000:
+                break
+    if not pieces:
+        return None
+    return np.concatenate(pieces).astype(np.float32), 16000
+
+
+def voice_embedding(voice: dict[str, str], cache: Path) -> np.ndarray:
+    """The speaker embedding of a Piper voice reading :data:`REFERENCE_TEXT` (cached per voice file)."""
+    from engines import speaker
+    from engines.tts import PiperTTS
+
+    model = Path(voice["model"])
+    stat = model.stat()
+    path = cache / f"{voice['id']}-{stat.st_size}-{int(stat.st_mtime)}.npy"
+    if path.is_file():
+        return np.load(path)
+    tts = PiperTTS.load(model, Path(voice["config"]), threads=1)
+    chunks = list(tts.synthesize(REFERENCE_TEXT))
+    emb = speaker.embed(np.concatenate([c.pcm for c in chunks]), chunks[0].sample_rate)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, emb)
+    return emb
+
+
+def match_voice(source: Path, voices: list[dict[str, str]], emit: Emit) -> dict[str, Any] | None:
+    """Of the installed Piper ``voices``, the one that sounds closest to the person in the video's audio."""
+    from engines import speaker
+    from engines.create.face_env import cache_dir
+
+    audio = video_audio(source)
+    if audio is None or len(voices) < 2:
+        return None
+    emit({"type": "progress", "stage": "voice", "fraction": 0.93, "message": "finding the closest voice"})
+    try:
+        person = speaker.embed(*audio)
+    except speaker.SpeakerError as exc:
+        emit({"type": "progress", "stage": "voice", "fraction": 0.93, "message": f"no voice match: {exc}"})
+        return None
+    cache = cache_dir() / "voice-embeddings"
+    embeddings = {v["id"]: voice_embedding(v, cache) for v in voices}
+    best, scores = speaker.closest_voice(person, embeddings)
+    return {"type": "voice", "voice": best, "similarity": scores[best], "scores": scores}
+
+
 def build(source: Path, kind: str, out: Path, emit: Emit) -> dict[str, Any]:
     """Build the avatar and its preview into ``out``; returns the ``done`` event's fields."""
     from PIL import Image
@@ -175,12 +242,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--kind", choices=["photo", "video"], required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--match-voices",
+        type=Path,
+        default=None,
+        help="JSON [{id, model, config}]: pick the closest to the video",
+    )
     args = parser.parse_args(argv)
     from engines.create.face_env import FaceEnvError
     from engines.create.photo import PhotoAvatarError
 
     try:
         result = build(args.source, args.kind, args.out, emit_line)
+        if args.match_voices is not None and args.kind == "video":
+            voices = json.loads(args.match_voices.read_text())
+            try:
+                match = match_voice(args.source, voices, emit_line)
+            except Exception as exc:  # the avatar is built: a failed voice match only leaves the voice unset
+                traceback.print_exc()
+                emit_line(
+                    {
+                        "type": "progress",
+                        "stage": "voice",
+                        "fraction": 0.97,
+                        "message": f"no voice match: {exc}",
+                    }
+                )
+                match = None
+            if match is not None:
+                emit_line(match)
     except (PhotoAvatarError, FaceEnvError, ValueError, OSError) as exc:
         emit_line({"type": "error", "message": str(exc)})
         return 1

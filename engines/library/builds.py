@@ -71,6 +71,7 @@ class BuildJob:
     message: str = ""
     error: str | None = None
     builder: str = ""
+    voice_match: dict[str, Any] | None = None  # {voice, similarity, scores}: chosen from the video's audio
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -90,14 +91,16 @@ class BuildJob:
             "message": self.message,
             "error": self.error,
             "builder": self.builder,
+            "voice": self.voice,
+            "voice_match": self.voice_match,
             "created": self.created,
             "started": self.started,
             "finished": self.finished,
         }
 
 
-def default_worker_command(job: BuildJob) -> list[str]:
-    return [
+def default_worker_command(job: BuildJob, match_voices: Path | None = None) -> list[str]:
+    cmd = [
         sys.executable,
         "-m",
         "engines.library.build_worker",
@@ -108,6 +111,9 @@ def default_worker_command(job: BuildJob) -> list[str]:
         "--out",
         str(job.workdir / "out"),
     ]
+    if match_voices is not None:
+        cmd += ["--match-voices", str(match_voices)]
+    return cmd
 
 
 def lower_priority() -> None:
@@ -129,9 +135,15 @@ class BuildQueue:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         low_priority: bool = True,
         threads: int = 1,
+        voices: Callable[[], Sequence[Any]] | None = None,
+        default_voice: Callable[[], str | None] | None = None,
     ) -> None:
+        """``voices``: the installed Piper voices (engines.voices.Voice); a video built without a chosen
+        voice gets the one closest to the person's own (engines.speaker) when there are two or more."""
         self.library = library
         self._command = command
+        self._voices = voices
+        self._default_voice = default_voice
         self.timeout_s = timeout_s
         self.low_priority = low_priority
         self.threads = threads
@@ -310,6 +322,19 @@ class BuildQueue:
         job.message = "starting the build"
         self._publish(job)
         cmd = list(self._command(job))
+        if (
+            job.kind == "video"
+            and job.voice is None
+            and self._voices is not None
+            and self._command is default_worker_command
+        ):
+            candidates = [
+                {"id": v.id, "model": str(v.model), "config": str(v.config)} for v in self._voices()
+            ]
+            if len(candidates) > 1:
+                listing = job.workdir / "voices.json"
+                listing.write_text(json.dumps(candidates))
+                cmd = default_worker_command(job, listing)
         logger.info("builds: running %s: %s", job.id, " ".join(cmd))
         self._proc = proc = await asyncio.create_subprocess_exec(
             *cmd,
@@ -339,6 +364,13 @@ class BuildQueue:
                     job.stage = str(event.get("stage", job.stage))[:40]
                     job.progress = max(job.progress, min(0.99, float(event.get("fraction", job.progress))))
                     job.message = str(event.get("message", ""))[:200]
+                    self._publish(job)
+                elif event.get("type") == "voice" and job.voice is None:
+                    chosen = str(event.get("voice") or "")
+                    job.voice_match = {k: event.get(k) for k in ("voice", "similarity", "scores")}
+                    default = self._default_voice() if self._default_voice is not None else None
+                    job.voice = chosen if chosen and chosen != default else None
+                    job.message = f"voice: {chosen} (similarity {event.get('similarity')})"
                     self._publish(job)
                 elif event.get("type") in ("done", "error"):
                     result.update(event)

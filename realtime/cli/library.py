@@ -52,10 +52,10 @@ def add_command(settings: Settings, args: argparse.Namespace) -> int:
     voice = args.voice
     try:
         if voice is not None:
-            from engines.voices import VoiceCatalog, VoiceError
+            from engines.voices import VoiceCatalog, VoiceError, default_voices_dir
 
             try:
-                voice = VoiceCatalog(dirs=[settings.voices] if settings.voices else ()).resolve(voice).id
+                voice = VoiceCatalog(dirs=[settings.voices or default_voices_dir()]).resolve(voice).id
             except VoiceError as exc:
                 print(f"splatcast avatar add: {exc}", file=sys.stderr)
                 return 2
@@ -65,13 +65,15 @@ def add_command(settings: Settings, args: argparse.Namespace) -> int:
             entry = library.add(source, args.name, "file", voice=voice)
             print(f"added {entry.id} ({entry.name!r}, {entry.gaussians} Gaussians)")
             return 0
-        return asyncio.run(_build(library, source, args.name, voice))
+        return asyncio.run(_build(settings, library, source, args.name, voice))
     except LibraryError as exc:
         print(f"splatcast avatar add: {exc}", file=sys.stderr)
         return 1
 
 
-async def _build(library: AvatarLibrary, source: Path, name: str, voice: str | None) -> int:
+async def _build(
+    settings: Settings, library: AvatarLibrary, source: Path, name: str, voice: str | None
+) -> int:
     from tqdm import tqdm
 
     from engines.library.builds import BuildQueue
@@ -99,7 +101,10 @@ async def _build(library: AvatarLibrary, source: Path, name: str, voice: str | N
             return 1
         copy = work / f"upload{source.suffix.lower() or '.bin'}"
         shutil.copyfile(source, copy)
-        queue = BuildQueue(library)
+        from engines.voices import VoiceCatalog, default_voices_dir
+
+        catalog = VoiceCatalog(dirs=[settings.voices or default_voices_dir()])
+        queue = BuildQueue(library, voices=catalog.list, default_voice=lambda: catalog.default_id)
         queue.start()
         try:
             job = queue.submit(copy, info.kind, name, voice, work)

@@ -347,7 +347,10 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
         from realtime.web.avatar_api import AvatarService, add_avatar_routes
 
         voices = getattr(manager, "voices", None) or VoiceCatalog()
-        service = AvatarService(engine.avatars, BuildQueue(engine.avatars.library), voices)
+        builds = BuildQueue(
+            engine.avatars.library, voices=voices.list, default_voice=lambda: voices.default_id
+        )  # a video built without a chosen voice gets the installed voice closest to the person's
+        service = AvatarService(engine.avatars, builds, voices)
         add_avatar_routes(app, service, scheduler=getattr(engine, "scheduler", None))
 
     async def on_startup(app: web.Application) -> None:

@@ -15,7 +15,7 @@
 // Hooks for headless tests:
 //   window.splatcastAvatar   the selected avatar id
 //   window.splatcastBuild    {job, avatar, state, stage, progress, position, message, error} of the last build
-//   window.splatcastUpload   {loaded, total, done} of the last upload
+//   window.splatcastUpload   {loaded, total, done (all bytes sent), accepted (202)} of the last upload
 //   URL ?record=short        the guided recording's phases last 4 s and 3 s instead of 30-50 s and 10 s
 "use strict";
 
@@ -357,6 +357,12 @@
       $("upload-bar").value = event.loaded / event.total;
       window.splatcastUpload = { loaded: event.loaded, total: event.total, done: false };
     };
+    xhr.upload.onload = () => {
+      // every byte is on the server; it now checks the file (readable, one face) before it queues the build
+      $("upload-bar").value = 1;
+      $("build-text").textContent = "Checking the file (readable, one face)…";
+      window.splatcastUpload = Object.assign({}, window.splatcastUpload, { done: true });
+    };
     xhr.onerror = () => failUpload("the upload failed: cannot reach the server");
     xhr.onload = () => {
       let body = {};
@@ -370,7 +376,7 @@
         return;
       }
       $("upload-bar").value = 1;
-      window.splatcastUpload = Object.assign({}, window.splatcastUpload, { done: true });
+      window.splatcastUpload = Object.assign({}, window.splatcastUpload, { done: true, accepted: true });
       watchBuild(body.job, body.id);
     };
     xhr.send(form);
