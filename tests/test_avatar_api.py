@@ -232,16 +232,21 @@ async def test_disk_full_mid_upload(tmp_path: Path, small_disk: Path) -> None:
 
 
 def test_a_running_build_counts_in_admission_control() -> None:
-    from realtime.media.scheduler import Scheduler
+    from realtime.media.scheduler import AtCapacity, Scheduler
 
     scheduler = Scheduler(fps=25)
     try:
-        scheduler.sessions = 1
-        assert scheduler.admit(capacity=2) == (True, 0.0)
+        first = scheduler.lease(capacity=2)
+        second = scheduler.lease(capacity=2)  # no build: two fit
+        second.release()
         scheduler.other_load = lambda: 1.0  # a build runs: one session's share
-        admitted, retry = scheduler.admit(capacity=2)
-        assert not admitted and retry > 0
-        assert scheduler.admit(capacity=3)[0]
+        with pytest.raises(AtCapacity, match="while an avatar is being built") as err:
+            scheduler.lease(capacity=2)
+        assert err.value.retry_after > 0 and scheduler.sessions == 1
+        scheduler.lease(capacity=3).release()  # room for it on a bigger machine
+        scheduler.other_load = lambda: 0.0  # the build ended
+        scheduler.lease(capacity=2).release()
+        first.release()
     finally:
         scheduler.close()
 
