@@ -391,6 +391,7 @@ def _answer_agent_checks(app: web.Application, host: str, port: int, manager: Se
 def session_manager(shared: Shared) -> SessionManager:
     """Sessions on the shared engine and its avatar library, each with a conversation loop on the shared
     speech models (speaking with its avatar's own voice when it has one)."""
+    import realtime.conversation.loop  # noqa: F401  Pipecat's pipeline modules, loaded before the shell's gc.freeze
     from realtime.media.avatars import attach_library
 
     attach_library(shared.engine, shared.settings)

@@ -69,11 +69,12 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     shared = await loop.run_in_executor(None, Shared.load, settings)
-    # the models and modules loaded so far live as long as the process: keep them out of the cyclic
+    app = make_app(shared)  # imports what sessions need (the conversation loop, Pipecat) before the freeze
+    # the models, modules and app made so far live as long as the process: keep them out of the cyclic
     # collector's way, so the collection after each closed session (sessions.py) takes ~25 ms, not ~150
     gc.collect()
     gc.freeze()
-    runner = web.AppRunner(make_app(shared), access_log=None)
+    runner = web.AppRunner(app, access_log=None)
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
