@@ -256,6 +256,15 @@ async def test_new_sessions_spread_by_free_capacity(cluster: Cluster) -> None:
     )
     assert status == 503 and int(headers["Retry-After"]) >= 1 and "error" in body
     assert cluster.proxy.state()["replica1"].total == replica1_requests
+    # full is not down: the page and its reads still load (from any live replica), so a browser can say
+    # "full, try again in N s" instead of showing an error page
+    for path, kind in (
+        ("/", "text/html"),
+        ("/api/config", "application/json"),
+        ("/static/app.js", "javascript"),
+    ):
+        async with _http(cluster.next_address()) as http, http.get(f"{cluster.proxy.url}{path}") as r:
+            assert r.status == 200 and kind in r.headers["Content-Type"], (path, r.status)
     # each owner names the real client (X-Forwarded-For from its trusted proxy), in the API and its log
     for session in cluster.sessions.values():
         owner = cluster.member(session.owner)

@@ -187,21 +187,24 @@ class HAProxyConfig:
                 "    parse-resolv-conf\n"
                 "    hold valid 10s\n"
             )
+            where = f"{self.discover.address} resolvers dns init-addr none"
             servers = (
                 f"    # up to {self.slots} replicas behind {self.discover.host}; unused slots stay in maintenance\n"
-                f"    server-template replica 1-{self.slots} {self.discover.address} resolvers dns init-addr none"
+                f"    server-template replica 1-{self.slots} {where}"
                 f"{_agent_params(self.discover.agent_port, agent_inter)}"
             )
+            page_servers = f"    server-template replica 1-{self.slots} {where}"
         else:
             resolvers = ""
             lines = []
             for i, r in enumerate(self.replicas, start=1):
                 if r.agent_port is None:
-                    lines.append(
-                        "    # no agent port: this replica's free capacity is not reported to HAProxy"
-                    )
+                    lines.append("    # no agent port: this replica's free capacity is not reported to HAProxy")
                 lines.append(f"    server replica{i} {r.address}{_agent_params(r.agent_port, agent_inter)}")
             servers = "\n".join(lines)
+            page_servers = "\n".join(
+                f"    server replica{i} {r.address}" for i, r in enumerate(self.replicas, start=1)
+            )
         template = Template(resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8"))
         return template.substitute(
             command=self.command(),
@@ -212,6 +215,7 @@ class HAProxyConfig:
             stick_expire=self.session_max_s + STICK_MARGIN_S,
             check_inter=_duration(self.check_inter_s),
             servers=servers,
+            page_servers=page_servers,
             session_header=SESSION_HEADER,
             session_param=SESSION_PARAM,
         )
