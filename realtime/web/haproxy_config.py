@@ -199,7 +199,9 @@ class HAProxyConfig:
             lines = []
             for i, r in enumerate(self.replicas, start=1):
                 if r.agent_port is None:
-                    lines.append("    # no agent port: this replica's free capacity is not reported to HAProxy")
+                    lines.append(
+                        "    # no agent port: this replica's free capacity is not reported to HAProxy"
+                    )
                 lines.append(f"    server replica{i} {r.address}{_agent_params(r.agent_port, agent_inter)}")
             servers = "\n".join(lines)
             page_servers = "\n".join(
