@@ -68,7 +68,7 @@ def test_manifests_match_the_kubernetes_schemas(version: str) -> None:
     import kubernetes_validate
 
     docs = _documents()
-    assert {d["kind"] for _, d in docs} == {"Deployment", "Service", "ConfigMap"}
+    assert {d["kind"] for _, d in docs} == {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"}
     for name, doc in docs:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -108,6 +108,12 @@ def test_replica_deployment_keeps_its_promises() -> None:
     assert security["runAsNonRoot"] is True and security["runAsUser"] != 0
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert "SPLATCAST_TOKEN" in env  # a non-loopback bind needs a token (from the Secret)
+    # one avatar library for all replicas: a shared (ReadWriteMany) claim mounted where SPLATCAST_AVATARS says
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == env["SPLATCAST_AVATARS"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    claim = _one("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     args = dict(a.removeprefix("--").split("=", 1) for a in container["args"][1:])
     assert container["args"][0] == "serve" and args["host"] == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

@@ -48,6 +48,7 @@ from engines.library.uploads import (
 )
 from engines.voices import VoiceCatalog, VoiceError
 from realtime.media.avatars import AvatarSet
+from realtime.web.haproxy_config import JOB_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +314,7 @@ async def _receive_and_queue(request: web.Request, service: AvatarService, work:
             "position": job.position,
         },
         status=202,
+        headers={JOB_HEADER: job.id},  # behind a balancer, the job's routes follow it to this replica
     )
 
 

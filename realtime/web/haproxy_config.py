@@ -25,6 +25,7 @@ TEMPLATE = "haproxy.cfg.in"
 # ?session=ID on any route reaches the replica that owns session ID
 SESSION_HEADER = "X-Splatcast-Session"
 SESSION_PARAM = "session"
+JOB_HEADER = "X-Splatcast-Job"  # an avatar upload's response names its build job (built where it was uploaded)
 STICK_MARGIN_S = 600  # stick-table entries outlive the longest session by this much
 DEFAULT_STATS_SOCKET = "/run/haproxy/admin.sock"  # where Debian's haproxy package keeps it
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -219,6 +220,7 @@ class HAProxyConfig:
             servers=servers,
             page_servers=page_servers,
             session_header=SESSION_HEADER,
+            job_header=JOB_HEADER,
             session_param=SESSION_PARAM,
         )
 
