@@ -25,7 +25,9 @@ TEMPLATE = "haproxy.cfg.in"
 # ?session=ID on any route reaches the replica that owns session ID
 SESSION_HEADER = "X-Splatcast-Session"
 SESSION_PARAM = "session"
-JOB_HEADER = "X-Splatcast-Job"  # an avatar upload's response names its build job (built where it was uploaded)
+JOB_HEADER = (
+    "X-Splatcast-Job"  # an avatar upload's response names its build job (built where it was uploaded)
+)
 STICK_MARGIN_S = 600  # stick-table entries outlive the longest session by this much
 DEFAULT_STATS_SOCKET = "/run/haproxy/admin.sock"  # where Debian's haproxy package keeps it
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
