@@ -53,7 +53,7 @@ def main() -> int:
                 page = browser.new_page(viewport={"width": 1280, "height": 860})
                 page.goto(server.base + "/?record=short")
                 page.wait_for_selector(".avatar-card[data-avatar='default'] img[src^='blob:']")
-                build = create_avatar_in_page(page, "Eileen (recorded)", shots=work)
+                build = create_avatar_in_page(page, "Eileen (recorded)", shots=work, timeout_s=1500)
                 if build["state"] != "done":
                     print(
                         f"avatar_screenshots: the build {build['state']}: {build['error']}", file=sys.stderr
