@@ -382,6 +382,7 @@ def create_from_image(
     for k in range(3):
         np.add.at(vn, simp[:, k], fn)
     vn /= np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+    vn[np.linalg.norm(vn, axis=1) < 0.5] = (0.0, 0.0, -1.0)  # a vertex of no kept triangle faces the camera
 
     part = Part()
     s = opts.face_step
