@@ -63,7 +63,7 @@ from engines.create.photo import (
     create_from_image,
     refine_colors,
 )
-from engines.create.reenact import crop_frames, drive, landmark_basis, source_geometry
+from engines.create.reenact import crop_frames, crop_valid, drive, landmark_basis, source_geometry
 from engines.create.speaking_style import measure_style, speech_activity_from_audio
 from engines.create.tracking import Tracking, TrackOptions, track_video, tracking_summary
 from engines.create.video_io import VideoAvatarError, iter_frames
@@ -120,12 +120,19 @@ def choose_rest_frame(tr: Tracking, candidates: np.ndarray) -> tuple[int, dict[s
     """Position of the closed-mouth, relaxed, eyes-open, usual-pose, sharp frame (and its scores)."""
     lm = tr.landmarks[candidates]
     m = face_measures(lm)
+    pose_deg = np.degrees(np.linalg.norm(tr.pose[candidates], axis=1))
+    eye_med = float(np.median(m["eyes"]))
+    # hard requirements first (lips closed, eyes open, usual pose), relaxed step by step if no frame has all
     closed = m["mouth_gap"] < 0.04
     if closed.sum() < 3:  # nobody closes their mouth: take the most closed fifth
         closed = m["mouth_gap"] <= np.percentile(m["mouth_gap"], 20)
+    ok = closed
+    for eyes_min, pose_max in ((0.8, 8.0), (0.7, 12.0), (0.5, 20.0), (0.0, 180.0)):
+        ok = closed & (m["eyes"] >= eyes_min * eye_med) & (pose_deg <= pose_max)
+        if ok.sum() >= 3:
+            break
+    closed = ok if ok.any() else closed
     relaxed_w = float(np.median(m["mouth_width"][closed]))
-    eye_med = float(np.median(m["eyes"]))
-    pose_deg = np.degrees(np.linalg.norm(tr.pose[candidates], axis=1))
     sharp_rank = np.argsort(np.argsort(tr.sharpness[candidates])) / max(len(candidates) - 1, 1)
     score = (
         pose_deg / 4.0
@@ -198,16 +205,19 @@ def spread_frames(features: np.ndarray, k: int, first: int) -> np.ndarray:
     return np.asarray(chosen)
 
 
-def background_plate(avatar: Avatar, fixed: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def background_plate(
+    avatar: Avatar, fixed: np.ndarray, params: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(plate [H, W, 3] float 0..1, known [H, W] bool): per-pixel median of the fixed-box crops where
-    the posed person (every layer but the static one, dilated) does not cover it."""
+    the posed person (every layer but the static one, dilated) does not cover it and the crop lies
+    inside the source frame (``valid`` [K, H, W])."""
     from scipy.ndimage import binary_dilation
 
     from engines.splat.measure import head_silhouette
 
     masks = head_silhouette(avatar, params.astype(np.float32), erode=0)
     h, _w = masks.shape[1:]
-    free = np.stack([~binary_dilation(m, iterations=max(4, h // 40)) for m in masks])  # [K, H, W]
+    free = np.stack([~binary_dilation(m, iterations=max(4, h // 40)) for m in masks]) & valid  # [K, H, W]
     # the torso under the head (static layer) is part of the plate; only the moving head is masked
     stack = np.where(free[..., None], fixed.astype(np.float32), np.nan)
     known = free.sum(axis=0) >= max(2, len(fixed) // 6)
@@ -328,9 +338,12 @@ def build_replica(
     say("appearance", 0, opts.color_iters + 3)
     crops = crop_frames(path, tr, positions, fitted.boxes[pick], opts.size)
     say("appearance", 1, opts.color_iters + 3)
+    valid = crop_valid(fitted.boxes[pick], tr.info.width, tr.info.height, opts.size)
     box_src = np.asarray(avatar.metadata["crop_box_src"], np.float64)
-    fixed = crop_frames(path, tr, positions, np.tile(box_src, (len(positions), 1)), opts.size)
-    plate, known = background_plate(avatar, fixed, fitted.params[pick])
+    fixed_boxes = np.tile(box_src, (len(positions), 1))
+    fixed = crop_frames(path, tr, positions, fixed_boxes, opts.size)
+    fixed_valid = crop_valid(fixed_boxes, tr.info.width, tr.info.height, opts.size)
+    plate, known = background_plate(avatar, fixed, fitted.params[pick], fixed_valid)
     del fixed
     st = avatar.layers == LAYER_STATIC
     n_static = int(st.sum())
@@ -343,6 +356,7 @@ def build_replica(
         avatar,
         fitted.params[pick],
         crops,
+        weights=valid.astype(np.float32),  # pixels from outside the source frame teach nothing
         iters=opts.color_iters,
         progress=lambda i, n: say("appearance", 2 + i, n + 3),
     )
