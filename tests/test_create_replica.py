@@ -126,7 +126,9 @@ def test_real_clip_replica_and_eval(real_replica: tuple[Path, ReplicaResult], tm
         faces = [s for s in run.scores if np.isfinite(s.lmd)]
         assert len(faces) >= 4  # mediapipe finds the face on the renders
         assert all(10.0 < s.psnr_face < 60.0 for s in run.scores)
-    paths = write_report(report, tmp_path / "eval", runs["replica"].real, {k: v.renders for k, v in runs.items()})
+    paths = write_report(
+        report, tmp_path / "eval", runs["replica"].real, {k: v.renders for k, v in runs.items()}
+    )
     for p in paths.values():
         assert p.is_file() and p.stat().st_size > 0
     assert "replica" in paths["markdown"].read_text()

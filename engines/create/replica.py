@@ -129,7 +129,7 @@ def choose_rest_frame(tr: Tracking, candidates: np.ndarray) -> tuple[int, dict[s
     ok = closed
     for eyes_min, pose_max in ((0.8, 8.0), (0.7, 12.0), (0.5, 20.0), (0.0, 180.0)):
         ok = closed & (m["eyes"] >= eyes_min * eye_med) & (pose_deg <= pose_max)
-        if ok.sum() >= 3:
+        if ok.any():
             break
     closed = ok if ok.any() else closed
     relaxed_w = float(np.median(m["mouth_width"][closed]))
@@ -137,7 +137,7 @@ def choose_rest_frame(tr: Tracking, candidates: np.ndarray) -> tuple[int, dict[s
     score = (
         pose_deg / 4.0
         + np.abs(m["mouth_width"] - relaxed_w) / 0.02
-        + np.maximum(eye_med - m["eyes"], 0.0) / 0.04
+        + np.maximum(eye_med - m["eyes"], 0.0) / 0.02
         + m["mouth_gap"] / 0.02
         + (1.0 - sharp_rank) * 0.8
     )

@@ -1,0 +1,74 @@
+"""A replica built from a clip streams in a real ``splatcast serve`` session (aiortc client, loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.server_process import ServerProcess
+from benchmarks.webrtc_client import Client, fps_between
+from engines.create.face_env import FaceEnvError, ensure_env
+
+SIZE = 256
+LOUD = 0.01
+
+
+@pytest.fixture(scope="module")
+def replica_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from capture_media import synthetic_capture
+
+    from engines.create.replica import ReplicaOptions, build_replica
+    from engines.splat.avatar import save_avatar
+
+    try:
+        ensure_env()
+    except FaceEnvError as exc:
+        pytest.skip(f"mediapipe environment unavailable: {exc}")
+    cap = synthetic_capture()
+    res = build_replica(cap.video, ReplicaOptions(appearance_frames=6, color_iters=2, personalise_rounds=1))
+    return save_avatar(res.avatar, tmp_path_factory.mktemp("replica") / "replica.safetensors")
+
+
+@pytest.mark.slow
+async def test_replica_streams_in_a_serve_session(replica_path: Path) -> None:
+    from engines.splat.avatar import load_avatar
+
+    avatar = load_avatar(replica_path)
+    x0, y0, x1, y1 = avatar.metadata["mouth_box"]
+    s = SIZE / avatar.camera.width
+    box = (int(x0 * s), int(y0 * s), int(np.ceil(x1 * s)), int(np.ceil(y1 * s)))
+    env = {**os.environ, "SPLATCAST_OFFER_RATE_PER_MINUTE": "600"}
+    srv = ServerProcess("--avatar", str(replica_path), "--size", str(SIZE), "--capacity", "2", env=env)
+    try:
+        srv.wait_ready()
+        client = Client(srv.base, mouth_box=box)
+        try:
+            await client.connect()
+            await client.wait_video(1)
+            await asyncio.sleep(1.5)
+            t_say = time.monotonic()
+            status, _ = await client.post(
+                "say", {"text": "Hello, this is my own face, made from a short video."}
+            )
+            assert status == 202
+            await asyncio.sleep(5.0)
+            t_end = time.monotonic()
+            assert fps_between(client.rx.video_t, t_end - 5.0, t_end) >= 20.0
+            loud = [t for t, r in zip(client.rx.audio_t, client.rx.audio_rms, strict=True) if r > LOUD]
+            assert loud and loud[0] - t_say < 2.0, "no speech audio arrived"
+            mouth = np.array(client.rx.mouth)
+            vt = np.array(client.rx.video_t)
+            speaking = mouth[(vt > loud[0] + 0.2) & (vt < loud[-1] - 0.2)]
+            silent = mouth[(vt > client.rx.video_t[0] + 0.3) & (vt < t_say)]
+            assert len(speaking) > 20 and len(silent) > 10
+            # the replica's mouth moves while it speaks and rests while it is silent
+            assert speaking.std() > 3 * max(silent.std(), 0.3), (speaking.std(), silent.std())
+        finally:
+            await client.close()
+    finally:
+        assert srv.stop() == 0, "".join(srv.log[-30:])
