@@ -1,7 +1,8 @@
 """Replica benchmark: build a replica from a clip (time per stage, peak memory) and score it by
 self-reenactment against the one-shot baseline on the held-out frames; JSON out.
 
-    python -m benchmarks.replica --clip CLIP --json OUT.json [--report DIR] [--no-eval] [--avatar-out A]
+    splatcast bench replica --clip CLIP --json OUT.json [--report DIR] [--no-eval] [--avatar-out A]
+    python -m benchmarks.replica ...  (the same)
 
 Fields: ``clip`` (name, duration, size, fps), ``build_s`` (wall), ``stages_s`` (per stage),
 ``peak_rss_mb`` (this process: decode, fits, renders) and ``peak_rss_children_mb`` (the mediapipe
@@ -69,6 +70,30 @@ def run(clip: Path, evaluate_too: bool, report_dir: Path | None, avatar_out: Pat
     return out
 
 
+def bench_replica_command(settings: Any, args: argparse.Namespace) -> int:
+    """``splatcast bench replica --clip CLIP --json OUT [--report DIR] [--avatar-out A] [--no-eval]``."""
+    return _run_and_write(args.clip, args.json, args.report, args.avatar_out, not args.no_eval)
+
+
+def _run_and_write(
+    clip: Path, json_path: Path, report: Path | None, avatar_out: Path | None, ev: bool
+) -> int:
+    from engines.create.face_env import FaceEnvError
+    from engines.create.video_io import VideoAvatarError
+
+    try:
+        result = run(clip, ev, report, avatar_out)
+    except (VideoAvatarError, FaceEnvError) as exc:
+        print(f"splatcast bench replica: {exc}", file=sys.stderr)
+        return 1
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("build_s", "stages_s", "peak_rss_mb", "peak_rss_children_mb")}))
+    if "eval" in result:
+        print(json.dumps(result["eval"]["targets"]))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.replica", description=__doc__.split("\n")[0])
     p.add_argument("--clip", type=Path, required=True)
@@ -77,13 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--avatar-out", type=Path, default=None, help="save the replica here")
     p.add_argument("--no-eval", action="store_true", help="build only")
     args = p.parse_args(argv)
-    result = run(args.clip, not args.no_eval, args.report, args.avatar_out)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("build_s", "stages_s", "peak_rss_mb", "peak_rss_children_mb")}))
-    if "eval" in result:
-        print(json.dumps(result["eval"]["targets"]))
-    return 0
+    return _run_and_write(args.clip, args.json, args.report, args.avatar_out, not args.no_eval)
 
 
 if __name__ == "__main__":

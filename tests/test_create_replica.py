@@ -21,6 +21,8 @@ from engines.splat.avatar import load_avatar, save_avatar
 from engines.splat.measure import lip_aperture_px
 
 pytest.importorskip("scipy")
+# builds take a minute or two on an idle 2-core box, many more on a busy one
+pytestmark = pytest.mark.timeout(2400)
 FAST = ReplicaOptions(appearance_frames=10, color_iters=4)
 
 

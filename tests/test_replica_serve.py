@@ -14,6 +14,8 @@ from benchmarks.server_process import ServerProcess
 from benchmarks.webrtc_client import Client, fps_between
 from engines.create.face_env import FaceEnvError, ensure_env
 
+# builds take a minute or two on an idle 2-core box, many more on a busy one
+pytestmark = pytest.mark.timeout(2400)
 SIZE = 256
 LOUD = 0.01
 

@@ -25,16 +25,24 @@ def _avatar_path(path: Path | None, settings: Settings) -> Path:
 
 
 def create_command(settings: Settings, args: argparse.Namespace) -> int:
-    """Build an avatar from ``--photo IMG`` or ``--astronaut`` and save it to ``-o``."""
+    """Build an avatar from ``--photo IMG``, ``--video CLIP`` (a replica) or ``--astronaut``; save it to ``-o``."""
     from tqdm import tqdm
 
     from engines.create.face_env import FaceEnvError
     from engines.create.photo import PhotoAvatarError, create_astronaut, create_from_photo
     from engines.splat.avatar import save_avatar
 
-    if bool(args.photo) == bool(args.astronaut):
-        print("splatcast avatar create: give exactly one of --photo IMG or --astronaut", file=sys.stderr)
+    video = getattr(args, "video", None)
+    if sum(bool(x) for x in (args.photo, video, args.astronaut)) != 1:
+        print(
+            "splatcast avatar create: give exactly one of --photo IMG, --video CLIP or --astronaut",
+            file=sys.stderr,
+        )
         return 2
+    if video:
+        from realtime.cli.replica import create_video_command
+
+        return create_video_command(settings, args)
     bar = tqdm(total=22, desc="avatar", unit="step", file=sys.stderr)
 
     def progress(msg: str) -> None:

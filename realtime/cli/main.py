@@ -190,13 +190,47 @@ def build_parser() -> argparse.ArgumentParser:
         dest="avatar_command", metavar="ACTION", required=True
     )
     p = command(
-        avatar, "create", "realtime.cli.avatar:create_command", "build an avatar from a frontal photo"
+        avatar,
+        "create",
+        "realtime.cli.avatar:create_command",
+        "build an avatar from a frontal photo, or a personal replica from a short video",
     )
     p.add_argument("--photo", type=Path, help="portrait image (JPEG/PNG)")
+    p.add_argument(
+        "--video",
+        type=Path,
+        help="a 3 s – 5 min clip of one person talking to the camera (MP4, MOV, WebM, MKV): a personal replica",
+    )
     p.add_argument(
         "--astronaut", action="store_true", help="use skimage.data.astronaut() (the default avatar)"
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="output .safetensors")
+    p.add_argument(
+        "--tracking",
+        type=Path,
+        default=None,
+        help="--video: also save the clip's tracking (.npz) for avatar eval",
+    )
+    p = command(
+        avatar,
+        "eval",
+        "realtime.cli.replica:eval_command",
+        "self-reenactment on a clip's held-out frames: the avatar vs a one-shot from one frame",
+    )
+    p.add_argument("--video", type=Path, required=True, help="the clip the replica was built from")
+    p.add_argument("avatar_path", type=Path, help="the replica (.safetensors)")
+    p.add_argument(
+        "--baseline-photo-frame",
+        dest="baseline_photo_frame",
+        type=int,
+        default=None,
+        help="frame number of the one-shot baseline's photo (default: the replica's rest frame)",
+    )
+    p.add_argument("--json", type=Path, default=None, help="write the scores as JSON here")
+    p.add_argument(
+        "--report", type=Path, default=None, help="write report.md, sheet.png, side_by_side.mp4 here"
+    )
+    p.add_argument("--tracking", type=Path, default=None, help="reuse a tracking saved by avatar create")
     p = command(avatar, "preview", "realtime.cli.avatar:preview_command", "render a labelled sheet of shapes")
     p.add_argument("avatar_path", type=Path, nargs="?", default=None, help="avatar (default: bundled)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .png")
@@ -265,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--json", action="store_true")
     _settings_flags(p)
+    p = command(
+        bench, "replica", "benchmarks.replica:bench_replica_command", "replica build time, memory and eval"
+    )
+    p.add_argument("--clip", type=Path, required=True, help="a clip of one person talking")
+    p.add_argument("--json", type=Path, required=True, help="write the figures here")
+    p.add_argument("--report", type=Path, default=None, help="also write the eval report here")
+    p.add_argument("--avatar-out", dest="avatar_out", type=Path, default=None, help="save the replica here")
+    p.add_argument("--no-eval", dest="no_eval", action="store_true", help="build only")
     p = command(bench, "a2v", "benchmarks.a2v:bench_a2v_command", "a2v inference latency")
     p.add_argument("--json", action="store_true")
     _settings_flags(p)

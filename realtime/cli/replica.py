@@ -1,5 +1,7 @@
 """``splatcast avatar create --video`` and ``splatcast avatar eval``: thin CLI handlers.
 
+``avatar create`` (:mod:`realtime.cli.avatar`) hands ``--video`` to :func:`create_video_command`.
+
 The work lives in :mod:`engines.create.replica` (the replica builder) and
 :mod:`engines.create.self_reenact` / :mod:`engines.create.reenact_eval`
 (self-reenactment on held-out frames and its report). Here: arguments,
