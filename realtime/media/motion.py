@@ -29,6 +29,9 @@ gathered into the avatar's channel order at the end:
   exactly at frame ``k + floor(0.150 · fps)``; speech frames are ignored until
   then, and the mouth stays closed until speech frames resume.
 
+A :class:`MotionStyle` (the person's speaking style, from a replica's metadata) scales the speech mouth
+channels, the blink rate and the head drift and sway.
+
 Head angles are soft-limited (``L · tanh(x / L)``, L = 0.1 rad ≈ 5.7°).
 Positive ``headPitch`` tips the face down (see :mod:`engines.splat.rig`); positive ``eyeGazeY``
 looks down and positive ``eyeGazeX`` towards the image's right (image axes, as the rig builder
@@ -138,6 +141,74 @@ MOUTH_OVERLAY_SPEAKING = 0.6  # emotion overlays on mouth channels are scaled by
 # spring slots
 _NOD, _LISTEN_NOD, _BROW = 0, 1, 2
 
+#: Sum-of-4-sinusoids peak per unit of RMS (amplitudes uniform in [0.5, 1], normalised to the peak).
+_PEAK_PER_RMS = 2.78
+
+
+@dataclass(frozen=True)
+class MotionStyle:
+    """A person's speaking style for the motion layers, from an avatar's ``metadata["speaking_style"]``
+    (version 1, measured on their clip by :mod:`engines.create.speaking_style`).
+
+    * ``mouth_gain``: speech mouth channels are multiplied by it (TTS lips open as much as theirs did);
+    * ``blink_gamma_scale_s``: the blink interval is ``1.5 s + Gamma(2, scale)``, scale set so the mean
+      interval is 60 / their blink rate;
+    * ``drift_peak_rad`` / ``sway_peak_rad``: idle drift and speech sway amplitudes (pitch, yaw, roll) from
+      their head-angle RMS (sway pitch stays 0: speech nods carry pitch); ``sway_hz``: the sway band
+      around their strongest sway frequency.
+
+    Values are clipped to ranges that still look natural (a bad measurement cannot freeze or shake the head).
+    """
+
+    mouth_gain: dict[str, float]
+    blink_gamma_scale_s: float = BLINK_GAMMA_SCALE_S
+    drift_peak_rad: tuple[float, float, float] = DRIFT_PEAK_RAD
+    sway_peak_rad: tuple[float, float, float] = SWAY_PEAK_RAD
+    sway_hz: tuple[float, float] = SWAY_HZ
+
+    @staticmethod
+    def from_metadata(style: object) -> MotionStyle | None:
+        """The style of an avatar's ``speaking_style`` metadata, or None (absent, other version, malformed)."""
+        if not isinstance(style, dict) or style.get("version") != 1:
+            return None
+        try:
+            gain = {
+                str(k): min(max(float(v), 0.4), 2.0)
+                for k, v in dict(style.get("mouth_gain") or {}).items()
+                if k in MOUTH_CHANNELS and math.isfinite(float(v))
+            }
+            rate = float(style.get("blink_rate_per_min") or 0.0)
+            scale = BLINK_GAMMA_SCALE_S
+            if math.isfinite(rate) and rate > 0:
+                scale = min(max((60.0 / rate - BLINK_MIN_INTERVAL_S) / BLINK_GAMMA_SHAPE, 0.2), 4.0)
+
+            def peaks(
+                key: str, default: tuple[float, float, float], lo: float, hi: float
+            ) -> tuple[float, float, float]:
+                rms = style.get(key)
+                if not isinstance(rms, dict):
+                    return default
+                out = []
+                for axis, d in zip(("pitch", "yaw", "roll"), default, strict=True):
+                    v = float(rms.get(axis, math.nan))
+                    out.append(min(max(math.radians(v) * _PEAK_PER_RMS, lo), hi) if math.isfinite(v) else d)
+                return (out[0], out[1], out[2])
+
+            drift = peaks("head_drift_rms_deg", DRIFT_PEAK_RAD, 0.003, 0.06)
+            sway = peaks("head_sway_rms_deg", SWAY_PEAK_RAD, 0.0, 0.05)
+            sway = (0.0, sway[1], sway[2])
+            band = SWAY_HZ
+            peak_hz = (style.get("head_sway_spectrum") or {}).get("peak_hz") or {}
+            hz = [float(peak_hz.get(a, math.nan)) for a in ("yaw", "roll")]
+            hz = [h for h in hz if math.isfinite(h) and 0.1 <= h <= 2.0]
+            if hz:
+                c = sum(hz) / len(hz)
+                band = (0.7 * c, 1.3 * c)
+        except (TypeError, ValueError, AttributeError):
+            logger.warning("motion: malformed speaking_style metadata; using the default motion")
+            return None
+        return MotionStyle(gain, scale, drift, sway, band)
+
 
 def _ease(p: float) -> float:
     """Cosine ease 0 → 1 on p in [0, 1] (clipped)."""
@@ -174,7 +245,9 @@ class MotionLayers:
     after an interrupt) is evaluated at k without advancing the springs.
     """
 
-    def __init__(self, channels: tuple[str, ...], fps: int, seed: int = 0) -> None:
+    def __init__(
+        self, channels: tuple[str, ...], fps: int, seed: int = 0, style: MotionStyle | None = None
+    ) -> None:
         channels = tuple(channels)
         if not all(isinstance(c, str) for c in channels):
             raise MotionError("channels must be a tuple of channel names (str)")
@@ -219,8 +292,11 @@ class MotionLayers:
             amp *= np.asarray(peak)[:, None] / amp.sum(axis=1, keepdims=True)  # sum of amps = peak
             return 2.0 * math.pi * freq, phase, amp
 
-        self._drift = sinusoids(self._rng_drift, DRIFT_HZ, DRIFT_PEAK_RAD)
-        self._sway = sinusoids(self._rng_sway, SWAY_HZ, SWAY_PEAK_RAD)
+        self.style = style
+        st = style or MotionStyle({})
+        self._blink_scale = st.blink_gamma_scale_s
+        self._drift = sinusoids(self._rng_drift, DRIFT_HZ, st.drift_peak_rad)
+        self._sway = sinusoids(self._rng_sway, st.sway_hz, st.sway_peak_rad)
         self._breath_phase = float(self._rng_drift.uniform(0.0, 2.0 * math.pi))
         self._breath_w = 2.0 * math.pi / (BREATH_PERIOD_S * float(self._rng_drift.uniform(0.9, 1.1)))
 
@@ -264,6 +340,9 @@ class MotionLayers:
         # mouth (speech part): last output, relax ramp, interrupt gate
         nm = len(MOUTH_CHANNELS)
         self._mouth = np.zeros(nm, dtype=np.float32)  # [M] speech part written at the last frame
+        self._mouth_gain = np.array(
+            [st.mouth_gain.get(c, 1.0) for c in MOUTH_CHANNELS], dtype=np.float32
+        )  # [M]
         self._relax_from = np.zeros(nm, dtype=np.float32)  # [M]
         self._relax_k0 = 0
         self._relax_n = 1
@@ -437,7 +516,7 @@ class MotionLayers:
                 self._next_blink = start + n + max(2, gap)
             else:
                 interval = BLINK_MIN_INTERVAL_S + float(
-                    self._rng_blink.gamma(BLINK_GAMMA_SHAPE, BLINK_GAMMA_SCALE_S)
+                    self._rng_blink.gamma(BLINK_GAMMA_SHAPE, self._blink_scale)
                 )
                 self._next_blink = start + max(n + 2, self._frames(interval))
 
@@ -484,7 +563,7 @@ class MotionLayers:
             for name, value in speech.mouth.items():
                 m = pos.get(name)
                 if m is not None:
-                    self._mouth[m] = min(max(float(value), 0.0), 1.0)
+                    self._mouth[m] = min(max(float(value) * self._mouth_gain[m], 0.0), 1.0)
             self._relaxing = False
             self._was_speaking = True
             return

@@ -51,7 +51,7 @@ from realtime.events import (
     UtteranceQueued,
     UtteranceStarted,
 )
-from realtime.media.motion import MotionLayers, SpeechFrame
+from realtime.media.motion import MotionLayers, MotionStyle, SpeechFrame
 
 logger = logging.getLogger(__name__)
 
@@ -267,9 +267,11 @@ class AvatarStream:
         sample_rate: int = OUTPUT_SAMPLE_RATE,
         seed: int = 0,
         rest: np.ndarray | None = None,
+        style: MotionStyle | None = None,
     ) -> None:
         """``rest`` [C]: the avatar's relaxed closed-mouth expression (``Avatar.rest()``); motion and
-        speech are added on top of it (zeros: the source photo's own expression)."""
+        speech are added on top of it (zeros: the source photo's own expression). ``style``: the
+        person's speaking style for the motion layers (a replica's, see :class:`MotionStyle`)."""
         if fps not in (25, 30):
             raise AvatarStreamError(f"fps must be 25 or 30, got {fps}")
         if sample_rate % fps:
@@ -288,7 +290,7 @@ class AvatarStream:
         self.sample_rate = sample_rate
         self.samples_per_frame = sample_rate // fps
         self._lip_model = lip_model
-        self._motion = MotionLayers(self.channels, fps, seed=seed)
+        self._motion = MotionLayers(self.channels, fps, seed=seed, style=style)
         self._queue: deque[_Utterance] = deque()
         self._open: _Utterance | None = None  # the utterance receiving chunks
         self._k = 0
@@ -307,7 +309,15 @@ class AvatarStream:
         """The one way to make a stream for an avatar (``engines.splat.avatar.Avatar``): its channels,
         motion on top of its closed relaxed face (``avatar.rest()``). Sessions, the Pipecat service and
         ``say`` all build their streams here (sessions and the service through ``Engine.new_stream``)."""
-        return cls(tuple(avatar.channels), fps=fps, lip_model=lip_model, seed=seed, rest=avatar.rest(1)[0])
+        style = MotionStyle.from_metadata(getattr(avatar, "metadata", {}).get("speaking_style"))
+        return cls(
+            tuple(avatar.channels),
+            fps=fps,
+            lip_model=lip_model,
+            seed=seed,
+            rest=avatar.rest(1)[0],
+            style=style,
+        )
 
     # --- events in ---------------------------------------------------------------------------------
     def add_listener(self, fn: Listener) -> None:
