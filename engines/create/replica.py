@@ -155,6 +155,9 @@ def choose_rest_frame(tr: Tracking, candidates: np.ndarray) -> tuple[int, dict[s
 # ------------------------------------------------------------------ neck
 
 
+NECK_FORWARD = 0.1  # face widths: more than a ±0.1 rad head turn moves the neck in depth
+
+
 def neck_deltas(avatar: Avatar, geo: FaceGeometry) -> Avatar:
     """Static Gaussians under the chin follow head pitch/yaw/roll (linearised rotation about the head
     pivot), with a weight 1 at the jaw line fading to 0 at the shoulders."""
@@ -175,6 +178,12 @@ def neck_deltas(avatar: Avatar, geo: FaceGeometry) -> Avatar:
     w = (w_v * w_v * (3 - 2 * w_v)) * (w_h * w_h * (3 - 2 * w_h))
     keep = w > 1e-3
     idx, w, p = st[keep], w[keep], p[keep]
+    # moved Gaussians leave the renderer's static plate, which must lie behind everything that moves: bring
+    # the neck forward along the view rays (the same pixels, scales shrunk alike, so the rest looks the same)
+    f = (p[:, 2] - NECK_FORWARD * geo.face_w) / p[:, 2]
+    p = p * f[:, None]
+    avatar.means[idx] = p.astype(np.float32)
+    avatar.scales[idx] = (avatar.scales[idx] * f[:, None]).astype(np.float32)
     pivot = avatar.rig.head_pivot.astype(np.float64)
     r = p - pivot
     # d/dθ at 0 of R = Rz(roll)·Ry(−yaw)·Rx(pitch): pitch → x̂ × r, yaw → −ŷ × r, roll → ẑ × r
