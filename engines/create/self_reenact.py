@@ -146,11 +146,11 @@ def evaluate(
     t0 = time.monotonic()
     tr = tracking or track_video(clip, progress=say)
     _, held = tr.split()
-    held = held[np.isfinite(tr.landmarks[held, 0, 0])]
+    held = held[tr.usable[held]]  # a face to compare with: found, in frame, not covered, sharp
     if max_frames and len(held) > max_frames:
         held = held[np.linspace(0, len(held) - 1, max_frames).round().astype(int)]
     if held.size == 0:
-        raise DriveError(f"{clip}: no held-out frame has a face")
+        raise DriveError(f"{clip}: no held-out frame (the last 1/11 of the clip) shows a usable face")
     if baseline_frame is None:
         src = (avatar.metadata.get("source_frame") or {}).get("frame_index")
         usable = np.flatnonzero(tr.usable)

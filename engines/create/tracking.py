@@ -73,6 +73,14 @@ SEVERAL_FACES_FRACTION = 0.05
 MIN_BRIGHTNESS = 0.12
 #: Sharpness below this fraction of the clip's median: too blurred (motion blur, focus hunting).
 BLUR_FRACTION = 0.35
+#: Lower-face colour deviation (0..255, see :func:`occlusion_scores`) above this, and above
+#: OCCLUSION_FACTOR × the clip's median: something covers the face (a hand, a cup, hair).
+OCCLUSION_MIN = 28.0
+OCCLUSION_FACTOR = 2.5
+# lower face: lips, chin, cheeks below the nose (where hands and cups go)
+OCCLUSION_LANDMARKS = (0, 17, 37, 39, 40, 61, 84, 91, 146, 181, 185, 267, 269, 270, 291, 314, 321, 375, 405,
+                       409, 18, 200, 199, 175, 152, 148, 176, 149, 377, 400, 378, 205, 425, 50, 280, 187, 411,
+                       216, 436, 212, 432, 202, 422, 57, 287, 2, 164, 167, 393, 92, 322)  # fmt: skip
 #: A build needs at least this many usable frames (and this fraction of the tracked ones).
 MIN_USABLE_FRAMES = 30
 MIN_USABLE_FRACTION = 0.25
@@ -90,6 +98,7 @@ Q_OUT_OF_FRAME = 4
 Q_SMALL = 8
 Q_DARK = 16
 Q_BLUR = 32
+Q_OCCLUDED = 64
 Q_NAMES = {
     Q_NO_FACE: "no face",
     Q_SEVERAL: "several faces",
@@ -97,6 +106,7 @@ Q_NAMES = {
     Q_SMALL: "face too small",
     Q_DARK: "too dark",
     Q_BLUR: "blurred",
+    Q_OCCLUDED: "face covered (hand, object)",
 }
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -342,6 +352,8 @@ class Tracking:
     analysed_size: tuple[int, int]  # (w, h) the tracker saw
     warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per stage
+    colors: np.ndarray | None = None  # [F, 478, 3] uint8, the picture's colour at each landmark (3×3 mean)
+    occlusion: np.ndarray | None = None  # [F] float32, lower-face colour deviation (occlusion_scores)
 
     @property
     def count(self) -> int:
@@ -374,7 +386,9 @@ class Tracking:
             for k in (
                 "frame_index", "times", "landmarks", "faces", "face_width", "sharpness", "brightness",
                 "quality", "pose", "pose_raw", "scale", "translation", "rotation", "mean_shape",
+                "colors", "occlusion",
             )
+            if getattr(self, k) is not None
         }  # fmt: skip
         meta = {
             "info": self.info.__dict__,
@@ -410,6 +424,38 @@ def _face_box(lm: np.ndarray, w: int, h: int) -> tuple[int, int, int, int] | Non
     if x1 - x0 < 4 or y1 - y0 < 4:
         return None
     return int(x0), int(y0), int(x1), int(y1)
+
+
+def landmark_colors(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """uint8 [478, 3]: the mean colour of the 3×3 pixels at each landmark (edge pixels where outside)."""
+    h, w = rgb.shape[:2]
+    x = np.clip(np.round(lm[:, 0] - 0.5).astype(int), 1, w - 2)
+    y = np.clip(np.round(lm[:, 1] - 0.5).astype(int), 1, h - 2)
+    acc = np.zeros((len(lm), 3), np.float32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            acc += rgb[y + dy, x + dx]
+    return np.asarray(acc / 9.0 + 0.5, dtype=np.uint8)
+
+
+def occlusion_scores(colors: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """[F] float32: how far each frame's lower-face colours are from the clip's usual ones (0..255).
+
+    Per frame the landmark colours of the lower face minus their median over the clip's frames, less
+    the frame's own median difference (light and exposure changes shift every landmark alike); the
+    score is the 75th percentile of the remaining per-landmark distances. A hand or an object over the
+    mouth moves many landmarks' colours at once; talking and turning the head move few."""
+    sel = list(OCCLUSION_LANDMARKS)
+    c = colors[:, sel].astype(np.float32)  # [F, L, 3]
+    out = np.zeros(len(colors), np.float32)
+    if found.sum() < 3:
+        return out
+    ref = np.median(c[found], axis=0)  # [L, 3]
+    d = c - ref
+    d -= np.median(d, axis=1, keepdims=True)
+    dist = np.linalg.norm(d, axis=2)  # [F, L]
+    out[found] = np.percentile(dist[found], 75, axis=1)
+    return out
 
 
 def frame_measures(rgb: np.ndarray, lm: np.ndarray) -> tuple[float, float]:
@@ -484,6 +530,7 @@ def track_video(
     sharp: list[float] = []
     bright: list[float] = []
     second: list[float] = []
+    cols: list[np.ndarray] = []
     analysed = (info.width, info.height)
     t_decode = 0.0
     pending: deque[tuple[int, float, np.ndarray, float]] = deque()  # (index, t, rgb, scale) in flight
@@ -501,6 +548,7 @@ def track_video(
             nfaces[-1] = 1 + sum(1 for o in others if o >= SECOND_FACE_RATIO * w0)
             second.append(max(others) / w0 if others else 0.0)
             s, b = frame_measures(rgb, big)
+            cols.append(landmark_colors(rgb, big))
             lm = big.copy()
             lm *= sc  # to source pixels (z in x's units scales the same)
             lms.append(lm)
@@ -509,6 +557,7 @@ def track_video(
             bright.append(b)
         else:
             lms.append(np.full((N_POINTS, 3), np.nan, np.float32))
+            cols.append(np.zeros((N_POINTS, 3), np.uint8))
             widths.append(0.0)
             sharp.append(0.0)
             bright.append(0.0)
@@ -553,6 +602,12 @@ def track_video(
     )
     tr.analysed_size = analysed
     tr.seconds = {"decode": round(t_decode, 2), "track": round(t_track - t_decode, 2)}
+    tr.colors = np.stack(cols)
+    tr.occlusion = occlusion_scores(tr.colors, tr.faces > 0)
+    occluded = (tr.faces > 0) & (
+        tr.occlusion > max(OCCLUSION_MIN, OCCLUSION_FACTOR * float(np.median(tr.occlusion[tr.faces > 0])))
+    )
+    tr.quality[occluded] |= Q_OCCLUDED
     if duration < SHORT_CLIP_S:
         tr.warnings.append(
             f"the clip is only {duration:.1f} s long; a longer clip (30–60 s of talking, some listening "
