@@ -110,3 +110,18 @@ def track_video_checked(clip: Path) -> Tracking:
     from engines.create.tracking import track_video
 
     return track_video(clip)
+
+
+def test_occlusion_score_sees_a_hand_not_the_light() -> None:
+    """A patch of the lower face changing colour scores high; the whole face getting brighter does not."""
+    from engines.create.tracking import OCCLUSION_LANDMARKS, OCCLUSION_MIN, occlusion_scores
+
+    rng = np.random.default_rng(4)
+    face = rng.integers(60, 200, (478, 3)).astype(np.float32)
+    colors = np.stack([face + rng.normal(0, 3, face.shape) for _ in range(40)])
+    colors[10] += 40.0  # the light changes: every landmark alike
+    hand = list(OCCLUSION_LANDMARKS)[: len(OCCLUSION_LANDMARKS) // 2 + 5]
+    colors[20, hand] = (225.0, 180.0, 160.0)  # a hand over the mouth and chin
+    scores = occlusion_scores(np.clip(colors, 0, 255).astype(np.uint8), np.ones(40, bool))
+    assert scores[20] > OCCLUSION_MIN and scores[20] > 5 * np.median(scores)
+    assert scores[10] < OCCLUSION_MIN
