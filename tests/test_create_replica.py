@@ -113,13 +113,24 @@ def real_replica(mediapipe_env: Path) -> tuple[Path, ReplicaResult]:
 
 @pytest.mark.slow
 def test_real_clip_replica_and_eval(real_replica: tuple[Path, ReplicaResult], tmp_path: Path) -> None:
-    """A real clip builds, and ``avatar eval``'s self-reenactment runs end to end with its report."""
+    """A real clip builds, and ``avatar eval``'s self-reenactment runs end to end with its report
+    (the engine API, then the CLI handler on the saved files)."""
+    import argparse
+    import json
+
     from engines.create.reenact_eval import write_report
     from engines.create.self_reenact import evaluate
+    from realtime.cli.replica import eval_command
+    from realtime.settings import Settings
 
     clip, res = real_replica
     avatar = res.avatar
     assert avatar.metadata["replica"]["clip"]["name"] == clip.name
+    # frames with a hand over the face are never the rest face
+    from engines.create.tracking import Q_OCCLUDED
+
+    src = avatar.metadata["source_frame"]["position"]
+    assert res.tracking.quality[src] & Q_OCCLUDED == 0
     report, runs = evaluate(clip, avatar, tracking=res.tracking, max_frames=6)
     assert set(report.methods) == {"replica", "one-shot"}
     assert len(report.frames) == 6
@@ -134,3 +145,22 @@ def test_real_clip_replica_and_eval(real_replica: tuple[Path, ReplicaResult], tm
     for p in paths.values():
         assert p.is_file() and p.stat().st_size > 0
     assert "replica" in paths["markdown"].read_text()
+    # the CLI: avatar eval --video CLIP AVATAR --json --report --tracking --max-frames
+    saved = save_avatar(avatar, tmp_path / "replica.safetensors")
+    track = res.tracking.save(tmp_path / "track.npz")
+    args = argparse.Namespace(
+        video=clip,
+        avatar_path=saved,
+        baseline_photo_frame=int(res.tracking.frame_index[res.tracking.usable][0]),
+        json=tmp_path / "cli" / "eval.json",
+        report=tmp_path / "cli",
+        tracking=track,
+        max_frames=4,
+    )
+    assert eval_command(Settings(), args) == 0
+    data = json.loads(args.json.read_text())
+    assert set(data["summary"]) == {"replica", "one-shot"} and len(data["heldout_frames"]) == 4
+    assert data["info"]["baseline_frame"] == args.baseline_photo_frame
+    assert (tmp_path / "cli" / "sheet.png").is_file()
+    missing = argparse.Namespace(**{**vars(args), "avatar_path": tmp_path / "nope.safetensors"})
+    assert eval_command(Settings(), missing) == 1

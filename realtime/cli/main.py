@@ -231,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", type=Path, default=None, help="write report.md, sheet.png, side_by_side.mp4 here"
     )
     p.add_argument("--tracking", type=Path, default=None, help="reuse a tracking saved by avatar create")
+    p.add_argument(
+        "--max-frames",
+        dest="max_frames",
+        type=int,
+        default=None,
+        help="score at most N held-out frames (spread)",
+    )
     p = command(avatar, "preview", "realtime.cli.avatar:preview_command", "render a labelled sheet of shapes")
     p.add_argument("avatar_path", type=Path, nargs="?", default=None, help="avatar (default: bundled)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .png")

@@ -120,7 +120,12 @@ def eval_command(settings: Settings, args: argparse.Namespace) -> int:
     bars = StageBars()
     try:
         report, runs = evaluate(
-            args.video, avatar, baseline_frame=args.baseline_photo_frame, progress=bars, tracking=tracking
+            args.video,
+            avatar,
+            baseline_frame=args.baseline_photo_frame,
+            progress=bars,
+            tracking=tracking,
+            max_frames=getattr(args, "max_frames", None),
         )
     except (VideoAvatarError, FaceEnvError) as exc:
         return _fail("eval", exc, bars)
