@@ -379,7 +379,9 @@ def build_replica(
     say("speaking style", 0, 2)
     all_fit = drive(avatar, tr, found, basis)
     speaking = speech_activity_from_audio(path, tr.times[found]) if tr.info.has_audio else None
-    style = measure_style(avatar.channels, all_fit.params, tr.times[found], speaking)
+    style = measure_style(
+        avatar.channels, all_fit.params, tr.times[found], speaking, _lip_openings(avatar, tr.landmarks[found])
+    )
     say("speaking style", 2, 2)
     lap("speaking style")
 
@@ -412,6 +414,26 @@ def build_replica(
     meta["creation_seconds"] = round(sum(seconds.values()), 2)
     avatar = sort_by_layer(avatar)
     return ReplicaResult(avatar, tr, meta["replica"])
+
+
+def _opening_ratio(lm: np.ndarray) -> np.ndarray:
+    """[F] largest inner-lip gap over the mouth width, from landmarks [F, 478, 2+]."""
+    up, lo = list(LIPS_INNER_UPPER[1:-1]), list(LIPS_INNER_LOWER[1:-1])
+    gap = np.linalg.norm(lm[:, lo, :2] - lm[:, up, :2], axis=2).max(axis=1)
+    return np.asarray(gap / np.maximum(np.linalg.norm(lm[:, 308, :2] - lm[:, 78, :2], axis=1), 1e-6))
+
+
+def _lip_openings(avatar: Avatar, lm: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the clip's lip openings [F], the avatar's opening per unit of jawOpen) for the jawOpen gain."""
+    from engines.splat.measure import lip_aperture_px
+
+    corners = np.asarray(avatar.metadata["mouth_corners_px"], np.float64)
+    width = float(np.linalg.norm(corners[1] - corners[0]))
+    base = float(lip_aperture_px(avatar, avatar.rest(1))[0])
+    half = avatar.rest(1)
+    half[0, avatar.channel_index("jawOpen")] += 0.5
+    per_unit = max(float(lip_aperture_px(avatar, half)[0]) - base, 0.0) / 0.5 / max(width, 1e-6)
+    return _opening_ratio(lm), per_unit
 
 
 def _front_alpha(avatar: Avatar) -> np.ndarray:

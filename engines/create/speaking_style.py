@@ -9,7 +9,9 @@ key names or below):
   speaking) / (the largest target any viseme gives that channel in
   :mod:`engines.a2v.visemes`), clipped to [0.4, 2.0];
 * ``mouth_p95``: {channel: value} the person's 95th percentile while speaking
-  (rig units, 0..1);
+  (rig units, 0..1; ``lip_opening_ratio``: inner-lip opening over mouth width);
+  the jawOpen gain comes from the lip opening itself when the builder gives it
+  (the fit may share an opening between jawOpen and the lip channels);
 * ``blink_rate_per_min``, ``blink_duration_s`` (median), ``blinks`` (count);
 * ``head_sway_rms_deg``: {pitch, yaw, roll} RMS of the head angles about their
   4 s Hann-weighted moving mean (first null at 0.5 Hz) while speaking (all
@@ -48,7 +50,7 @@ GAIN_RANGE = (0.4, 2.0)
 #: compressing channels are not amplitudes: they are left to the lip-sync source).
 GAIN_CHANNELS: tuple[str, ...] = (
     "jawOpen", "mouthFunnel", "mouthPucker", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft",
-    "mouthStretchRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "mouthStretchRight",
 )  # fmt: skip
 BLINK_ON = 0.5  # eyeBlink above this counts as closed
 SLOW_WINDOW_S = 4.0  # head drift = Hann-weighted moving mean over this window; sway = the rest
@@ -150,8 +152,13 @@ def measure_style(
     params: np.ndarray,  # [F, C] fitted rig parameters of consecutive tracked frames
     times: np.ndarray,  # [F] seconds
     speaking: np.ndarray | None = None,  # [F] bool from the audio, or None
+    aperture: tuple[np.ndarray, float] | None = None,  # ([F] lip opening / mouth width, rig's at jawOpen=1)
 ) -> dict[str, Any]:
-    """The ``speaking_style`` metadata (see the module docstring) from fitted per-frame parameters."""
+    """The ``speaking_style`` metadata (see the module docstring) from fitted per-frame parameters.
+
+    With ``aperture`` the jawOpen gain comes from the lips' opening itself (the person's 95th percentile
+    while speaking over the opening the avatar's rig makes at the largest viseme jawOpen), which does not
+    depend on how the fit shares an opening between jawOpen and the lip channels."""
     f_n = len(times)
     fps = (f_n - 1) / max(float(times[-1] - times[0]), 1e-3) if f_n > 1 else 25.0
     col = {c: i for i, c in enumerate(channels)}
@@ -169,6 +176,11 @@ def measure_style(
         v = float(np.percentile(params[sel, col[name]], 95))
         p95[name] = round(v, 4)
         gain[name] = round(float(np.clip(v / top, *GAIN_RANGE)), 3)
+    if aperture is not None and "jawOpen" in gain:
+        opening, per_unit = aperture
+        v = float(np.percentile(opening[sel], 95))
+        p95["lip_opening_ratio"] = round(v, 4)
+        gain["jawOpen"] = round(float(np.clip(v / max(per_unit * ref["jawOpen"], 1e-6), *GAIN_RANGE)), 3)
     blink = 0.5 * (params[:, col["eyeBlinkLeft"]] + params[:, col["eyeBlinkRight"]])
     n_blinks, blink_s = _blinks(blink, fps)
     minutes = max(float(times[-1] - times[0]), 1e-3) / 60.0
