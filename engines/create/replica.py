@@ -122,16 +122,19 @@ def choose_rest_frame(tr: Tracking, candidates: np.ndarray) -> tuple[int, dict[s
     m = face_measures(lm)
     pose_deg = np.degrees(np.linalg.norm(tr.pose[candidates], axis=1))
     eye_med = float(np.median(m["eyes"]))
-    # hard requirements first (lips closed, eyes open, usual pose), relaxed step by step if no frame has all
+    # hard requirements first (lips closed, eyes open, usual pose), relaxed step by step if no frame has all;
+    # open eyes matter more than fully closed lips (the photo pipeline closes parted lips by its rest
+    # expression, but eyes shut in the rest face stay shut)
     closed = m["mouth_gap"] < 0.04
-    if closed.sum() < 3:  # nobody closes their mouth: take the most closed fifth
-        closed = m["mouth_gap"] <= np.percentile(m["mouth_gap"], 20)
     ok = closed
-    for eyes_min, pose_max in ((0.8, 8.0), (0.7, 12.0), (0.5, 20.0), (0.0, 180.0)):
-        ok = closed & (m["eyes"] >= eyes_min * eye_med) & (pose_deg <= pose_max)
+    for gap_max, eyes_min, pose_max in (
+        (0.04, 0.8, 8.0), (0.04, 0.7, 12.0), (0.1, 0.7, 12.0), (0.04, 0.5, 20.0), (0.2, 0.6, 20.0),
+        (0.1, 0.0, 180.0), (np.inf, 0.0, 180.0),
+    ):  # fmt: skip
+        ok = (m["mouth_gap"] < gap_max) & (m["eyes"] >= eyes_min * eye_med) & (pose_deg <= pose_max)
         if ok.any():
             break
-    closed = ok if ok.any() else closed
+    closed = ok
     relaxed_w = float(np.median(m["mouth_width"][closed]))
     sharp_rank = np.argsort(np.argsort(tr.sharpness[candidates])) / max(len(candidates) - 1, 1)
     score = (
@@ -141,7 +144,7 @@ def choose_rest_frame(tr: Tracking, candidates: np.ndarray) -> tuple[int, dict[s
         + m["mouth_gap"] / 0.02
         + (1.0 - sharp_rank) * 0.8
     )
-    score[~closed] += 100.0
+    score[~closed] += 1000.0
     best = int(np.argmin(score))
     info = {
         "mouth_gap": round(float(m["mouth_gap"][best]), 4),
