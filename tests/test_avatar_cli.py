@@ -90,3 +90,18 @@ def test_add_builds_from_a_photo(tmp_path: Path) -> None:
     entries = json.loads(_cli("list", "--json", "--avatars", str(lib)).stdout)
     assert [e["name"] for e in entries] == ["Default (astronaut)", "Eileen"]
     assert entries[1]["source"] == "photo" and entries[1]["gaussians"] > 10_000
+
+
+def test_pipecat_service_takes_a_library_id(tmp_path: Path) -> None:
+    """`SplatAvatarService(avatar=<library id>)` streams that library avatar (and says clearly when there is none)."""
+    pytest.importorskip("pipecat")
+    from realtime.pipecat.service import SplatAvatarError, SplatAvatarService
+
+    library = AvatarLibrary(tmp_path / "avatars")
+    source = tmp_path / "mine.safetensors"
+    save_avatar(make_test_avatar(n_gaussians=600), source)
+    entry = library.add(source, "For the bot", "file")
+    service = SplatAvatarService(avatar=entry.id, avatars=library.root, size=128, warm=False)
+    assert service._config.avatar == entry.path
+    with pytest.raises(SplatAvatarError, match="does not exist"):
+        SplatAvatarService(avatar="0123456789ab", avatars=library.root, warm=False)
