@@ -14,9 +14,10 @@ pulls Gaussians that the frames hardly show towards their starting colours.
 The kernel :func:`render_and_backproject` mirrors the real-time rasteriser's
 semantics exactly (its projection, binning and depth order are those of
 :mod:`engines.splat.raster_cpu`; α = min(0.99, o·exp(−d/2)), skipped below
-1/255, a pixel stops at T < 1e-4) and is parallel over 16×16 tiles: each tile
-writes the contribution of each of its (tile, Gaussian) entries into its own
-slot, reduced per Gaussian afterwards, so no two threads write the same memory.
+1/255, a pixel stops at T < 1e-4) and is parallel over 16×16 tiles, each
+Gaussian visiting only the pixels of its box: each tile writes the
+contribution of each of its (tile, Gaussian) entries into its own slot,
+reduced per Gaussian afterwards, so no two threads write the same memory.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _ALPHA_MIN = 1.0 / 255.0
 _T_STOP = 1e-4
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def _tiles(
     starts: np.ndarray,  # [T + 1] int64
     ids: np.ndarray,  # [E] int32
@@ -56,75 +57,87 @@ def _tiles(
     grad_e: np.ndarray,  # [E, 3] float64 out: Σ_p m w (pred − target) per entry
     diag_e: np.ndarray,  # [E] float64 out: Σ_p m w · Σ_j w_j per entry
 ) -> None:
+    """Per tile, Gaussian outer and pixel inner (only the pixels of its box), like the rasteriser:
+    a forward pass composites front to back, then a second walk in the same order recomputes each
+    pixel's transmittance and hands every entry its weight times the pixel's residual."""
     height, width = pred.shape[0], pred.shape[1]
     n_tiles = starts.shape[0] - 1
     for t in numba.prange(n_tiles):
         ty = t // tiles_x
         tx = t - ty * tiles_x
+        x0 = tx * TILE
+        y0 = ty * TILE
+        x1 = min(x0 + TILE, width) - 1
+        y1 = min(y0 + TILE, height) - 1
         e0, e1 = starts[t], starts[t + 1]
-        for i in range(ty * TILE, min(ty * TILE + TILE, height)):
-            for j in range(tx * TILE, min(tx * TILE + TILE, width)):
-                px = j + 0.5
-                py = i + 0.5
-                # forward
-                tr = 1.0
-                r = 0.0
-                g = 0.0
-                b = 0.0
-                last = e0
-                for e in range(e0, e1):
-                    k = ids[e]
-                    if j < rect[k, 0] or j > rect[k, 1] or i < rect[k, 2] or i > rect[k, 3]:
+        tr = np.ones((TILE, TILE))
+        acc = np.zeros((TILE, TILE, 3))
+        for e in range(e0, e1):
+            k = ids[e]
+            for i in range(max(rect[k, 2], y0), min(rect[k, 3], y1) + 1):
+                dv = i + 0.5 - feat[k, 1]
+                for j in range(max(rect[k, 0], x0), min(rect[k, 1], x1) + 1):
+                    li, lj = i - y0, j - x0
+                    if tr[li, lj] < _T_STOP:
                         continue
-                    du = px - feat[k, 0]
-                    dv = py - feat[k, 1]
+                    du = j + 0.5 - feat[k, 0]
                     d = feat[k, 2] * du * du + 2.0 * feat[k, 3] * du * dv + feat[k, 4] * dv * dv
                     if d > _MAX_D:
                         continue
                     a = min(feat[k, 5] * math.exp(-0.5 * d), _ALPHA_MAX)
                     if a < _ALPHA_MIN:
                         continue
-                    w = a * tr
-                    r += w * colors[k, 0]
-                    g += w * colors[k, 1]
-                    b += w * colors[k, 2]
-                    tr *= 1.0 - a
-                    last = e + 1
-                    if tr < _T_STOP:
-                        break
-                r += tr * bg[i, j, 0]
-                g += tr * bg[i, j, 1]
-                b += tr * bg[i, j, 2]
-                pred[i, j, 0] = r
-                pred[i, j, 1] = g
-                pred[i, j, 2] = b
+                    w = a * tr[li, lj]
+                    acc[li, lj, 0] += w * colors[k, 0]
+                    acc[li, lj, 1] += w * colors[k, 1]
+                    acc[li, lj, 2] += w * colors[k, 2]
+                    tr[li, lj] *= 1.0 - a
+        res = np.zeros((TILE, TILE, 3))
+        total = np.zeros((TILE, TILE))
+        live = False
+        for i in range(y0, y1 + 1):
+            for j in range(x0, x1 + 1):
+                li, lj = i - y0, j - x0
+                for c in range(3):
+                    pred[i, j, c] = acc[li, lj, c] + tr[li, lj] * bg[i, j, c]
                 m = weight[i, j]
-                if m == 0.0:
-                    continue
-                rr = m * (r - target[i, j, 0])
-                rg = m * (g - target[i, j, 1])
-                rb = m * (b - target[i, j, 2])
-                total = 1.0 - tr  # Σ_j w_j at this pixel
-                # backward: the same walk, each entry gets its weight times the residual
-                tr = 1.0
-                for e in range(e0, last):
-                    k = ids[e]
-                    if j < rect[k, 0] or j > rect[k, 1] or i < rect[k, 2] or i > rect[k, 3]:
+                if m != 0.0:
+                    live = True
+                    for c in range(3):
+                        res[li, lj, c] = m * (pred[i, j, c] - target[i, j, c])
+                    total[li, lj] = m * (1.0 - tr[li, lj])
+        if not live:
+            continue
+        tr[:, :] = 1.0
+        for e in range(e0, e1):
+            k = ids[e]
+            gr = 0.0
+            gg = 0.0
+            gb = 0.0
+            dg = 0.0
+            for i in range(max(rect[k, 2], y0), min(rect[k, 3], y1) + 1):
+                dv = i + 0.5 - feat[k, 1]
+                for j in range(max(rect[k, 0], x0), min(rect[k, 1], x1) + 1):
+                    li, lj = i - y0, j - x0
+                    if tr[li, lj] < _T_STOP:
                         continue
-                    du = px - feat[k, 0]
-                    dv = py - feat[k, 1]
+                    du = j + 0.5 - feat[k, 0]
                     d = feat[k, 2] * du * du + 2.0 * feat[k, 3] * du * dv + feat[k, 4] * dv * dv
                     if d > _MAX_D:
                         continue
                     a = min(feat[k, 5] * math.exp(-0.5 * d), _ALPHA_MAX)
                     if a < _ALPHA_MIN:
                         continue
-                    w = a * tr
-                    grad_e[e, 0] += w * rr
-                    grad_e[e, 1] += w * rg
-                    grad_e[e, 2] += w * rb
-                    diag_e[e] += m * w * total
-                    tr *= 1.0 - a
+                    w = a * tr[li, lj]
+                    gr += w * res[li, lj, 0]
+                    gg += w * res[li, lj, 1]
+                    gb += w * res[li, lj, 2]
+                    dg += w * total[li, lj]
+                    tr[li, lj] *= 1.0 - a
+            grad_e[e, 0] = gr
+            grad_e[e, 1] = gg
+            grad_e[e, 2] = gb
+            diag_e[e] = dg
 
 
 @dataclass

@@ -85,6 +85,8 @@ class ReplicaOptions:
     appearance_frames: int = 32
     color_iters: int = 8
     personalise_rounds: int = 2
+    color_prior: float = 0.02  # pull towards the rest frame's colours (× the median data weight)
+    rest_weight: float = 1.0  # the rest frame's pixel weight in the colour fit (others 1)
     neck: bool = True
 
 
@@ -368,7 +370,8 @@ def build_replica(
         avatar,
         fitted.params[pick],
         crops,
-        weights=valid.astype(np.float32),  # pixels from outside the source frame teach nothing
+        weights=valid.astype(np.float32) * _frame_weights(positions, rest, opts.rest_weight)[:, None, None],
+        prior=opts.color_prior,
         iters=opts.color_iters,
         progress=lambda i, n: say("appearance", 2 + i, n + 3),
     )
@@ -437,6 +440,11 @@ def _lip_openings(avatar: Avatar, lm: np.ndarray) -> tuple[np.ndarray, float]:
     half[0, avatar.channel_index("jawOpen")] += 0.5
     per_unit = max(float(lip_aperture_px(avatar, half)[0]) - base, 0.0) / 0.5 / max(width, 1e-6)
     return _opening_ratio(lm), per_unit
+
+
+def _frame_weights(positions: np.ndarray, rest: int, rest_weight: float) -> np.ndarray:
+    """[K] float32 pixel weight of each appearance frame (the rest frame's may count more)."""
+    return np.where(np.asarray(positions) == rest, rest_weight, 1.0).astype(np.float32)
 
 
 def _front_alpha(avatar: Avatar) -> np.ndarray:
