@@ -50,8 +50,9 @@ PixelFormat = Literal["yuv420p", "rgb24"]  # what a WebRTC encoder takes | what 
 class FrameRenderer:
     """Renders one avatar at one output size, at any ladder level, to ``av.VideoFrame``s.
 
-    ``pixel_format``: ``yuv420p`` for the server's WebRTC tracks, ``rgb24`` for Pipecat's
-    ``OutputImageRawFrame`` (the Pipecat service).
+    ``pixel_format``: ``yuv420p`` for the server's WebRTC tracks (the I420 layout VP8 encodes, BT.601
+    limited range, see :mod:`engines.splat.yuv`), ``rgb24`` for Pipecat's ``OutputImageRawFrame``
+    (the Pipecat service).
     """
 
     def __init__(
@@ -80,15 +81,20 @@ class FrameRenderer:
         return max(16, round(h * s / 2) * 2), max(16, round(w * s / 2) * 2)
 
     def render(self, params: np.ndarray, level: int) -> np.ndarray:
-        """params [B, C] float32 → uint8 [B, h, w, 3] at the level's internal size."""
+        """params [B, C] float32 → images in the pixel format at the level's internal size (h, w):
+        uint8 I420 [B, h·3/2, w] for ``yuv420p`` (drawn as I420 by the rasteriser: no RGB image, no
+        colour conversion afterwards), uint8 [B, h, w, 3] for ``rgb24``."""
         lvl = self.levels[level]
-        return np.asarray(self._splat.render(params, size=self.level_size(level), lod=lvl.lod))
+        size = self.level_size(level)
+        if self.pixel_format == "yuv420p":
+            return self._splat.render_i420(params, size=size, lod=lvl.lod)
+        return np.asarray(self._splat.render(params, size=size, lod=lvl.lod))
 
     def to_video_frame(self, image: np.ndarray) -> VideoFrame:
-        """uint8 [h, w, 3] → a frame at the output size (scaled up when rendered smaller)."""
-        frame = VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        """One image of :meth:`render` → a frame at the output size (scaled up when rendered smaller)."""
         h, w = self.size
-        if self.pixel_format == "rgb24" and (frame.height, frame.width) == (h, w):
+        frame = VideoFrame.from_ndarray(np.ascontiguousarray(image), format=self.pixel_format)
+        if (frame.height, frame.width) == (h, w):
             return frame
         return frame.reformat(width=w, height=h, format=self.pixel_format)
 
