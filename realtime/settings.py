@@ -75,7 +75,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For / Forwarded name the client
     # process
     log_level: str = "INFO"
-    numba_threads: int | None = None
+    numba_threads: int | None = None  # threads one frame's render uses (None: all cores / render_workers)
+    render_workers: int | None = None  # frames rendered at once (None: one per core on cpu, else 1)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -211,6 +212,7 @@ def _validate(s: Settings) -> None:
         "idle_timeout_s",
         "session_max_s",
         "connect_timeout_s",
+        "render_workers",
     ):
         value = getattr(s, name)
         if value is not None and value < 1:

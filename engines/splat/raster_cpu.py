@@ -696,6 +696,14 @@ def backdrop_i420(
     return rasterize_cpu_i420(g, camera, background, plate)[0]
 
 
+def set_frame_threads(threads: int) -> int:
+    """Threads the calling thread's renders use from now on (numba's count is per calling thread);
+    returns the count applied (at most the pool numba started with)."""
+    applied = max(1, min(int(threads), int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    numba.set_num_threads(applied)
+    return applied
+
+
 def warmup() -> float:
     """Compile (or load from the numba cache) every kernel on a tiny input; returns seconds taken."""
     start = time.perf_counter()

@@ -34,7 +34,20 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--size", type=int, default=None, help="video size in pixels (square), default 512")
     g.add_argument("--render-backend", dest="render_backend", default=None, choices=BACKENDS)
     g.add_argument("--a2v-runtime", dest="a2v_runtime", default=None, choices=RUNTIME_CHOICES)
-    g.add_argument("--numba-threads", dest="numba_threads", type=int, default=None)
+    g.add_argument(
+        "--numba-threads",
+        dest="numba_threads",
+        type=int,
+        default=None,
+        help="threads one frame's CPU render uses (default: the cores shared out among the render workers)",
+    )
+    g.add_argument(
+        "--render-workers",
+        dest="render_workers",
+        type=int,
+        default=None,
+        help="frames rendered at once (default: one per core with the cpu backend, else 1)",
+    )
 
 
 def _llm_fault_flags(g: argparse._ArgumentGroup) -> None:

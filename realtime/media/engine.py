@@ -7,7 +7,9 @@ state. Nothing here is global.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,18 +41,27 @@ class Engine:
         path = resolve_avatar_path(settings.avatar, settings.avatars) or assets.default_avatar()
         avatar = load_avatar(path)
         renderer = FrameRenderer(avatar, (settings.size, settings.size), backend=settings.render_backend)
-        scheduler = Scheduler(fps=settings.fps)
+        workers, threads = render_pool(settings)
+        setup = None
+        if settings.render_backend == "cpu":
+            from engines.splat.raster_cpu import set_frame_threads
+
+            setup = functools.partial(set_frame_threads, threads)
+        scheduler = Scheduler(fps=settings.fps, workers=workers, worker_setup=setup)
         lip_model = load_lip_model(settings)
         engine = cls(settings, avatar, renderer, scheduler, lip_model)
         if warmup:
             compile_s = renderer.warmup()
             logger.info("engine: renderer warmed up in %.1f s", compile_s)
         logger.info(
-            "engine: avatar %s (%d Gaussians, %d channels), %s backend at %d px, %d fps, ready in %.1f s",
+            "engine: avatar %s (%d Gaussians, %d channels), %s backend (%d render workers x %d threads) "
+            "at %d px, %d fps, ready in %.1f s",
             path.name,
             len(avatar.means),
             len(avatar.channels),
             settings.render_backend,
+            workers,
+            threads,
             settings.size,
             settings.fps,
             time.perf_counter() - t,
@@ -66,6 +77,16 @@ class Engine:
 
     def close(self) -> None:
         self.scheduler.close()
+
+
+def render_pool(settings: Settings) -> tuple[int, int]:
+    """(render workers, threads per frame): by default one worker per core on the cpu backend, each
+    frame on one thread (see :mod:`realtime.media.scheduler`); one worker on every core otherwise."""
+    cores = os.cpu_count() or 1
+    if settings.render_backend != "cpu":
+        return settings.render_workers or 1, settings.numba_threads or cores
+    workers = settings.render_workers or cores
+    return workers, settings.numba_threads or max(1, cores // workers)
 
 
 def load_lip_model(settings: Settings) -> LipModel | None:
