@@ -154,6 +154,9 @@ class Stats(Event):
     utterances: int
     underrun_samples: int
     state: AvatarState
+    video_kbps: int | None = None  # the bitrate the video encoder runs at (the receiver's estimate)
+    video_psnr_db: float | None = None  # mean luma PSNR of the frames encoded since the last stats
+    video_keyframes: int = 0  # keyframes sent so far (first frame, receiver's requests, bitrate changes)
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,10 @@ class Histogram:
 class StageTimings:
     """One histogram per pipeline stage, rendered together as one Prometheus metric family."""
 
+    # encode: wall time the WebRTC sender spends between two frames (hand-offs, encoding, sending, waiting
+    # for the event loop); encode_cpu: the encoder's own CPU time per frame.
     # tts_to_frame: once per reply, first TTS audio in AvatarStream → its first frame released to the tracks
-    STAGES = ("lipsync", "motion", "render", "encode", "frame_lateness", "tts_to_frame")
+    STAGES = ("lipsync", "motion", "render", "encode", "encode_cpu", "frame_lateness", "tts_to_frame")
 
     def __init__(self, metric: str = "splatcast_stage_ms") -> None:
         self.metric = metric

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,38 @@ class EncodedFrame:
 
 
 EncodeObserver = Callable[[EncodedFrame], None]
+
+
+class EncodeStats:
+    """One stream's running totals of :class:`EncodedFrame` reports (thread-safe: the encoder reports
+    from aiortc's executor threads). :meth:`take_psnr` gives the mean since it was last called."""
+
+    def __init__(self, on_cpu_ms: Callable[[float], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._on_cpu_ms = on_cpu_ms
+        self.frames = 0
+        self.keyframes = 0
+        self.bitrate: int | None = None
+        self._psnr_sum = 0.0
+        self._psnr_n = 0
+
+    def __call__(self, report: EncodedFrame) -> None:
+        with self._lock:
+            self.frames += 1
+            self.keyframes += int(report.keyframe)
+            self.bitrate = report.bitrate
+            if report.psnr_y_db is not None:
+                self._psnr_sum += report.psnr_y_db
+                self._psnr_n += 1
+        if self._on_cpu_ms is not None:
+            self._on_cpu_ms(report.cpu_ms)
+
+    def take_psnr(self) -> float | None:
+        """Mean luma PSNR (dB) of the frames reported since the last call (None: none reported)."""
+        with self._lock:
+            total, n = self._psnr_sum, self._psnr_n
+            self._psnr_sum, self._psnr_n = 0.0, 0
+        return total / n if n else None
 
 
 def psnr_db(sse: float, samples: int) -> float:
@@ -149,8 +182,8 @@ class RenderedVp8Encoder(Vp8Encoder):
         codec = self.codec
         if codec is None or self._needs_new_codec(frame):
             codec = self.codec = self._new_codec(frame)
-        if force_keyframe:
-            frame.pict_type = av.video.frame.PictureType.I
+        # a repeated frame is the same object as before: a keyframe request must not stick to it
+        frame.pict_type = av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
         packets = codec.encode(frame)
         data = b"".join(bytes(p) for p in packets)
         payloads = self._packetize(data, self.picture_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import secrets
@@ -47,6 +48,7 @@ from realtime.media.pacer import FramePacer
 from realtime.media.scheduler import AtCapacity, Lease
 from realtime.media.stream import AvatarStream, FrameJob
 from realtime.media.tracks import AvatarAudioTrack, AvatarVideoTrack, MediaOutlet
+from realtime.media.video_encoder import EncodeStats
 from realtime.tasks import spawn
 from realtime.web.agent_check import Load
 from realtime.web.memory import release_freed_memory
@@ -118,6 +120,8 @@ class Session:
         self.outlet = MediaOutlet(engine.settings.fps, self.stream.sample_rate, on_start=self._on_clock_start)
         self.outlet.encode_timer = lambda ms: engine.scheduler.timings.observe("encode", ms)
         renderer = avatar.renderer if avatar is not None else engine.renderer
+        # the VP8 encoder (realtime.media.video_encoder) reports each frame it encodes here
+        self.encoded = EncodeStats(functools.partial(engine.scheduler.timings.observe, "encode_cpu"))
         self.pacer = FramePacer(
             self.stream, engine.scheduler, renderer, self._release, on_error=self._pacer_failed
         )
@@ -221,6 +225,7 @@ class Session:
             self.engine.scheduler.timings.observe("tts_to_frame", ms)
             self.publish(LipLatency(frame=job.index, ms=round(ms, 2)))
             self._reply_in_at = self._reply_first_frame = None
+        frame.opaque = self.encoded  # the encoder's report of this frame goes to this session
         self.outlet.release(job, frame, repeated)
 
     def _silence_on_interrupt(self, event: Event) -> None:
@@ -308,6 +313,9 @@ class Session:
             utterances=s.utterances,
             underrun_samples=s.underrun_samples,
             state=self.stream.state,
+            video_kbps=round(self.encoded.bitrate / 1000) if self.encoded.bitrate else None,
+            video_psnr_db=None if (psnr := self.encoded.take_psnr()) is None else round(psnr, 2),
+            video_keyframes=self.encoded.keyframes,
         )
 
     def info(self) -> SessionInfo:
