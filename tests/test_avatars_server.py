@@ -165,3 +165,39 @@ async def test_offer_with_an_unknown_avatar_is_404(server: ServerProcess) -> Non
     finally:
         await client.close(delete=False)
     assert _get(server, "/healthz")["sessions"] == 0
+
+
+@pytest.mark.slow
+async def test_a_session_keeps_streaming_while_an_avatar_builds(server: ServerProcess) -> None:
+    """The build runs beside a live session; the session never stalls (its frame rate is a benchmark:
+    `splatcast bench build`)."""
+    client = Client(server.base)
+    try:
+        await client.connect()
+        await client.wait_video(25, timeout=60)
+        async with aiohttp.ClientSession() as http:
+            form = aiohttp.FormData()
+            form.add_field("name", "built beside a call")
+            form.add_field("file", _blue_astronaut(), filename="blue.jpg", content_type="image/jpeg")
+            async with http.post(f"{server.base}/api/avatars", data=form) as r:
+                created = await r.json()
+                assert r.status == 202, created
+            running_seen = False
+            windows: list[int] = []
+            while True:
+                before = len(client.rx.video_t)
+                await asyncio.sleep(2.0)
+                async with http.get(f"{server.base}/api/avatars/jobs/{created['job']}") as r:
+                    job = await r.json()
+                if job["state"] == "running":
+                    running_seen = True
+                    windows.append(len(client.rx.video_t) - before)
+                if job["state"] in ("done", "failed", "cancelled"):
+                    break
+            assert job["state"] == "done", job
+            assert running_seen and windows
+            assert min(windows) > 0, windows  # frames arrived in every 2 s window of the build
+            async with http.delete(f"{server.base}/api/avatars/{created['id']}") as r:
+                assert r.status == 200
+    finally:
+        await client.close()
