@@ -48,8 +48,10 @@ class StageBars:
             return
         if total and total != bar.total:
             bar.total = int(total)
-        bar.n = min(int(done), int(bar.total))
-        bar.refresh()
+            bar.refresh()
+        step = min(int(done), int(bar.total)) - bar.n
+        if step:
+            bar.update(step)  # tqdm redraws at most every mininterval (0.1 s)
 
     def close(self) -> None:
         if self._bar is not None:
