@@ -73,6 +73,9 @@ class TimingAvatar:
     def interrupt(self) -> None:
         self._mark("interrupt")
 
+    def user_pause(self) -> None:
+        pass  # a backchannel nod: nothing to time
+
     def set_user_speaking(self, speaking: bool) -> None:
         self._mark("user_speaking" if speaking else "user_stopped")
 

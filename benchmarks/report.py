@@ -5,7 +5,7 @@ JSON schema ``splatcast-bench`` version 1 (one file per run)::
     {
       "schema": "splatcast-bench",
       "schema_version": 1,
-      "kind": "latency" | "load" | "lipsync" | "soak",
+      "kind": "latency" | "load" | "lipsync" | "soak" | "expression",
       "created_utc": "2026-11-22T05:00:00Z",
       "command": "splatcast bench latency --sessions 1 --duration 60",
       "machine": {cpu, cores, memory_gb, os, python, gpu, load_avg_1m_at_start, packages{...}},
@@ -41,7 +41,7 @@ from benchmarks.machine import git_info, machine_info
 
 SCHEMA = "splatcast-bench"
 SCHEMA_VERSION = 1
-KINDS = ("latency", "load", "lipsync", "soak")
+KINDS = ("latency", "load", "lipsync", "soak", "expression")
 
 # which way is better for each headline figure
 DIRECTION: dict[str, str] = {
@@ -106,6 +106,7 @@ _KIND_FIELDS: dict[str, dict[str, type]] = {
     "latency": {"sessions": list, "server": dict, "series": dict},
     "load": {"steps": list, "server": dict},
     "lipsync": {"sentences": list},
+    "expression": {"emotion": dict, "emphasis": dict},
     "soak": {"series": dict, "sessions": list},
 }
 
@@ -498,6 +499,24 @@ def plot_lipsync(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     return [_save(fig, out_dir / "lipsync.png")]
 
 
+def plot_expression(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Mouth-corner elevation of the happy and the sad sentences, with expression on and off."""
+    plt = _pyplot()
+    emotion = report["emotion"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    keys = [k for k in emotion if k.startswith("e")]
+    for i, key in enumerate(keys):
+        for j, (label, color) in enumerate((("happy", "tab:orange"), ("sad", "tab:blue"))):
+            values = emotion[key][label]
+            x = [i * 3 + j] * len(values)
+            ax.scatter(x, values, color=color, label=label if i == 0 else None, alpha=0.7)
+    ax.set_xticks([i * 3 + 0.5 for i in range(len(keys))])
+    ax.set_xticklabels([f"expressiveness {k[1:]}" for k in keys])
+    ax.set_ylabel("mouth-corner elevation (inter-ocular distances)")
+    ax.legend()
+    return [_save(fig, out_dir / "expression_corners.png")]
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -539,9 +558,13 @@ def write_outputs(
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / f"{report['kind']}.md").write_text(md)
-        plot = {"latency": plot_latency, "load": plot_load, "lipsync": plot_lipsync, "soak": plot_soak}[
-            report["kind"]
-        ]
+        plot = {
+            "latency": plot_latency,
+            "load": plot_load,
+            "lipsync": plot_lipsync,
+            "soak": plot_soak,
+            "expression": plot_expression,
+        }[report["kind"]]
         plot(report, report_dir)
     return md, regressions
 

@@ -167,6 +167,7 @@ class Target:
                 "size": s.size,
                 "fps": s.fps,
                 "render_backend": s.render_backend,
+                "expressiveness": s.expressiveness,
                 "mouth_box": list(self.mouth_box) if self.mouth_box else None,
             }
             if self.url is not None:
@@ -178,6 +179,7 @@ class Target:
                 return self
             args = ["--avatar", str(path), "--size", str(s.size), "--fps", str(s.fps)]
             args += ["--render-backend", s.render_backend, "--capacity", str(LOCAL_CAPACITY)]
+            args += ["--expressiveness", str(s.expressiveness)]
             if s.numba_threads:
                 args += ["--numba-threads", str(s.numba_threads)]
             env = dict(os.environ, SPLATCAST_OFFER_RATE_PER_MINUTE="10000", SPLATCAST_LOG_LEVEL="WARNING")

@@ -89,6 +89,7 @@ class SpeechChunk:
     pcm: np.ndarray  # [N] float32 in [-1, 1]
     sample_rate: int
     alignments: tuple[Alignment, ...]  # num_samples sum to N
+    words: tuple[int, int] | None = None  # stream(): [start, end) of the text's words this chunk's piece says
 
     @property
     def duration_s(self) -> float:
@@ -221,6 +222,20 @@ def split_text(
     return pieces
 
 
+def split_sentences(text: str) -> list[str]:
+    """``text`` cut after each sentence mark (the rules of :func:`split_text`, no clause or length cuts)."""
+    words = text.split()
+    out: list[str] = []
+    start = 0
+    for i, word in enumerate(words):
+        if _boundary(word) == "sentence":
+            out.append(" ".join(words[start : i + 1]))
+            start = i + 1
+    if start < len(words):
+        out.append(" ".join(words[start:]))
+    return out
+
+
 def trim_silence(chunk: SpeechChunk, head: bool, tail: bool, keep_s: float = KEEP_SILENCE_S) -> SpeechChunk:
     """Shorten Piper's leading ``^`` (``head``) and trailing ``$`` (``tail``) silence.
 
@@ -347,6 +362,8 @@ class PiperTTS:
     ) -> Iterator[SpeechChunk]:
         """Yield chunks of ``text`` clause by clause, the first one short (see the module docstring).
 
+        Each chunk's ``words`` says which words of ``text`` (split on whitespace) its piece says.
+
         Each piece of :func:`split_text` is one Piper call, made only when the
         previous chunk has been taken (a consumer that stops early pays for no
         more synthesis). The first chunk's leading silence is trimmed when
@@ -355,12 +372,15 @@ class PiperTTS:
         on both sides of the join is trimmed too.
         """
         pieces = split_text(text, first_max_words=first_max_words)
+        word = 0
         for p, piece in enumerate(pieces):
+            span = (word, word + len(piece.split()))
+            word = span[1]
             chunks = list(self.synthesize(piece, options))
             for c, chunk in enumerate(chunks):
                 head = c == 0 and (trim_lead if p == 0 else not ends_sentence(pieces[p - 1]))
                 tail = c == len(chunks) - 1 and p < len(pieces) - 1 and not ends_sentence(piece)
-                yield trim_silence(chunk, head=head, tail=tail)
+                yield replace(trim_silence(chunk, head=head, tail=tail), words=span)
 
 
 def _session_with_threads(model: Path, threads: int) -> Any:

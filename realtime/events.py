@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, get_args, get_origin
 AvatarState = Literal["idle", "speaking", "listening"]
 Role = Literal["user", "assistant"]
 Stage = Literal["stt", "llm", "tts", "avatar", "pipeline"]
+EmotionSource = Literal["api", "tag", "text"]
 
 EVENT_TYPES: dict[str, type[Event]] = {}  # wire name → class, filled as classes are defined
 
@@ -99,9 +100,17 @@ class UtteranceDone(Event):
 
 @dataclass(frozen=True)
 class EmotionChanged(Event):
+    """The face's emotion: set through the API (``source`` api; ``name`` auto: back to inferred ones), or
+    inferred for a sentence as it starts to play (``source`` tag: the LLM's tag, text: its words;
+    ``applied`` false while the API's emotion holds or expressiveness is 0)."""
+
     type: ClassVar[str] = "emotion"
     name: str
     intensity: float
+    source: EmotionSource | None = None
+    valence: float | None = None  # the sentence's VADER valence -1..1
+    text: str | None = None  # the sentence
+    applied: bool | None = None
 
 
 # --- the conversation ---------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class Settings:
     system_prompt: str = "You are a friendly, concise assistant. Answer in one or two short sentences."
     llm_timeout_s: float = 15.0  # longest wait for the first token (and between tokens) of an LLM answer
     llm_fallback: str = "Sorry, I could not think of an answer just now."  # said when a turn fails; "": none
+    # expression: emotion from the reply's text, emphasis from the voice, listening reactions; 0 = off
+    expressiveness: float = 0.6
     # access and limits (see README "Deploying")
     token: str | None = field(default=None, repr=False)  # bearer token for /api and the websocket; a secret
     insecure: bool = False  # allow a non-loopback bind without a token
@@ -237,6 +239,10 @@ def _validate(s: Settings) -> None:
         parse_networks(s.trusted_proxies)
     except ValueError as exc:
         raise SettingsError(f"trusted_proxies: {exc}") from None
+    if not 0.0 <= s.expressiveness <= 1.0:  # also false for NaN
+        raise SettingsError(
+            f"expressiveness must be within 0..1 (0: off, 0.6: natural), got {s.expressiveness}"
+        )
 
 
 def parse_networks(values: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

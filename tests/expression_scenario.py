@@ -53,14 +53,25 @@ def alignments_for(n: int) -> list[Alignment]:
     return out
 
 
-def run_scenario(stream_factory: Any) -> np.ndarray:
-    """``stream_factory(channels, fps, seed) -> AvatarStream``; returns params [FRAMES, C] float32."""
+def run_scenario(stream_factory: Any, extras: bool = False) -> np.ndarray:
+    """``stream_factory(channels, fps, seed) -> AvatarStream``; returns params [FRAMES, C] float32.
+
+    ``extras``: also use what issue 17 added (sentence emotions on the chunks, the user's pauses,
+    expressiveness set to 0 again mid-way), which must change nothing at expressiveness 0.
+    """
+    from engines.expression.emotions import EmotionCue
+
     stream = stream_factory(CHANNELS, 25, 11)
+    cue = {"emotion": EmotionCue("surprised", 0.9, "text")} if extras else {}
     out = []
     for k in range(FRAMES):
+        if extras and k in (95, 120, 275, 300):
+            stream.user_pause()
+        if extras and k == 200:
+            stream.set_expressiveness(0.0)
         if k == 10:
             pcm = voiced(22_050, 2.4)
-            stream.push_tts_audio(pcm, 22_050, alignments_for(len(pcm)), reply="a")
+            stream.push_tts_audio(pcm, 22_050, alignments_for(len(pcm)), reply="a", **cue)
             stream.end_utterance()
         if k == 30:
             stream.set_emotion("happy", 0.8)
@@ -75,7 +86,7 @@ def run_scenario(stream_factory: Any) -> np.ndarray:
         if k == 160:
             pcm = voiced(16_000, 2.0, f0=140.0, seed=2)
             for i in range(0, len(pcm), 1600):
-                stream.push_tts_audio(pcm[i : i + 1600], 16_000, reply="b")
+                stream.push_tts_audio(pcm[i : i + 1600], 16_000, reply="b", **(cue if i == 8000 else {}))
             stream.end_utterance()
         if k == 260:
             stream.set_user_speaking(True)
@@ -86,7 +97,7 @@ def run_scenario(stream_factory: Any) -> np.ndarray:
 
 
 def main(path: str) -> None:
-    from realtime.avatar_stream import AvatarStream
+    from realtime.media.stream import AvatarStream
 
     params = run_scenario(lambda ch, fps, seed: AvatarStream(ch, fps=fps, seed=seed))
     np.savez_compressed(path, params=params, channels=np.array(CHANNELS))

@@ -69,6 +69,7 @@ class RecordingAvatar(AvatarStream):
         super().__init__(CHANNELS, fps=25)
         self.calls: list[tuple[str, Any]] = []
         self.audio: list[tuple[np.ndarray, int, Sequence[Any] | None]] = []
+        self.emotions: list[Any] = []  # the EmotionCue (or None) that came with each chunk
         self.events: list[dict[str, Any]] = []
         self.add_listener(record(self.events))
         self.changed = asyncio.Event()
@@ -78,12 +79,25 @@ class RecordingAvatar(AvatarStream):
         self.changed.set()
 
     def push_tts_audio(
-        self, pcm: np.ndarray, sample_rate: int, alignments: Any = None, reply: str | None = None
+        self,
+        pcm: np.ndarray,
+        sample_rate: int,
+        alignments: Any = None,
+        reply: str | None = None,
+        emotion: Any = None,
+        emphasis: Any = None,
     ) -> bool:
-        accepted = super().push_tts_audio(pcm, sample_rate, alignments, reply=reply)
+        accepted = super().push_tts_audio(
+            pcm, sample_rate, alignments, reply=reply, emotion=emotion, emphasis=emphasis
+        )
         self.audio.append((np.array(pcm), sample_rate, alignments))
+        self.emotions.append(emotion)
         self._record("push_tts_audio", len(self.audio) - 1)
         return accepted
+
+    def user_pause(self) -> None:
+        super().user_pause()
+        self._record("user_pause")
 
     def end_utterance(self) -> None:
         super().end_utterance()

@@ -273,6 +273,8 @@ class FakeChatServer:
         self.release = asyncio.Event()  # set by the test once the first sentence has reached the avatar
         self.released_in_time: bool | None = None
         self.fail_next = False
+        self.first: list[str] = ["Hello", " there", ".", " I", " am"]  # streamed before the release ...
+        self.rest: list[str] = [" the", " second", " sentence", "."]  # ... and after it
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -304,14 +306,14 @@ class FakeChatServer:
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for token in ["Hello", " there", ".", " I", " am"]:
+        for token in self.first:
             await response.write(chat_chunk(token))
         try:
             await asyncio.wait_for(self.release.wait(), timeout=10.0)
             self.released_in_time = True
         except TimeoutError:
             self.released_in_time = False
-        for token in [" the", " second", " sentence", "."]:
+        for token in self.rest:
             await response.write(chat_chunk(token))
         await response.write(chat_chunk(None, "stop"))
         await response.write(b"data: [DONE]\n\n")
@@ -358,7 +360,8 @@ async def test_openai_brain_speaks_the_first_sentence_while_the_rest_streams(
     assert request["headers"]["Authorization"] == f"Bearer {key}"
     assert request["body"]["model"] == "test-model"
     assert request["body"]["stream"] is True
-    assert request["body"]["messages"][0] == {"role": "system", "content": "You are a test."}
+    system = request["body"]["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("You are a test.")
     assert request["body"]["messages"][-1] == {"role": "user", "content": "Say hello."}
     spoken = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "assistant"]
     assert [normalise(t) for t in spoken] == ["hello there", "i am the second sentence"]
@@ -400,3 +403,33 @@ async def test_openai_brain_error_keeps_the_session_alive(
     assert key not in logs_as_cli.text  # the endpoint echoed it: Pipecat's error lines are masked
     assert "***" in logs_as_cli.text
     assert key not in json.dumps(events)
+
+
+async def test_llm_emotion_tags_reach_the_face_and_never_the_voice(speech_models: SpeechModels) -> None:
+    """An LLM that tags its first sentence (split across tokens) and not its second: the first gets the
+    tag's emotion, the second its words' (the fallback); no tag is spoken or shown in the transcript."""
+    from engines.expression.tags import tag_instruction
+
+    avatar = RecordingAvatar()
+    events: list[dict[str, Any]] = []
+    async with FakeChatServer() as server:
+        server.first = ["[sa", "d]", " I", " am", " so", " sorry", ".", " Your", " flight"]
+        server.rest = [" was", " cancelled", " and", " the", " bags", " are", " lost", "."]
+        server.release.set()
+        settings = Settings(brain="openai", llm_url=server.url, llm_model="m", system_prompt="Be kind.")
+        conversation = Conversation(settings, avatar, record(events), models=speech_models)
+        async with running(conversation):
+            await conversation.send_text("How was my trip?")
+            await avatar.wait_for(lambda: avatar.names().count("end_utterance") >= 1)
+            await avatar.wait_for(lambda: sum(e is not None for e in avatar.emotions) >= 2)
+
+    assert tag_instruction() in server.requests[0]["body"]["messages"][0]["content"]
+    cues = [c for c in avatar.emotions if c is not None]
+    assert [(c.name, c.source) for c in cues] == [("sad", "tag"), ("sad", "text")]
+    spoken = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "assistant"]
+    assert [normalise(t) for t in spoken] == [
+        "i am so sorry",
+        "your flight was cancelled and the bags are lost",
+    ]
+    phonemes = "".join(a.phoneme for _, _, al in avatar.audio for a in (al or ()))
+    assert "sˈæd" not in phonemes  # "sad" was never said

@@ -120,13 +120,26 @@ class CallLog:
 
     def __init__(self, refuse_audio: bool = False) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.emotions: list[Any] = []  # the emotion that came with each chunk
         self.refuse_audio = refuse_audio
 
-    def push_tts_audio(self, pcm: np.ndarray, sample_rate: int, alignments: Any, reply: str | None) -> bool:
+    def push_tts_audio(
+        self,
+        pcm: np.ndarray,
+        sample_rate: int,
+        alignments: Any,
+        reply: str | None,
+        emotion: Any = None,
+        emphasis: Any = None,
+    ) -> bool:
         if self.refuse_audio:
             raise ValueError("sample rate out of range")
         self.calls.append(("push_tts_audio", (pcm.dtype, len(pcm), sample_rate, alignments)))
+        self.emotions.append(emotion)
         return True
+
+    def user_pause(self) -> None:
+        self.calls.append(("user_pause", None))
 
     def end_utterance(self) -> None:
         self.calls.append(("end_utterance", None))

@@ -147,12 +147,20 @@ async def test_bad_requests_get_clear_errors_and_others_keep_streaming(
                     b'{"name": "happy", "intensity": 9}',
                     400,
                 ),
+                ("post", f"/api/sessions/{client.session_id}/expressiveness", b'{"value": 1.5}', 400),
+                ("post", f"/api/sessions/{client.session_id}/expressiveness", b'{"value": "max"}', 400),
+                ("post", "/api/sessions/nope/expressiveness", b'{"value": 0.5}', 404),
+                ("post", "/api/offer", b'{"sdp": "v=0", "type": "offer", "expressiveness": -1}', 400),
             ]
             for method, path, body, expected in cases:
                 async with http.request(method, base + path, data=body, headers=client.auth) as resp:
                     payload = await resp.json()
                     assert resp.status == expected, (path, body[:40], resp.status, payload)
                     assert isinstance(payload.get("error"), str) and payload["error"]
+            for path, body in (("expressiveness", b'{"value": 0.3}'), ("emotion", b'{"name": "auto"}')):
+                url = f"{base}/api/sessions/{client.session_id}/{path}"
+                async with http.post(url, data=body, headers=client.auth) as resp:
+                    assert resp.status == 200, (path, await resp.text())
             async with http.get(base + "/api/sessions") as resp:
                 sessions = await resp.json()
             assert [s["id"] for s in sessions] == [client.session_id]

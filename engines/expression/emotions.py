@@ -24,6 +24,7 @@ class EmotionCue:
     intensity: float  # 0..1
     source: str  # one of SOURCES
     valence: float = 0.0  # the text's valence -1..1 (VADER compound; 0 when unknown)
+    text: str = ""  # the sentence it is for (reported with the event), when known
 
     def __post_init__(self) -> None:
         if self.name not in EMOTIONS:
@@ -37,12 +38,15 @@ class EmotionCue:
 
     def as_event(self) -> dict[str, object]:
         """The JSON-able fields of an ``emotion`` event on the session's websocket."""
-        return {
+        event: dict[str, object] = {
             "name": self.name,
             "intensity": round(float(self.intensity), 3),
             "source": self.source,
             "valence": round(float(self.valence), 3),
         }
+        if self.text:
+            event["text"] = self.text
+        return event
 
 
 def check_emotion(name: str) -> str:

@@ -54,9 +54,9 @@ TAU_MAX = math.ceil(SAMPLE_RATE / F0_MIN)  # 320 samples
 W = 400  # YIN integration window (25 ms)
 N = W + TAU_MAX + 1  # samples one hop's analysis reads (721)
 HALF = N // 2  # a hop's window is centred on its time: [c - HALF, c - HALF + N)
-NFFT = 2048  # >= N + W: linear (not circular) correlation
+NFFT = 1152  # >= N + W - 1: linear (not circular) correlation; 2^7·3^2, a fast size for pocketfft
 YIN_THRESHOLD = 0.15
-VOICED_MAX_CMNDF = 0.3
+VOICED_MAX_CMNDF = 0.4
 VOICED_MIN_DB = -45.0  # quieter hops are unvoiced whatever their periodicity
 
 TROUGH_S = 0.5  # prominence is measured from the lowest voiced pitch of this long before the frame

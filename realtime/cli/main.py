@@ -48,6 +48,13 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="frames rendered at once (default: one per core with the cpu backend, else 1)",
     )
+    g.add_argument(
+        "--expressiveness",
+        type=float,
+        default=None,
+        help="0..1: emotion from what is said, emphasis from the voice, listening reactions "
+        "(0: off, the face moves as before; default 0.6)",
+    )
 
 
 def _llm_fault_flags(g: argparse._ArgumentGroup) -> None:
@@ -195,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", default=None, help="what the avatar says")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
     p.add_argument("--audio", type=Path, default=None, help="speak this audio file instead of TTS")
-    p.add_argument("--emotion", default="neutral")
+    p.add_argument(
+        "--emotion",
+        default=None,
+        help="hold one emotion for the whole clip: neutral, happy, sad, surprised, thinking "
+        "(default: each sentence's own, from its words)",
+    )
     _settings_flags(p)
 
     # avatar
@@ -343,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("latency", "end-to-end latency and A/V sync with aiortc clients"),
         ("load", "find how many sessions hold 25 FPS"),
         ("lipsync", "lip-sync correlation and lag on held-out sentences"),
+        (
+            "expression",
+            "emotion from text (mouth corners) and emphasis from the voice (brow/head vs accents)",
+        ),
         ("soak", "sessions join and leave for M minutes"),
     ):
         p = command(bench, name, f"benchmarks.{name}:bench_{name}_command", help_text)
@@ -351,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--sessions",
             type=int,
             default=1,
-            help="latency: concurrent clients; load: most sessions to try (default 16); lipsync: sentences; "
+            help="latency: concurrent clients; load: most sessions to try (default 16); lipsync, expression: sentences; "
             "soak: most sessions at once",
         )
         p.add_argument(

@@ -13,7 +13,9 @@ and answers with ``LLMFullResponseStartFrame``, ``LLMTextFrame``s and
   rest is generated. A failed turn (endpoint down, HTTP error, no first token
   within ``--llm-timeout``, a reply that is not a chat completion stream) ends
   with an error event and the spoken ``--llm-fallback`` line, and the next turn
-  tries the endpoint again (:mod:`realtime.conversation.openai_brain`).
+  tries the endpoint again (:mod:`realtime.conversation.openai_brain`). With
+  ``expressiveness`` > 0 the system prompt asks the model to tag each sentence
+  with its emotion (:func:`system_instruction`).
 """
 
 from __future__ import annotations
@@ -89,6 +91,21 @@ class EchoBrain(FrameProcessor):
         await self.push_frame(LLMFullResponseEndFrame())
 
 
+def system_instruction(settings: Settings) -> str | None:
+    """The LLM's system prompt: ours, plus the emotion-tag instruction when the face is expressive.
+
+    The model is asked to begin each sentence with ``[happy]``, ``[sad]``, ... (see
+    :mod:`engines.expression.tags` for why a tag and not a tool call); the TTS removes the tags
+    before speaking, and a sentence without one gets its emotion from its words.
+    """
+    prompt = settings.system_prompt.strip()
+    if settings.expressiveness > 0.0:
+        from engines.expression.tags import tag_instruction
+
+        prompt = f"{prompt}\n\n{tag_instruction()}" if prompt else tag_instruction()
+    return prompt or None
+
+
 def make_brain(settings: Settings) -> FrameProcessor:
     """The brain processor that ``settings.brain`` names (a new one per session)."""
     if settings.brain == "echo":
@@ -107,7 +124,7 @@ def make_brain(settings: Settings) -> FrameProcessor:
             api_key=settings.llm_key or NO_KEY,
             base_url=settings.llm_url,
             settings=GuardedOpenAILLMService.Settings(
-                model=settings.llm_model, system_instruction=settings.system_prompt or None
+                model=settings.llm_model, system_instruction=system_instruction(settings)
             ),
         )
     raise BrainError(f"unknown brain {settings.brain!r}; use echo or openai")

@@ -126,7 +126,7 @@ class Conversation:
 
         if self._models is None:
             self._models = await asyncio.to_thread(SpeechModels.load)
-        self._output = AvatarOutput(self._avatar, self._emit)
+        self._output = AvatarOutput(self._avatar, self._emit, classifier=self._models.text_emotion)
         built = build_pipeline(
             self._settings, self._models, self._output, brain=self._brain, on_user_turn=self._user_turn
         )

@@ -12,7 +12,11 @@ the alignments:
   processor treats it as ordinary TTS audio; the avatar sink reads the field.
   One frame carries one Piper chunk (a clause, :meth:`engines.tts.PiperTTS.stream`)
   at Piper's own rate (22 050 Hz), so the alignments stay exact (no
-  resampling, no re-chunking).
+  resampling, no re-chunking). The first chunk of each sentence also carries
+  ``emotion``, the sentence's :class:`engines.expression.emotions.EmotionCue`:
+  its LLM tag (``[happy]``, removed from the text before synthesis, so it is
+  never spoken) or, without one, what its words say
+  (:mod:`engines.expression.text_emotion`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+from engines.expression.annotate import annotate
+from engines.expression.emotions import EmotionCue
+from engines.expression.stress import ChunkEmphasis, chunk_emphasis
+from engines.expression.text_emotion import ReplyEmotion, TextEmotionClassifier
 from engines.stt import SAMPLE_RATE as STT_SAMPLE_RATE
 from engines.stt import WhisperSTT
 from engines.tts import FIRST_MAX_WORDS, Alignment, PiperTTS, SpeechChunk, SynthesisOptions
@@ -46,6 +54,8 @@ class AlignedTTSAudioRawFrame(TTSAudioRawFrame):
     """TTS audio (16-bit mono PCM) with the phoneme alignments that cover it exactly."""
 
     alignments: tuple[Alignment, ...] = field(default=())
+    emotion: EmotionCue | None = None  # set on the first chunk of each sentence
+    emphasis: ChunkEmphasis | None = None  # its stress beats and pauses, worked out in the TTS thread
 
 
 @dataclass
@@ -54,6 +64,7 @@ class SpeechModels:
 
     stt: WhisperSTT
     tts: PiperTTS
+    text_emotion: TextEmotionClassifier = field(default_factory=TextEmotionClassifier)  # read-only, shared
     # espeak-ng (Piper's phonemizer) keeps global state in C: one synthesis at a time.
     tts_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -65,7 +76,7 @@ class SpeechModels:
         synthesised a clause in 220 ms median (p90 320-340) against 320-345 ms (p90 450-570) with
         onnxruntime's default spinning threads (2-core box, interleaved A/B, load 3.5-3.8).
         """
-        return cls(stt=WhisperSTT.load(), tts=load_voice(voice))
+        return cls(stt=WhisperSTT.load(), tts=load_voice(voice), text_emotion=TextEmotionClassifier().load())
 
     def with_voice(self, tts: PiperTTS) -> SpeechModels:
         """The same models speaking with another voice (Whisper and the synthesis lock stay shared)."""
@@ -117,6 +128,16 @@ def _next_chunk(chunks: Iterator[SpeechChunk], lock: threading.Lock) -> SpeechCh
         return next(chunks, None)
 
 
+def _next_chunk_with_emphasis(
+    chunks: Iterator[SpeechChunk], lock: threading.Lock
+) -> tuple[SpeechChunk, ChunkEmphasis] | None:
+    """The next chunk and its emphasis (prosody + stress beats), both in the TTS worker thread."""
+    chunk = _next_chunk(chunks, lock)
+    if chunk is None:
+        return None
+    return chunk, chunk_emphasis(chunk.pcm, chunk.sample_rate, chunk.alignments)
+
+
 class AlignedPiperTTSService(TTSService):
     """Pipecat TTS on a shared :class:`PiperTTS`: one :class:`AlignedTTSAudioRawFrame` per clause.
 
@@ -147,22 +168,36 @@ class AlignedPiperTTSService(TTSService):
         self._options = options
         self._failed_contexts: set[str] = set()  # contexts whose synthesis failed (already reported)
         self._last_context: str | None = None  # the reply run_tts spoke last (a new one starts short)
+        self._reply_emotion = ReplyEmotion(models.text_emotion)  # the mood of the reply being spoken
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         first_of_reply = context_id != self._last_context
         self._last_context = context_id
+        if first_of_reply:
+            self._reply_emotion.reset()
+        clean, sentences = annotate(text, self._reply_emotion)
+        if not clean:  # nothing but emotion tags: nothing to say
+            await self.remove_audio_context(context_id)
+            return
         chunks = self._models.tts.stream(
-            text,
+            clean,
             self._options,
             first_max_words=FIRST_MAX_WORDS if first_of_reply else None,
             trim_lead=first_of_reply,
         )
         yielded_audio = False
+        piece: tuple[int, int] | None = None
         try:
             while True:
-                chunk = await asyncio.to_thread(_next_chunk, chunks, self._models.tts_lock)
-                if chunk is None:
+                got = await asyncio.to_thread(_next_chunk_with_emphasis, chunks, self._models.tts_lock)
+                if got is None:
                     break
+                chunk, emphasis = got
+                emotion = None
+                if chunk.words != piece:  # the first chunk of a piece: does a sentence start in it?
+                    piece = chunk.words
+                    if sentences and piece is not None and sentences[0].word < piece[1]:
+                        emotion = sentences.pop(0).cue
                 # rounded, not truncated: truncation turned samples just above SILENCE_LEVEL into silence
                 pcm16 = np.rint(np.clip(chunk.pcm, -1.0, 1.0) * 32767.0).astype(np.int16)  # [N]
                 await self.stop_ttfb_metrics()
@@ -172,6 +207,8 @@ class AlignedPiperTTSService(TTSService):
                     num_channels=1,
                     context_id=context_id,
                     alignments=chunk.alignments,
+                    emotion=emotion,
+                    emphasis=emphasis,
                 )
                 yielded_audio = True
         except Exception as exc:  # a failed sentence must not end the session

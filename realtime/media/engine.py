@@ -68,11 +68,18 @@ class Engine:
         )
         return engine
 
-    def new_stream(self, seed: int = 0, avatar: Any = None) -> AvatarStream:
+    def new_stream(
+        self, seed: int = 0, avatar: Any = None, expressiveness: float | None = None
+    ) -> AvatarStream:
         """A new stream of ``avatar`` (an ``engines.splat.avatar.Avatar``; None: the engine's own) at the
-        engine's frame rate, with its lip model."""
+        engine's frame rate, with its lip model (``expressiveness`` None: the settings')."""
+        e = self.settings.expressiveness if expressiveness is None else expressiveness
         return AvatarStream.for_avatar(
-            self.avatar if avatar is None else avatar, self.settings.fps, self.lip_model, seed=seed
+            self.avatar if avatar is None else avatar,
+            self.settings.fps,
+            self.lip_model,
+            seed=seed,
+            expressiveness=e,
         )
 
     def close(self) -> None:

@@ -24,6 +24,19 @@ gathered into the avatar's channel order at the end:
 * **emotion** (:meth:`MotionLayers.set_emotion`): per-emotion blendshape and
   pose overlays × intensity with a cosine transition over 400 ms; overlays bias
   smile/frown/press but never open the jaw;
+* **expressive** (``expressiveness`` > 0, :mod:`engines.expression`): emphasis
+  beats (:attr:`SpeechFrame.emphasis`, from pitch accents or Piper's stress
+  marks) kick the nod and brow springs in proportion to their strength instead
+  of every stress mark kicking them alike; a phrase end
+  (:attr:`SpeechFrame.phrase_end`, or the voice stopping) brings a blink
+  forward with some probability; while listening, the user's pauses
+  (:meth:`MotionLayers.user_pause`) draw backchannel nods and the random nods
+  grow rarer; :meth:`MotionLayers.set_thinking` eases a thinking look in
+  (averted gaze, knitted brow) between the user's turn and the reply. All of
+  it scales with ``expressiveness`` (0.6, :data:`NATURAL_EXPRESSIVENESS`, is
+  the calibrated level) and with the avatar's :class:`ExpressionStyle`. At
+  ``expressiveness == 0`` none of it runs and the frames are exactly those of
+  the layers above alone (its random numbers come from a generator of their own);
 * **interrupt** (:meth:`MotionLayers.interrupt`): the speech part of the mouth
   eases to closed (all a2v mouth channels 0, the ``sil`` viseme) and reaches it
   exactly at frame ``k + floor(0.150 · fps)``; speech frames are ignored until
@@ -64,6 +77,29 @@ class SpeechFrame:
     activity: float  # speech activity 0..1
     stress: bool  # a stressed syllable starts in this frame
     energy: float  # RMS level of the frame's audio 0..1
+    emphasis: float = 0.0  # strength 0..1 of an emphasis beat starting here (used when expressive)
+    phrase_end: bool = False  # a pause after a phrase starts here (used when expressive)
+
+
+@dataclass(frozen=True)
+class ExpressionStyle:
+    """How much a person emphasises while talking, relative to the calibrated defaults (1.0 each).
+
+    Shapes only the expressive layer (``expressiveness`` > 0): the avatar's
+    speaking style (a replica's, measured from its video) scales the emphasis
+    nods and brow raises, the blinks at phrase ends and the emotion overlays.
+    """
+
+    nod: float = 1.0  # emphasis and backchannel nod amplitude
+    brow: float = 1.0  # emphasis brow-raise amplitude
+    phrase_blink: float = 1.0  # chance of a blink at a phrase end
+    emotion: float = 1.0  # inferred emotions' intensity
+
+    def __post_init__(self) -> None:
+        for name in ("nod", "brow", "phrase_blink", "emotion"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0.0 <= value <= 3.0):
+                raise MotionError(f"motion style '{name}' must be within 0..3, got {value!r}")
 
 
 #: Every channel the motion layers know, in their internal order.
@@ -99,6 +135,47 @@ _EMOTION_OVERLAYS: dict[str, dict[str, float]] = {
         "mouthRollLower": 0.1, "headRoll": 0.04, "headYaw": 0.03, "eyeGazeX": 0.35, "eyeGazeY": -0.35,
     },
 }  # fmt: skip
+
+
+TYPICAL_BLINKS_PER_MIN = 17.0  # conversational blink rate the phrase-end blink chance is calibrated for
+TYPICAL_SWAY_PITCH_DEG = 1.0  # head-pitch sway (RMS while speaking) the emphasis nods are calibrated for
+
+
+def expression_style(metadata: dict[str, object] | None) -> ExpressionStyle:
+    """The :class:`ExpressionStyle` an avatar's ``metadata["speaking_style"]`` describes; defaults without one.
+
+    The replica builder's schema (version 1, ``engines/create/speaking_style.py``): emphasis nods scale
+    with the person's head-pitch sway while speaking (``head_sway_rms_deg.pitch`` / 1°), phrase-end
+    blinks with their blink rate (``blink_rate_per_min`` / 17), emotions with how far they smile
+    (``mouth_gain`` of the smile channels). Our own keys ``nod``, ``brow``, ``phrase_blink``,
+    ``emotion`` override those. A malformed entry is logged and ignored: a face that moves by default
+    beats one that fails to load.
+    """
+    style = (metadata or {}).get("speaking_style")
+    if not isinstance(style, dict):
+        return ExpressionStyle()
+    values: dict[str, float] = {}
+    try:
+        sway = style.get("head_sway_rms_deg")
+        if isinstance(sway, dict) and "pitch" in sway:
+            values["nod"] = min(2.5, max(0.3, float(sway["pitch"]) / TYPICAL_SWAY_PITCH_DEG))
+        if "blink_rate_per_min" in style:
+            values["phrase_blink"] = min(
+                2.0, max(0.3, float(style["blink_rate_per_min"]) / TYPICAL_BLINKS_PER_MIN)
+            )
+        gain = style.get("mouth_gain")
+        if isinstance(gain, dict):
+            smiles = [float(gain[k]) for k in ("mouthSmileLeft", "mouthSmileRight") if k in gain]
+            if smiles:
+                values["emotion"] = min(1.5, max(0.5, sum(smiles) / len(smiles)))
+        for key in ("nod", "brow", "phrase_blink", "emotion"):
+            if key in style:
+                values[key] = float(str(style[key]))
+        return ExpressionStyle(**values)
+    except (TypeError, ValueError) as exc:
+        logger.warning("motion: ignoring the avatar's speaking_style %r: %s", style, exc)
+        return ExpressionStyle()
+
 
 # timing (seconds) and amplitudes (radians / gaze units)
 EMOTION_TRANSITION_S = 0.4
@@ -137,6 +214,21 @@ LISTEN_TILT_RAD = 0.045
 LISTEN_BROWS = {"browInnerUp": 0.15, "browOuterUpLeft": 0.1, "browOuterUpRight": 0.1}
 LISTEN_MICRO_GAZE = 0.02
 MOUTH_OVERLAY_SPEAKING = 0.6  # emotion overlays on mouth channels are scaled by this at full activity
+# the expressive layer (expressiveness > 0); amplitudes at NATURAL_EXPRESSIVENESS, scaled linearly
+NATURAL_EXPRESSIVENESS = 0.6
+EMPHASIS_NOD_RAD = 0.035  # nod peak of a full-strength emphasis beat
+EMPHASIS_BROW = 0.35  # brow raise peak of a full-strength emphasis beat
+PHRASE_BLINK_P = 0.6  # chance a phrase end brings a blink
+PHRASE_BLINK_DELAY_S = (0.04, 0.2)
+BLINK_GAP_S = 0.6  # a phrase-end blink keeps this far from any other blink
+BACKCHANNEL_P = 0.75  # chance a pause of the user draws a nod
+BACKCHANNEL_DELAY_S = (0.05, 0.25)
+BACKCHANNEL_REFRACTORY_S = 1.2
+BACKCHANNEL_NOD_RAD = 0.04
+BACKCHANNEL_DOUBLE_P = 0.4
+LISTEN_NOD_SLOWDOWN = 2.0  # random listening nods this much rarer when pauses draw nods
+THINK_TRANSITION_S = 0.35
+THINK_INTENSITY = 0.75  # the thinking look: the "thinking" overlay at this intensity
 
 # spring slots
 _NOD, _LISTEN_NOD, _BROW = 0, 1, 2
@@ -246,7 +338,13 @@ class MotionLayers:
     """
 
     def __init__(
-        self, channels: tuple[str, ...], fps: int, seed: int = 0, style: MotionStyle | None = None
+        self,
+        channels: tuple[str, ...],
+        fps: int,
+        seed: int = 0,
+        style: MotionStyle | None = None,
+        expressiveness: float = 0.0,
+        expression_style: ExpressionStyle | None = None,
     ) -> None:
         channels = tuple(channels)
         if not all(isinstance(c, str) for c in channels):
@@ -281,6 +379,11 @@ class MotionLayers:
         root = np.random.default_rng(self.seed)
         rngs = root.spawn(5)
         self._rng_blink, self._rng_saccade, self._rng_nod, self._rng_drift, self._rng_sway = rngs
+        (self._rng_expr,) = root.spawn(1)  # the expressive layer's own: the five above stay as they were
+        self.expressiveness = 0.0
+        self.set_expressiveness(expressiveness)
+        self.expression_style = expression_style or ExpressionStyle()
+        self._think_row = self._emotion_table[EMOTIONS.index("thinking")].copy()  # [57]
 
         # idle head drift and speech sway: 4 sinusoids per axis (pitch, yaw, roll)
         def sinusoids(
@@ -354,6 +457,15 @@ class MotionLayers:
         self._last_k = -1
         self._last_out: np.ndarray | None = None
 
+        # expressive layer state
+        self._speech_prev = False  # the previous stepped frame had speech (its end is a phrase end)
+        self._last_backchannel = -(10**9)
+        self._thinking = False
+        self._think_from = 0.0
+        self._think_to = 0.0
+        self._think_k0 = 0
+        self._think_n = max(1, round(THINK_TRANSITION_S * fps))
+
     # ------------------------------------------------------------------ events
 
     def interrupt(self, k: int) -> None:
@@ -365,6 +477,9 @@ class MotionLayers:
         self._relaxing = True
         self._was_speaking = False
         self._ignore_speech_until = k + self._interrupt_n
+        if self.expressiveness > 0.0:  # a beat in flight stops with the voice: no swing after the cut
+            self._spring_v[_NOD] = 0.0
+            self._spring_v[_BROW] = 0.0
 
     def set_listening(self, listening: bool, k: int) -> None:
         """Listening behaviour on/off (attentive gaze, tilt, nods, raised brows), eased over 400 ms."""
@@ -397,6 +512,49 @@ class MotionLayers:
         self.emotion = key
         self.intensity = intensity
 
+    def set_expressiveness(self, expressiveness: float) -> None:
+        """0 (today's motion exactly) .. 1 (animated); 0.6 is the calibrated, natural level."""
+        e = float(expressiveness)
+        if not 0.0 <= e <= 1.0:  # also rejects NaN
+            raise MotionError(f"expressiveness must be within 0..1, got {expressiveness!r}")
+        self.expressiveness = e
+
+    @property
+    def _gain(self) -> float:
+        return self.expressiveness / NATURAL_EXPRESSIVENESS
+
+    def user_pause(self, k: int) -> None:
+        """The user paused inside their turn: while listening, maybe a backchannel nod (expressive only)."""
+        k = self._check_k(k)
+        if self.expressiveness <= 0.0 or not self._listening:
+            return
+        if k - self._last_backchannel < self._frames(BACKCHANNEL_REFRACTORY_S):
+            return
+        rng = self._rng_expr
+        if rng.random() >= min(1.0, BACKCHANNEL_P * self._gain):
+            return
+        self._last_backchannel = k
+        amp = BACKCHANNEL_NOD_RAD * self._gain * self.expression_style.nod * float(rng.uniform(0.7, 1.0))
+        start = k + self._frames(float(rng.uniform(*BACKCHANNEL_DELAY_S)))
+        self._pending_nods.append((start, amp))
+        if rng.random() < BACKCHANNEL_DOUBLE_P:  # "mm-hm"
+            self._pending_nods.append((start + self._frames(LISTEN_DOUBLE_NOD_GAP_S), 0.6 * amp))
+
+    def set_thinking(self, thinking: bool, k: int) -> None:
+        """The thinking look on/off (averted gaze, knitted brow), eased over 350 ms; expressive only."""
+        k = self._check_k(k)
+        thinking = bool(thinking) and self.expressiveness > 0.0
+        if thinking == self._thinking:
+            return
+        self._think_from = self._think_weight(k - 1)
+        self._think_to = 1.0 if thinking else 0.0
+        self._think_k0 = k
+        self._thinking = thinking
+
+    @property
+    def thinking(self) -> bool:
+        return self._thinking
+
     # ------------------------------------------------------------------ the frame
 
     def frame(self, k: int, speech: SpeechFrame | None) -> np.ndarray:
@@ -417,8 +575,12 @@ class MotionLayers:
         i = self._i
         listen = self._listen_weight(k)
 
-        # emotion overlay (blendshapes, pose, gaze)
+        # emotion overlay (blendshapes, pose, gaze), and the thinking look on top
         self._emotion_at(k, f)
+        if self._think_to > 0.0 or self._think_from > 0.0:
+            think = self._think_weight(k)
+            if think > 0.0:
+                f += self._think_row * (think * THINK_INTENSITY * min(1.0, self._gain))
         if speech is not None:  # visemes dominate the mouth while speaking
             f[self._mouth_idx] *= 1.0 - (1.0 - MOUTH_OVERLAY_SPEAKING) * min(max(speech.activity, 0.0), 1.0)
 
@@ -477,21 +639,30 @@ class MotionLayers:
 
     def _step(self, j: int, speech: SpeechFrame | None) -> None:
         """Advance the dynamics (springs, energy, schedules) into frame j."""
+        expressive = self.expressiveness > 0.0
         if speech is not None:
             e = min(max(float(speech.energy), 0.0), 1.0)
-            if speech.stress:
+            if expressive:
+                self._emphasis(j, speech)
+            elif speech.stress:
                 g = 0.5 + 0.5 * min(1.0, e / ENERGY_FULL)
                 self._spring_v[_NOD] += NOD_PEAK_RAD * g * self._spring_kick[_NOD]
                 self._spring_v[_BROW] += g * self._spring_kick[_BROW]
         else:
             e = 0.0
+            if expressive and self._speech_prev:  # the voice stopped: the end of a phrase
+                self._phrase_blink(j)
+        self._speech_prev = speech is not None
         self._energy += (1.0 - math.exp(-self._dt / ENERGY_TAU_S)) * (e - self._energy)
         if self._next_listen_nod is not None and j >= self._next_listen_nod:
             amp = LISTEN_NOD_PEAK_RAD * float(self._rng_nod.uniform(0.6, 1.0))
             self._pending_nods.append((j, amp))
             if self._rng_nod.random() < LISTEN_DOUBLE_NOD_P:
                 self._pending_nods.append((j + self._frames(LISTEN_DOUBLE_NOD_GAP_S), 0.6 * amp))
-            self._next_listen_nod = j + self._frames(float(self._rng_nod.uniform(*LISTEN_NOD_INTERVAL_S)))
+            interval = float(self._rng_nod.uniform(*LISTEN_NOD_INTERVAL_S))
+            if self.expressiveness > 0.0:  # the user's pauses draw nods now: fewer at random
+                interval *= LISTEN_NOD_SLOWDOWN
+            self._next_listen_nod = j + self._frames(interval)
         while self._pending_nods and self._pending_nods[0][0] <= j:
             _, amp = self._pending_nods.popleft()
             self._spring_v[_LISTEN_NOD] += amp * self._spring_kick[_LISTEN_NOD]
@@ -504,6 +675,40 @@ class MotionLayers:
         self._spring_x[:] = self._spring_tmp
         self._advance_blinks(j)
         self._advance_saccades(j)
+
+    def _emphasis(self, j: int, speech: SpeechFrame) -> None:
+        """Expressive speech at frame j: an emphasis beat kicks nod and brow; a phrase end may blink."""
+        strength = min(max(float(speech.emphasis), 0.0), 1.0)
+        if strength > 0.0:  # louder beats nod more, as the stress kicks of the plain layer do
+            loud = 0.5 + 0.5 * min(1.0, min(max(float(speech.energy), 0.0), 1.0) / ENERGY_FULL)
+            g = self._gain * strength * loud
+            self._spring_v[_NOD] += EMPHASIS_NOD_RAD * g * self.expression_style.nod * self._spring_kick[_NOD]
+            brow = EMPHASIS_BROW / BROW_KICK * g * self.expression_style.brow
+            self._spring_v[_BROW] += brow * self._spring_kick[_BROW]
+        if speech.phrase_end:
+            self._phrase_blink(j)
+
+    def _phrase_blink(self, j: int) -> None:
+        """Maybe a blink shortly after frame j (a phrase end), unless another blink is near."""
+        rng = self._rng_expr
+        p = min(1.0, PHRASE_BLINK_P * self._gain * self.expression_style.phrase_blink)
+        draw = float(rng.random())
+        start = j + self._frames(float(rng.uniform(*PHRASE_BLINK_DELAY_S)))
+        n = max(3, round(float(rng.uniform(*BLINK_DURATION_S)) * self.fps))
+        if draw >= p:
+            return
+        gap = self._frames(BLINK_GAP_S)
+        if any(abs(start - s) < gap + m for s, _, m in self._blinks):
+            return
+        if self._next_blink < start + n + gap:
+            if self._next_blink < start - gap:
+                return  # the natural blink comes first anyway
+            self._next_blink = start + n + gap  # this blink takes the place of the one due now
+        self._blinks.append((start, max(1, round(0.3 * n)), n))
+
+    def _think_weight(self, k: int) -> float:
+        p = _ease((k - self._think_k0 + 1) / self._think_n)
+        return self._think_from + (self._think_to - self._think_from) * p
 
     def _advance_blinks(self, j: int) -> None:
         while j >= self._next_blink:

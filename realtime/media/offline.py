@@ -2,7 +2,10 @@
 
 Text goes through the bundled Piper voice, whose alignments drive the mouth;
 an audio file (``--audio``, any format FFmpeg reads) goes through the a2v
-network. Frames are rendered as fast as the machine allows (no clock), muxed
+network. With ``expressiveness`` > 0 each sentence of the text gets its
+emotion from its words (``[happy]``-style tags are honoured and never spoken)
+and the voice's emphasis moves brows and head; ``--emotion`` holds one
+emotion for the whole clip instead. Frames are rendered as fast as the machine allows (no clock), muxed
 with PyAV: video pts come from the audio sample clock exactly as in the live
 server, so the file is in sync by construction.
 """
@@ -72,14 +75,22 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
 
 
 def feed_text(stream: AvatarStream, text: str) -> float:
-    """Synthesise ``text`` with Piper into the stream; returns seconds of speech."""
-    from engines.tts import PiperTTS
+    """Synthesise ``text`` with Piper into the stream, each sentence with its emotion; seconds of speech."""
+    from engines.expression.annotate import annotate
+    from engines.expression.text_emotion import ReplyEmotion, TextEmotionClassifier
+    from engines.tts import PiperTTS, split_sentences
 
+    clean, sentences = annotate(text, ReplyEmotion(TextEmotionClassifier()))
+    if not clean:
+        raise SayError("the text has nothing to say once its emotion tags are removed")
     tts = PiperTTS.load()
     seconds = 0.0
-    for chunk in tts.synthesize(text):
-        stream.push_tts_audio(chunk.pcm, chunk.sample_rate, chunk.alignments)
-        seconds += chunk.duration_s
+    for sentence, emotion in zip(split_sentences(clean), sentences, strict=True):
+        for i, chunk in enumerate(tts.synthesize(sentence)):
+            stream.push_tts_audio(
+                chunk.pcm, chunk.sample_rate, chunk.alignments, emotion=emotion.cue if i == 0 else None
+            )
+            seconds += chunk.duration_s
     stream.end_utterance()
     return seconds
 
@@ -107,10 +118,15 @@ def render_mp4(
     output: Path,
     text: str | None = None,
     audio: Path | None = None,
-    emotion: str = "neutral",
+    emotion: str | None = None,
     progress: bool = True,
+    expressiveness: float | None = None,
 ) -> SayResult:
-    """Render one utterance to ``output`` (H.264 + AAC in MP4)."""
+    """Render one utterance to ``output`` (H.264 + AAC in MP4).
+
+    ``emotion``: hold this one for the whole clip (None: each sentence's own when expressive);
+    ``expressiveness``: None takes ``settings.expressiveness``.
+    """
     from engines.splat.avatar import load_avatar
     from engines.splat.render import render
     from realtime.media.engine import load_lip_model
@@ -124,8 +140,14 @@ def render_mp4(
     if audio is not None and lip_model is None:
         raise SayError("--audio needs the a2v network (engines/data/a2v.onnx); see `splatcast doctor`")
     fps, size = settings.fps, settings.size
-    stream = AvatarStream.for_avatar(avatar, fps, lip_model, seed=0)
-    if emotion != "neutral":
+    stream = AvatarStream.for_avatar(
+        avatar,
+        fps,
+        lip_model,
+        seed=0,
+        expressiveness=settings.expressiveness if expressiveness is None else expressiveness,
+    )
+    if emotion is not None:
         stream.set_emotion(emotion, 1.0)
     # lead-in frames first, so speech starts LEAD_IN_S in; the lip path has no lookahead to wait for
     lead_in = round(LEAD_IN_S * fps)

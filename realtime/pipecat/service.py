@@ -70,6 +70,7 @@ from typing import Any
 import numpy as np
 from av import VideoFrame
 from pipecat.frames.frames import (
+    AggregatedTextFrame,
     CancelFrame,
     EndFrame,
     Frame,
@@ -80,8 +81,10 @@ from pipecat.frames.frames import (
     TTSAudioRawFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.ai_service import AIService
@@ -90,7 +93,7 @@ from pipecat.services.settings import ServiceSettings
 from engines.a2v.runtime import A2VRuntimeChoice
 from engines.library.store import LibraryError
 from engines.splat.rasterize import RenderBackend
-from realtime.conversation.avatar_output import feed_tts_audio
+from realtime.conversation.avatar_output import EmotionFeed, feed_tts_audio
 from realtime.events import Event, UtteranceDone, UtteranceStarted
 from realtime.media.avatars import resolve_avatar_path
 from realtime.media.clock import sleep_until
@@ -152,7 +155,11 @@ class SplatAvatarService(AIService):
     ``fps`` (25 or 30), ``size`` (square output in pixels), ``a2v_runtime``
     (``onnx-cpu``, ``onnx-cuda``, ``tensorrt``, ``auto``), ``render_backend``
     (``cpu``, ``torch``, ``reference``), ``emotion`` (a motion-layer emotion
-    name, held for the whole call). ``engine`` shares one loaded
+    name held for the whole call; default None: each sentence's own, from the
+    text the TTS announces), ``expressiveness`` (0..1, default 0.6: emotion
+    from what is said, emphasis beats from the voice's pitch accents, blinks at
+    phrase ends, nods at the user's pauses, a thinking look before the reply;
+    0: none of it). ``engine`` shares one loaded
     :class:`realtime.media.engine.Engine` (avatar, render worker, a2v) between the
     services of several calls; without it the service loads its own. ``warm``
     (default True): load and warm up in the constructor (blocking); with False,
@@ -168,8 +175,9 @@ class SplatAvatarService(AIService):
         size: int = 512,
         a2v_runtime: A2VRuntimeChoice = "onnx-cpu",
         render_backend: RenderBackend = "cpu",
-        emotion: str = "neutral",
+        emotion: str | None = None,
         emotion_intensity: float = 1.0,
+        expressiveness: float | None = None,
         engine: Engine | None = None,
         audio_delay_frames: int = 1,
         seed: int = 0,
@@ -203,7 +211,13 @@ class SplatAvatarService(AIService):
             raise SplatAvatarError(f"audio_delay_frames must be >= 0, got {audio_delay_frames}")
         self._fps = fps
         self._size = size
-        self._emotion = (emotion, float(emotion_intensity))
+        self._emotion = None if emotion is None else (emotion, float(emotion_intensity))
+        e = self._config.expressiveness if expressiveness is None else float(expressiveness)
+        if not 0.0 <= e <= 1.0:
+            raise SplatAvatarError(f"expressiveness must be within 0..1, got {expressiveness}")
+        self._expressiveness = e
+        self._emotions = EmotionFeed()
+        self._user_speaking = False
         self._engine = engine
         self._own_engine = engine is None
         self._audio_delay = audio_delay_frames
@@ -248,10 +262,22 @@ class SplatAvatarService(AIService):
         return self._stream
 
     def set_emotion(self, name: str, intensity: float = 1.0) -> None:
-        """Change the avatar's emotion from now on (a motion-layer emotion name)."""
+        """Hold this emotion from now on (a motion-layer emotion name); it wins over inferred ones."""
         self._emotion = (name, float(intensity))
         if self._stream is not None:
             self._stream.set_emotion(name, float(intensity))
+
+    def clear_emotion(self) -> None:
+        """Back to each sentence's own emotion (when expressive)."""
+        self._emotion = None
+        if self._stream is not None:
+            self._stream.clear_emotion()
+
+    def set_expressiveness(self, expressiveness: float) -> None:
+        """0..1 from now on (0: the face moves as without issue 17's expression)."""
+        if self._stream is not None:
+            self._stream.set_expressiveness(expressiveness)
+        self._expressiveness = float(expressiveness)
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -304,11 +330,10 @@ class SplatAvatarService(AIService):
             )
             await self.warm_up()
         assert self._engine is not None
-        stream = self._engine.new_stream(seed=self._seed)
+        stream = self._engine.new_stream(seed=self._seed, expressiveness=self._expressiveness)
         stream.add_listener(self._on_stream_event)
-        name, intensity = self._emotion
-        if name != "neutral":
-            stream.set_emotion(name, intensity)
+        if self._emotion is not None:
+            stream.set_emotion(*self._emotion)
         self._stream = stream
 
     @staticmethod
@@ -422,7 +447,15 @@ class SplatAvatarService(AIService):
             self._interrupt()
             await self.push_frame(frame, direction)
         elif isinstance(frame, UserStartedSpeakingFrame | UserStoppedSpeakingFrame):
-            self._stream.set_user_speaking(isinstance(frame, UserStartedSpeakingFrame))
+            self._user_speaking = isinstance(frame, UserStartedSpeakingFrame)
+            self._stream.set_user_speaking(self._user_speaking)
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            if self._user_speaking:
+                self._stream.user_pause()  # a pause inside the user's turn: a backchannel nod, maybe
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, AggregatedTextFrame) and not isinstance(frame, TTSTextFrame):
+            self._emotions.announce(frame)  # a sentence about to be spoken: its emotion
             await self.push_frame(frame, direction)
         else:
             await self.push_frame(frame, direction)
@@ -430,7 +463,7 @@ class SplatAvatarService(AIService):
     def _on_tts_audio(self, frame: TTSAudioRawFrame) -> None:
         assert self._stream is not None
         try:
-            accepted = feed_tts_audio(self._stream, frame)
+            accepted = feed_tts_audio(self._stream, frame, self._emotions.cue_for(frame))
         except ValueError as exc:  # AvatarStreamError: this chunk is lost, the call goes on
             logger.warning("%s: the avatar refused a TTS chunk: %s", self, exc)
             return
@@ -469,6 +502,7 @@ class SplatAvatarService(AIService):
         """Drop every reply and the audio not yet out; frames go on (listening)."""
         assert self._stream is not None
         self._stream.interrupt()
+        self._emotions.reset()
         self._replies.clear()
         self._incoming = None
         self._playing = None

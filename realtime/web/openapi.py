@@ -72,6 +72,12 @@ def openapi_spec() -> dict[str, Any]:
                     "properties": {
                         "sdp": {"type": "string", "maxLength": 65536},
                         "type": {"const": "offer"},
+                        "expressiveness": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 1,
+                            "description": "this session's expressiveness (default: the server's, 0.6)",
+                        },
                         "avatar": {
                             "type": "string",
                             "maxLength": 64,
@@ -261,14 +267,25 @@ def openapi_spec() -> dict[str, Any]:
             "/api/sessions/{id}/interrupt": {"post": _session_op("stop speaking now", None)},
             "/api/sessions/{id}/emotion": {
                 "post": _session_op(
-                    "set the emotion overlay",
+                    "hold an emotion (it wins over the ones inferred from each sentence); auto: let go",
                     {
                         "type": "object",
                         "required": ["name"],
                         "properties": {
-                            "name": {"enum": ["neutral", "happy", "sad", "surprised", "thinking"]},
+                            "name": {"enum": ["neutral", "happy", "sad", "surprised", "thinking", "auto"]},
                             "intensity": {"type": "number", "minimum": 0, "maximum": 1},
                         },
+                    },
+                )
+            },
+            "/api/sessions/{id}/expressiveness": {
+                "post": _session_op(
+                    "how expressive the face is: emotion from what is said, emphasis from the voice, "
+                    "listening reactions (0: off)",
+                    {
+                        "type": "object",
+                        "required": ["value"],
+                        "properties": {"value": {"type": "number", "minimum": 0, "maximum": 1}},
                     },
                 )
             },
@@ -276,7 +293,7 @@ def openapi_spec() -> dict[str, Any]:
                 "get": {
                     "summary": "websocket of JSON events (components/schemas/Event): "
                     + ", ".join(EVENT_TYPES)
-                    + "; the client may send {type: say|interrupt|emotion, ...}",
+                    + "; the client may send {type: say|interrupt|emotion|expressiveness, ...}",
                     "parameters": [
                         _SESSION_ID,
                         {"name": "token", "in": "query", "required": False, "schema": {"type": "string"}},

@@ -8,7 +8,8 @@ Routes::
     GET    /api/sessions                  [{id, state, connection, age_s, frames, repeated, level, client}]
     POST   /api/sessions/{id}/say         {text} → 202
     POST   /api/sessions/{id}/interrupt   → 200
-    POST   /api/sessions/{id}/emotion     {name, intensity} → 200
+    POST   /api/sessions/{id}/emotion     {name, intensity} → 200 (name "auto": back to inferred emotions)
+    POST   /api/sessions/{id}/expressiveness  {value 0..1} → 200
     DELETE /api/sessions/{id}             → 200
     GET    /api/sessions/{id}/events      websocket: state, transcript, stats, error events (JSON)
     GET    /healthz                       {status, sessions, capacity, replica}
@@ -144,8 +145,13 @@ async def _offer(request: web.Request) -> web.Response:
     sdp = _field(body, "sdp", str)
     kind = _field(body, "type", str)
     avatar = _field(body, "avatar", str, required=False)
+    expressiveness = _field(body, "expressiveness", float, required=False)
+    if expressiveness is not None and not 0.0 <= expressiveness <= 1.0:
+        raise SessionError("field 'expressiveness' must be within 0..1")
     manager = request.app[MANAGER_KEY]
     session, answer = await manager.create(sdp, kind, client=request.remote, avatar=avatar)
+    if expressiveness is not None:
+        session.set_expressiveness(expressiveness)
     return web.json_response(
         {
             "sdp": answer.sdp,
@@ -190,6 +196,14 @@ async def _emotion(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "name": name})
 
 
+async def _expressiveness(request: web.Request) -> web.Response:
+    session = request.app[MANAGER_KEY].get(request.match_info["id"])
+    body = await _json_body(request)
+    value = _field(body, "value", float)
+    session.set_expressiveness(value)
+    return web.json_response({"status": "ok", "expressiveness": value})
+
+
 async def _delete(request: web.Request) -> web.Response:
     manager = request.app[MANAGER_KEY]
     if not await manager.close(request.match_info["id"]):
@@ -217,7 +231,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
     sender = spawn(pump(), f"session {session.id}: events websocket")
     window_start, count = time.monotonic(), 0
     try:
-        async for msg in ws:  # the client may send commands too: {"type": "say"|"interrupt"|"emotion", ...}
+        async for msg in (
+            ws
+        ):  # the client may send commands too: {"type": "say"|"interrupt"|"emotion"|"expressiveness", ...}
             now = time.monotonic()
             if now - window_start >= 1.0:
                 window_start, count = now, 0
@@ -250,6 +266,8 @@ async def _ws_command(session: Any, data: str, ws: web.WebSocketResponse) -> Non
             await session.interrupt()
         elif kind == "emotion" and isinstance(cmd.get("name"), str):
             session.set_emotion(cmd["name"], float(cmd.get("intensity", 1.0)))
+        elif kind == "expressiveness" and isinstance(cmd.get("value"), int | float):
+            session.set_expressiveness(float(cmd["value"]))
         else:
             raise ValueError(f"unknown or malformed command {kind!r}")
     except RecursionError:
@@ -310,6 +328,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (  # each one is described in ope
     ("POST", "/api/sessions/{id}/say", _say),
     ("POST", "/api/sessions/{id}/interrupt", _interrupt),
     ("POST", "/api/sessions/{id}/emotion", _emotion),
+    ("POST", "/api/sessions/{id}/expressiveness", _expressiveness),
     ("DELETE", "/api/sessions/{id}", _delete),
     ("GET", "/api/sessions/{id}/events", _events),
     ("GET", "/healthz", _healthz),

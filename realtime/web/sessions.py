@@ -270,9 +270,21 @@ class Session:
             await self.talker.interrupt()  # and the reply in flight stops upstream
 
     def set_emotion(self, name: str, intensity: float) -> None:
+        """Hold an emotion (it wins over inferred ones); ``"auto"``: back to each sentence's own."""
         self.touch()
         try:
-            self.stream.set_emotion(name, intensity)
+            if name.strip().lower() == "auto":
+                self.stream.clear_emotion()
+            else:
+                self.stream.set_emotion(name, intensity)
+        except ValueError as exc:
+            raise SessionError(str(exc), 400) from exc
+
+    def set_expressiveness(self, value: float) -> None:
+        """0..1: inferred emotion, emphasis and listening reactions (0: the face as without them)."""
+        self.touch()
+        try:
+            self.stream.set_expressiveness(value)
         except ValueError as exc:
             raise SessionError(str(exc), 400) from exc
 
