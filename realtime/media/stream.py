@@ -606,7 +606,7 @@ class AvatarStream:
         self._emit(EmotionChanged(name="auto", intensity=0.0, source="api"))
 
     def _scaled(self, cue: EmotionCue) -> float:
-        gain = self._motion.expressiveness / 0.6 * self._motion.style.emotion
+        gain = self._motion.expressiveness / 0.6 * self._motion.expression_style.emotion
         return min(1.0, cue.intensity * gain)
 
     def _apply_cue(self, cue: EmotionCue) -> None:
