@@ -459,6 +459,7 @@ class MotionLayers:
 
         # expressive layer state
         self._speech_prev = False  # the previous stepped frame had speech (its end is a phrase end)
+        self._beat_fade_k0: int | None = None  # an interrupt at this frame fades the speech nod and brow out
         self._last_backchannel = -(10**9)
         self._thinking = False
         self._think_from = 0.0
@@ -477,9 +478,8 @@ class MotionLayers:
         self._relaxing = True
         self._was_speaking = False
         self._ignore_speech_until = k + self._interrupt_n
-        if self.expressiveness > 0.0:  # a beat in flight stops with the voice: no swing after the cut
-            self._spring_v[_NOD] = 0.0
-            self._spring_v[_BROW] = 0.0
+        if self.expressiveness > 0.0:  # a beat in flight fades out with the mouth, within the same 150 ms
+            self._beat_fade_k0 = k
 
     def set_listening(self, listening: bool, k: int) -> None:
         """Listening behaviour on/off (attentive gaze, tilt, nods, raised brows), eased over 400 ms."""
@@ -589,7 +589,8 @@ class MotionLayers:
         f[self._mouth_idx] += self._mouth
 
         # brows: listening raise + stress kick
-        brow = float(self._spring_x[_BROW])
+        fade = self._beat_fade(k)
+        brow = float(self._spring_x[_BROW]) * fade
         f[self._listen_brow_idx] += self._listen_brow_val * listen
         f[i["browInnerUp"]] += BROW_KICK * brow
         f[i["browOuterUpLeft"]] += 0.7 * BROW_KICK * brow
@@ -609,7 +610,7 @@ class MotionLayers:
         sw, sph, samp = self._sway
         head += (np.sin(sw * t + sph) * samp).sum(axis=1) * min(1.0, self._energy / ENERGY_FULL)
         head[0] += BREATH_PITCH_RAD * math.sin(self._breath_w * t + self._breath_phase)
-        head[0] += self._spring_x[_NOD] + self._spring_x[_LISTEN_NOD]
+        head[0] += self._spring_x[_NOD] * fade + self._spring_x[_LISTEN_NOD]
         head[2] += LISTEN_TILT_RAD * listen
         for a, name in enumerate(("headPitch", "headYaw", "headRoll")):
             x = float(f[i[name]] + head[a])
@@ -705,6 +706,20 @@ class MotionLayers:
                 return  # the natural blink comes first anyway
             self._next_blink = start + n + gap  # this blink takes the place of the one due now
         self._blinks.append((start, max(1, round(0.3 * n)), n))
+
+    def _beat_fade(self, k: int) -> float:
+        """1, or after an interrupt (expressive only) easing to 0 at the mouth's closing frame; then the
+        speech springs are stopped and the fade ends."""
+        k0 = self._beat_fade_k0
+        if k0 is None:
+            return 1.0
+        p = _ease((k - k0 + 1) / (self._interrupt_n + 1))
+        if p >= 1.0:
+            self._spring_x[_NOD] = self._spring_v[_NOD] = 0.0
+            self._spring_x[_BROW] = self._spring_v[_BROW] = 0.0
+            self._beat_fade_k0 = None
+            return 0.0
+        return 1.0 - p
 
     def _think_weight(self, k: int) -> float:
         p = _ease((k - self._think_k0 + 1) / self._think_n)

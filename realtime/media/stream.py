@@ -80,7 +80,7 @@ STRESS_MARK = "ˈ"
 EMOTION_LEAD_S = 0.2  # a sentence's emotion starts easing in this long before its first sample
 THINKING_MAX_S = 8.0  # the thinking look gives up after this long without a reply
 PROSODY_AHEAD = 6  # frames of prosody kept known ahead of playback (stress beats look 3 frames on)
-PROSODY_BUDGET = 3  # video frames' worth of audio analysed at most per frame played
+PROSODY_BUDGET = 1.5  # video frames' worth of audio analysed at most per frame played (catches up at 1.5x)
 
 
 class AvatarStreamError(ValueError):
