@@ -20,6 +20,14 @@ SIZE = 256
 LOUD = 0.01
 
 
+def _high_pass(x: np.ndarray, t: np.ndarray, window_s: float) -> np.ndarray:
+    """``x`` minus its centred moving average over ``window_s`` (samples at times ``t``, edges held)."""
+    fps = (len(t) - 1) / max(float(t[-1] - t[0]), 1e-6)
+    k = max(3, round(window_s * fps) | 1)
+    padded = np.pad(x.astype(np.float64), k // 2, mode="edge")
+    return x - np.convolve(padded, np.ones(k) / k, mode="valid")
+
+
 @pytest.fixture(scope="module")
 def replica_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from capture_media import synthetic_capture
@@ -69,13 +77,15 @@ async def test_replica_streams_in_a_serve_session(replica_path: Path) -> None:
             assert fps_between(client.rx.video_t, t_end - 5.0, t_end) > 2.0
             loud = [t for t, r in zip(client.rx.audio_t, client.rx.audio_rms, strict=True) if r > LOUD]
             assert loud and loud[0] - t_say < 2.0, "no speech audio arrived"
-            mouth = np.array(client.rx.mouth)
             vt = np.array(client.rx.video_t)
+            # the box's brightness minus its 0.5 s moving average: lips move at syllable rate (3-8 Hz); the
+            # head's idle sway (learned from the clip, slow) only drifts the fixed box over the face
+            mouth = _high_pass(np.array(client.rx.mouth), vt, 0.5)
             speaking = mouth[(vt > loud[0] + 0.2) & (vt < loud[-1] - 0.2)]
             silent = mouth[(vt > client.rx.video_t[0] + 0.3) & (vt < t_say)]
             assert len(speaking) > 20 and len(silent) > 10
             # the replica's mouth moves while it speaks and rests while it is silent
-            assert speaking.std() > 3 * max(silent.std(), 0.3), (speaking.std(), silent.std())
+            assert speaking.std() > 4 * max(silent.std(), 0.15), (speaking.std(), silent.std())
         finally:
             await client.close()
     finally:
