@@ -81,7 +81,7 @@ def test_script_and_page_agree_on_element_ids() -> None:
 
 def test_emotion_picker_offers_exactly_the_motion_emotions() -> None:
     options = re.findall(r'<option value="([^"]+)"', read("index.html"))
-    assert tuple(options) == EMOTIONS
+    assert tuple(options) == ("auto", *EMOTIONS)  # auto (the default): each sentence's inferred emotion
 
 
 def test_script_talks_the_server_api() -> None:

@@ -6,7 +6,7 @@
 //                                              avatar: the library id picked in avatars.js)
 //   POST /api/sessions/{id}/say {text}      -> 202
 //   POST /api/sessions/{id}/interrupt
-//   POST /api/sessions/{id}/emotion {name, intensity}
+//   POST /api/sessions/{id}/emotion {name, intensity}   (name "auto": each sentence's own emotion)
 //   DELETE /api/sessions/{id}               (also on page unload, fetch keepalive)
 //   WS   /api/sessions/{id}/events[?token=] -> {"type": "state"|"transcript"|"stats"|"error", ...}
 // Session routes carry "Authorization: Bearer <token>" when the offer answer had a token; browsers cannot
@@ -393,8 +393,13 @@
         el.body.dataset.userSpeaking = String(Boolean(msg.speaking));
         break;
       case "emotion":
-        if (typeof msg.name === "string") el.emotion.value = msg.name;
-        if (typeof msg.intensity === "number") el.intensity.value = String(msg.intensity);
+        // only the API's (held) emotion moves the picker; a sentence's inferred one is shown as a hint
+        if (msg.source === "api" || msg.source === undefined) {
+          if (typeof msg.name === "string") el.emotion.value = msg.name;
+          if (typeof msg.intensity === "number" && msg.name !== "auto") el.intensity.value = String(msg.intensity);
+        } else if (typeof msg.name === "string") {
+          el.emotion.title = `the face now: ${msg.name} (${msg.source === "tag" ? "the model's tag" : "from the words"})`;
+        }
         break;
       case "interrupted": {
         const said = el.transcript.querySelectorAll("li.assistant");
