@@ -101,12 +101,11 @@ def test_session_token_scopes_session_routes(server: ServerProcess) -> None:
                 assert first["type"] == "state"
                 # junk and floods on the websocket: an error event, then a policy close; the session lives on
                 await ws.send_str("not json at all")
-                assert (await ws.receive_json(timeout=10))["type"] in (
-                    "error",
-                    "state",
-                    "stats",
-                    "connection",
-                )
+                # other events (stats, the interrupts above, emotion) may come first; the error must come
+                seen = [(await ws.receive_json(timeout=10))["type"]]
+                while seen[-1] != "error" and len(seen) < 30:
+                    seen.append((await ws.receive_json(timeout=10))["type"])
+                assert seen[-1] == "error", seen
                 for _ in range(60):
                     await ws.send_str('{"type": "nonsense"}')
                 for _ in range(100):
