@@ -58,6 +58,13 @@ WARM_S = 4.0
 DEFAULT_MAX_SESSIONS = 16
 MIN_STEPS = 3  # measure at least this many steps (past a failure too) so the capacity curve has a shape
 BUSY_STAGES = ("render", "encode", "motion")  # per-frame CPU work the server does for each session
+# issue 16, on the 2-core reference machine at 512 px: 3 sessions at 25 fresh FPS at full quality (no ladder
+# rung used), in at most 20 ms of server CPU per frame
+TARGETS = {
+    "capacity_sessions": {"op": ">=", "value": 3.0},
+    "ladder_level_max_at_capacity": {"op": "<=", "value": 0.0},
+    "server_cpu_ms_per_frame_at_capacity": {"op": "<=", "value": 20.0},
+}
 
 
 @dataclass
@@ -106,6 +113,9 @@ def _session_window(c: Client, t0: float, t1: float) -> dict[str, Any]:
     frames = b.get("frames", 0) - a.get("frames", 0)
     repeated = b.get("repeated", 0) - a.get("repeated", 0)
     share = repeated / frames if frames > 0 else 0.0
+    within = [e for t, e in c.rx.events if e.get("type") == "stats" and t0 <= t <= t1]
+    psnr = [e["video_psnr_db"] for e in within if e.get("video_psnr_db") is not None]
+    kbps = [e["video_kbps"] for e in within if e.get("video_kbps") is not None]
     return {
         "received_fps": iv.fps,
         "effective_fps": iv.fps * (1.0 - share),
@@ -114,8 +124,42 @@ def _session_window(c: Client, t0: float, t1: float) -> dict[str, Any]:
         "repeated": repeated,
         "server_frames": frames,
         "ladder_level": b.get("ladder_level"),
+        # the worst rung any second of the window ran at (0 = full quality throughout)
+        "ladder_level_max": max((e.get("ladder_level") or 0 for e in within), default=b.get("ladder_level")),
         "audio_gap_packets": b.get("audio_gap_packets", 0) - a.get("audio_gap_packets", 0),
+        # the encoded video against the rendered frames, at the bitrate the call got (None: not reported)
+        "video_psnr_db": float(np.mean(psnr)) if psnr else None,
+        "video_psnr_db_min": float(np.min(psnr)) if psnr else None,
+        "video_kbps": float(np.mean(kbps)) if kbps else None,
+        "video_keyframes": (b.get("video_keyframes") or 0) - (a.get("video_keyframes") or 0),
     }
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _cpu_per_frame(
+    stages: dict[str, dict[str, float | None]], cpu_ms_per_frame: float | None
+) -> dict[str, float | None]:
+    """Where the server's CPU per rendered frame goes: the render (+ conversion) and the encoder by their
+    own thread CPU time, motion by its time on the event loop, and the rest of the process (event loop:
+    RTP, SRTP, Opus, pacing; Piper for the talking clients) as the remainder."""
+
+    def per_frame(name: str) -> float | None:
+        stage = stages.get(name, {})
+        count, mean = stage.get("count") or 0.0, stage.get("mean_ms")
+        rendered = (stages.get("render_cpu", {}).get("count") or 0.0) or count
+        return None if mean is None or not count or not rendered else float(mean) * count / rendered
+
+    parts = {
+        "render": per_frame("render_cpu"),
+        "encode": per_frame("encode_cpu"),
+        "motion": per_frame("motion"),
+    }
+    known = [v for v in parts.values() if v is not None]
+    rest = cpu_ms_per_frame - sum(known) if cpu_ms_per_frame is not None and known else None
+    return {**parts, "rest": rest, "total": cpu_ms_per_frame}
 
 
 def _stage_load(stages: dict[str, dict[str, float | None]], seconds: float) -> dict[str, float]:
@@ -168,6 +212,11 @@ async def measure_load(
             stages = stage_summaries(after, before) if after is not None else {}
             res = target.sampler.samples.window(t0, t1) if target.sampler is not None else {}
             p95s = [s["frame_interval_p95_ms"] for s in sessions if s["frame_interval_p95_ms"] is not None]
+            psnrs = [s["video_psnr_db"] for s in sessions if s.get("video_psnr_db") is not None]
+            kbps = [s["video_kbps"] for s in sessions if s.get("video_kbps") is not None]
+            cost = cpu_cost(
+                res.get("cpu_percent_mean"), before, after, t1 - t0, os.cpu_count() or 1, target.settings.fps
+            )
             step = {
                 "sessions": n,
                 "replica": talker.replica,  # where the newest session landed
@@ -176,17 +225,14 @@ async def measure_load(
                 "received_fps_min": min(s["received_fps"] for s in sessions),
                 "frame_interval_p95_ms": max(p95s) if p95s else None,
                 "repeated_frames": sum(s["repeated"] or 0 for s in sessions),
-                "ladder_level_max": max((s["ladder_level"] or 0) for s in sessions),
+                "ladder_level_max": max((s.get("ladder_level_max") or 0) for s in sessions),
+                "video_psnr_db_min": min(psnrs) if psnrs else None,
+                "video_kbps_mean": float(np.mean(kbps)) if kbps else None,
+                "video_keyframes": sum(s.get("video_keyframes") or 0 for s in sessions),
                 "server_cpu_percent_mean": res.get("cpu_percent_mean"),
                 "server_rss_mb_max": res.get("rss_mb_max"),
-                **cpu_cost(
-                    res.get("cpu_percent_mean"),
-                    before,
-                    after,
-                    t1 - t0,
-                    os.cpu_count() or 1,
-                    target.settings.fps,
-                ),
+                **cost,
+                "cpu_ms_per_frame_by_stage": _cpu_per_frame(stages, cost["server_cpu_ms_per_frame"]),
                 "stage_ms_per_s": _stage_load(stages, t1 - t0),
                 "stages": stages,
                 "per_session": sessions,
@@ -251,6 +297,18 @@ async def measure_load(
         else None,
         "render_ms_per_s_last": busy.get("render"),
         "encode_ms_per_s_last": busy.get("encode"),
+        # the video at the measured capacity: encoded against rendered frames, and the rungs it used
+        "video_psnr_db_min_at_capacity": cap_step["video_psnr_db_min"] if cap_step else None,
+        "video_kbps_at_capacity": cap_step["video_kbps_mean"] if cap_step else None,
+        "ladder_level_max_at_capacity": float(cap_step["ladder_level_max"]) if cap_step else None,
+        # server CPU per rendered frame at the capacity step, and its render / encode parts
+        "server_cpu_ms_per_frame_at_capacity": cap_step.get("server_cpu_ms_per_frame") if cap_step else None,
+        "render_cpu_ms_per_frame_at_capacity": cap_step["cpu_ms_per_frame_by_stage"]["render"]
+        if cap_step
+        else None,
+        "encode_cpu_ms_per_frame_at_capacity": cap_step["cpu_ms_per_frame_by_stage"]["encode"]
+        if cap_step
+        else None,
         # behind a balancer: how many replicas took sessions, and the capacity they report (agent check)
         "replicas": float(len(replicas.by_name)),
         "replica_capacity_total": float(sum(r.capacity for r in replicas.by_name.values())),
@@ -288,12 +346,21 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
             }
         report = new_report("load", command, config, machine)
         report.update(body)
-        report["targets"] = {"capacity_sessions": {"op": ">=", "value": 1.0}}
+        report["targets"] = TARGETS
         md, regressions = write_outputs(report, args.json_out, args.report, args.compare)
     except (BenchError, ReportError) as exc:
         print(f"splatcast bench load: {exc}", file=sys.stderr)
         return 1
     print(md)
+    for step in body["steps"]:
+        cpu = step["cpu_ms_per_frame_by_stage"]
+        print(
+            f"{step['sessions']} session(s): {step['effective_fps_min']:.1f} fresh FPS, p95 "
+            f"{step['frame_interval_p95_ms'] or float('nan'):.0f} ms, ladder rung {step['ladder_level_max']}, "
+            f"video {_num(step['video_kbps_mean'], '.0f')} kb/s at PSNR ≥ {_num(step['video_psnr_db_min'], '.1f')} dB; "
+            f"server CPU per frame {_num(cpu['total'], '.1f')} ms = render {_num(cpu['render'], '.1f')} + encode "
+            f"{_num(cpu['encode'], '.1f')} + motion {_num(cpu['motion'], '.1f')} + rest {_num(cpu['rest'], '.1f')}"
+        )
     print(f"stopped: {body['stop_reason']}")
     b = body["bottleneck"]
     print(

@@ -40,6 +40,16 @@ logger = logging.getLogger(__name__)
 LOCAL_CAPACITY = 64  # admission control off for all practical purposes: load finds the real capacity
 
 
+def render_pool_args(settings: Settings) -> list[str]:
+    """The render pool flags the benchmark was given, for the server it starts."""
+    args = []
+    if settings.numba_threads:
+        args += ["--numba-threads", str(settings.numba_threads)]
+    if settings.render_workers:
+        args += ["--render-workers", str(settings.render_workers)]
+    return args
+
+
 class BenchError(RuntimeError):
     """The benchmark could not run (server did not start, no frames arrived, ...)."""
 
@@ -180,8 +190,7 @@ class Target:
             args = ["--avatar", str(path), "--size", str(s.size), "--fps", str(s.fps)]
             args += ["--render-backend", s.render_backend, "--capacity", str(LOCAL_CAPACITY)]
             args += ["--expressiveness", str(s.expressiveness)]
-            if s.numba_threads:
-                args += ["--numba-threads", str(s.numba_threads)]
+            args += render_pool_args(s)
             env = dict(os.environ, SPLATCAST_OFFER_RATE_PER_MINUTE="10000", SPLATCAST_LOG_LEVEL="WARNING")
             env.pop("SPLATCAST_TOKEN", None)
             self.server = ServerProcess(*args, env=env)
@@ -215,8 +224,7 @@ class Target:
             args += ["--trusted-proxies", "127.0.0.1/32"]
             if s.capacity:
                 args += ["--capacity", str(s.capacity)]
-            if s.numba_threads:
-                args += ["--numba-threads", str(s.numba_threads)]
+            args += render_pool_args(s)
             server = ServerProcess(*args, env=env)
             self.servers.append(server)
             members.append(Replica("127.0.0.1", server.port, agent))

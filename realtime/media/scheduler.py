@@ -190,10 +190,11 @@ class Scheduler:
         if not live:
             return
         try:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             images = live[0].renderer.render(np.stack([j.params for j in live]), live[0].level)
             frames = [live[0].renderer.to_video_frame(img) for img in images]
             ms = (time.perf_counter() - t) * 1000.0
+            cpu_ms = (time.thread_time() - cpu) * 1000.0
         except Exception:
             logger.exception("scheduler: render failed for a batch of %d", len(live))
             for j in live:
@@ -201,6 +202,7 @@ class Scheduler:
             return
         per_frame = ms / len(live)
         self.timings.observe("render", per_frame)
+        self.timings.observe("render_cpu", cpu_ms / len(live))
         self._learn_cost(live[0].level, per_frame)
         self.rendered += len(live)
         self.batches += 1

@@ -79,10 +79,21 @@ class Histogram:
 class StageTimings:
     """One histogram per pipeline stage, rendered together as one Prometheus metric family."""
 
+    # render: wall time of a frame's render (+ conversion) on a render worker; render_cpu: that worker
+    # thread's CPU time for it (all of it when a frame renders on one thread, the default on a CPU).
     # encode: wall time the WebRTC sender spends between two frames (hand-offs, encoding, sending, waiting
     # for the event loop); encode_cpu: the encoder's own CPU time per frame.
     # tts_to_frame: once per reply, first TTS audio in AvatarStream → its first frame released to the tracks
-    STAGES = ("lipsync", "motion", "render", "encode", "encode_cpu", "frame_lateness", "tts_to_frame")
+    STAGES = (
+        "lipsync",
+        "motion",
+        "render",
+        "render_cpu",
+        "encode",
+        "encode_cpu",
+        "frame_lateness",
+        "tts_to_frame",
+    )
 
     def __init__(self, metric: str = "splatcast_stage_ms") -> None:
         self.metric = metric
