@@ -82,11 +82,13 @@ class MediaOutlet:
     def release(self, job: FrameJob, frame: VideoFrame, repeated: bool = False) -> None:
         """Frame ``job.index`` is final: its image and its audio may now leave.
 
-        ``repeated``: ``frame`` is an older image shown again; it is copied, since the encoder may
-        still hold the object it was given last time.
+        ``repeated``: ``frame`` is an older image shown again. It goes out as the same object, not a
+        copy: the video track hands frames to aiortc's sender one at a time (the sender asks for the
+        next only once the last is encoded and sent; VP8 and H.264 run without lookahead, so the
+        encoder keeps no reference), and the track stamps each one's pts as it hands it over. A copy
+        here cost the event loop a 390 kB allocation, a page-faulting fill and PyAV's plane stacking
+        per repeat, exactly when the machine was already too busy to render.
         """
-        if repeated:
-            frame = VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
         start = job.index * self.samples_per_frame
         audio = job.audio
         if start < self._mute_until and audio.any():  # taken before an interrupt, released after it
