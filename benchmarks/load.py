@@ -135,16 +135,31 @@ def _session_window(c: Client, t0: float, t1: float) -> dict[str, Any]:
     }
 
 
+def _loop_ms_per_frame(res: dict[str, float | None], cost: dict[str, float | None]) -> float | None:
+    """The event loop thread's CPU ms per rendered frame (its share of the process CPU, per frame)."""
+    loop, total, per_frame = (
+        res.get("loop_cpu_percent_mean"),
+        res.get("cpu_percent_mean"),
+        cost.get("server_cpu_ms_per_frame"),
+    )
+    if loop is None or not total or per_frame is None:
+        return None
+    return per_frame * loop / total
+
+
 def _num(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
 def _cpu_per_frame(
-    stages: dict[str, dict[str, float | None]], cpu_ms_per_frame: float | None
+    stages: dict[str, dict[str, float | None]],
+    cpu_ms_per_frame: float | None,
+    loop_ms_per_frame: float | None,
 ) -> dict[str, float | None]:
     """Where the server's CPU per rendered frame goes: the render (+ conversion) and the encoder by their
-    own thread CPU time, motion by its time on the event loop, and the rest of the process (event loop:
-    RTP, SRTP, Opus, pacing; Piper for the talking clients) as the remainder."""
+    own threads' CPU time; the event loop by its thread's CPU time (pacing, motion, RTP, SRTP, the
+    Pipecat pipelines; motion alone by its time there); the rest of the process (aiortc's pool
+    threads' Opus, Piper for the talking clients, numba's own threads) as the remainder."""
 
     def per_frame(name: str) -> float | None:
         stage = stages.get(name, {})
@@ -155,11 +170,11 @@ def _cpu_per_frame(
     parts = {
         "render": per_frame("render_cpu"),
         "encode": per_frame("encode_cpu"),
-        "motion": per_frame("motion"),
+        "event_loop": loop_ms_per_frame,
     }
     known = [v for v in parts.values() if v is not None]
     rest = cpu_ms_per_frame - sum(known) if cpu_ms_per_frame is not None and known else None
-    return {**parts, "rest": rest, "total": cpu_ms_per_frame}
+    return {**parts, "rest": rest, "total": cpu_ms_per_frame, "motion_on_the_loop": per_frame("motion")}
 
 
 def _stage_load(stages: dict[str, dict[str, float | None]], seconds: float) -> dict[str, float]:
@@ -232,7 +247,9 @@ async def measure_load(
                 "server_cpu_percent_mean": res.get("cpu_percent_mean"),
                 "server_rss_mb_max": res.get("rss_mb_max"),
                 **cost,
-                "cpu_ms_per_frame_by_stage": _cpu_per_frame(stages, cost["server_cpu_ms_per_frame"]),
+                "cpu_ms_per_frame_by_stage": _cpu_per_frame(
+                    stages, cost["server_cpu_ms_per_frame"], _loop_ms_per_frame(res, cost)
+                ),
                 "stage_ms_per_s": _stage_load(stages, t1 - t0),
                 "stages": stages,
                 "per_session": sessions,
@@ -359,7 +376,8 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
             f"{step['frame_interval_p95_ms'] or float('nan'):.0f} ms, ladder rung {step['ladder_level_max']}, "
             f"video {_num(step['video_kbps_mean'], '.0f')} kb/s at PSNR ≥ {_num(step['video_psnr_db_min'], '.1f')} dB; "
             f"server CPU per frame {_num(cpu['total'], '.1f')} ms = render {_num(cpu['render'], '.1f')} + encode "
-            f"{_num(cpu['encode'], '.1f')} + motion {_num(cpu['motion'], '.1f')} + rest {_num(cpu['rest'], '.1f')}"
+            f"{_num(cpu['encode'], '.1f')} + event loop {_num(cpu['event_loop'], '.1f')} (motion "
+            f"{_num(cpu['motion_on_the_loop'], '.1f')}) + rest {_num(cpu['rest'], '.1f')}"
         )
     print(f"stopped: {body['stop_reason']}")
     b = body["bottleneck"]

@@ -88,16 +88,31 @@ class ResourceSamples:
     t: list[float] = field(default_factory=list)
     cpu_percent: list[float] = field(default_factory=list)  # 100 = one core
     rss_mb: list[float] = field(default_factory=list)
+    loop_cpu_s: list[float] = field(default_factory=list)  # main threads' CPU time so far (the event loops)
 
     def window(self, start: float, end: float) -> dict[str, float | None]:
         idx = [i for i, t in enumerate(self.t) if start <= t <= end]
         cpu = [self.cpu_percent[i] for i in idx]
         rss = [self.rss_mb[i] for i in idx]
+        loop = [self.loop_cpu_s[i] for i in idx] if len(self.loop_cpu_s) == len(self.t) else []
+        span = self.t[idx[-1]] - self.t[idx[0]] if len(idx) > 1 else 0.0
         return {
             "cpu_percent_mean": float(np.mean(cpu)) if cpu else None,
             "cpu_percent_max": float(np.max(cpu)) if cpu else None,
             "rss_mb_max": float(np.max(rss)) if rss else None,
+            # the event loop's share: its thread's CPU time over the window, in % of one core
+            "loop_cpu_percent_mean": 100.0 * (loop[-1] - loop[0]) / span
+            if len(loop) > 1 and span > 0
+            else None,
         }
+
+
+def _main_thread_cpu_s(proc: Any) -> float:
+    """CPU seconds of a process's main thread (its thread id is the process id): the server's event loop."""
+    for thread in proc.threads():
+        if thread.id == proc.pid:
+            return float(thread.user_time + thread.system_time)
+    return 0.0
 
 
 class ResourceSampler:
@@ -128,9 +143,11 @@ class ResourceSampler:
             while not self._stop.wait(self.period):
                 cpu = sum(proc.cpu_percent(None) for proc in self.procs)
                 rss = sum(proc.memory_info().rss for proc in self.procs) / 1e6
+                loop = sum(_main_thread_cpu_s(proc) for proc in self.procs)
                 self.samples.t.append(time.monotonic())
                 self.samples.cpu_percent.append(cpu)
                 self.samples.rss_mb.append(rss)
+                self.samples.loop_cpu_s.append(loop)
         except psutil.Error:
             return  # the server exited
 
