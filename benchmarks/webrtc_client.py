@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fractions
 import json
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,70 @@ class Received:
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (receive time, event)
 
 
+MIC_RATE = 48_000  # what a browser's microphone track sends (Opus at 48 kHz)
+MIC_FRAME = MIC_RATE // 50  # 20 ms
+
+
+@dataclass
+class _Playing:
+    signal: np.ndarray  # [N] float32 at 48 kHz, a whole number of frames
+    voiced: tuple[int, int]  # first and last voiced sample
+    done: asyncio.Future[tuple[float, float]]
+    pos: int = 0
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+
+class MicTrack(MediaStreamTrack):
+    """A microphone for the client: 20 ms mono frames at 48 kHz on a real-time schedule, silent until
+    :meth:`say` queues a signal; reports when the signal's first and last voiced frames were sent."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: list[_Playing] = []
+        self._start: float | None = None
+        self._k = 0
+
+    def say(self, signal: np.ndarray, voiced: tuple[int, int]) -> asyncio.Future[tuple[float, float]]:
+        """Queue ``signal`` ([N] float32 at 48 kHz); the future gets the times (monotonic) the frames
+        holding sample ``voiced[0]`` and ``voiced[1]`` (first and last voiced) left the track."""
+        done: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
+        padded = np.concatenate([signal, np.zeros(-len(signal) % MIC_FRAME, np.float32)]).astype(np.float32)
+        self._queue.append(_Playing(padded, voiced, done))
+        return done
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        await asyncio.sleep(max(0.0, self._start + self._k * 0.02 - time.monotonic()))
+        samples = np.zeros(MIC_FRAME, np.float32)
+        if self._queue:
+            p = self._queue[0]
+            samples = p.signal[p.pos : p.pos + MIC_FRAME]
+            now = time.monotonic()
+            if p.pos <= p.voiced[0] < p.pos + MIC_FRAME:
+                p.first_at = now
+            if p.pos <= p.voiced[1] < p.pos + MIC_FRAME:
+                p.last_at = now
+            p.pos += MIC_FRAME
+            if p.pos >= len(p.signal):
+                self._queue.pop(0)
+                if not p.done.done():
+                    p.done.set_result((p.first_at, p.last_at))
+        frame = AudioFrame.from_ndarray(
+            (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = MIC_RATE
+        frame.pts = self._k * MIC_FRAME
+        frame.time_base = fractions.Fraction(1, MIC_RATE)
+        self._k += 1
+        return frame
+
+
 class Client:
     def __init__(
         self,
@@ -45,7 +110,8 @@ class Client:
     ) -> None:
         """``protocol``: ``splatcast`` (``splatcast serve``) or ``smallwebrtc`` (Pipecat's SmallWebRTC
         signalling, as ``splatcast bot`` and Pipecat's prebuilt client speak it: ``POST /start``, then
-        ``POST /sessions/{id}/api/offer``; audio transceiver first, ``mic`` sent on it when given).
+        ``POST /sessions/{id}/api/offer``; audio transceiver first). ``mic``: the user's voice, sent on
+        the audio transceiver (e.g. a :class:`MicTrack`); without it audio is receive-only.
         ``source_address``: the local address its HTTP requests come from (e.g. 127.0.0.7: one more
         client address to the server's per-address limits)."""
         if protocol not in ("splatcast", "smallwebrtc"):
@@ -85,7 +151,10 @@ class Client:
             await self._connect_smallwebrtc()
             return
         self.pc.addTransceiver("video", direction="recvonly")
-        self.pc.addTransceiver("audio", direction="recvonly")
+        if self.mic is not None:  # as a browser offers its microphone: audio both ways
+            self.pc.addTransceiver(self.mic, direction="sendrecv")
+        else:
+            self.pc.addTransceiver("audio", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.connected_at = time.monotonic()
         headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}

@@ -349,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
         "conversation loop latencies",
     )
     p.add_argument("--repeats", type=int, default=5, help="user turns to time")
+    p.add_argument(
+        "--call",
+        action="store_true",
+        help="time the turns inside a live call: a local server streaming the avatar to a WebRTC client "
+        "whose microphone speaks (default: the conversation loop alone, no rendering)",
+    )
     p.add_argument("--json", action="store_true")
     _settings_flags(p)
     for name, help_text in (
