@@ -28,8 +28,13 @@ class SentenceEmotion:
     text: str
 
 
-def annotate(text: str, reply: ReplyEmotion) -> tuple[str, list[SentenceEmotion]]:
-    """``text`` without tags (words separated by single spaces) and one :class:`SentenceEmotion` per sentence."""
+def annotate(text: str, reply: ReplyEmotion, continues: bool = False) -> tuple[str, list[SentenceEmotion]]:
+    """``text`` without tags (words separated by single spaces) and one :class:`SentenceEmotion` per sentence.
+
+    ``continues``: the text's first sentence is the rest of one whose beginning was annotated already (a
+    reply's first words spoken before its first sentence was complete): it keeps that emotion, so it gets
+    no :class:`SentenceEmotion` of its own unless a tag stands in it.
+    """
     stripper = TagStripper()
     pieces = [*stripper.feed(text), *stripper.flush()]
     words: list[str] = []
@@ -43,10 +48,11 @@ def annotate(text: str, reply: ReplyEmotion) -> tuple[str, list[SentenceEmotion]
     clean = " ".join(words)
     out: list[SentenceEmotion] = []
     start = 0
-    for sentence in split_sentences(clean):
+    for i, sentence in enumerate(split_sentences(clean)):
         n = len(sentence.split())
         tag = next((tag_at[w] for w in range(start, start + n) if w in tag_at), None)
-        cue = replace(reply.next(sentence, tag), text=sentence)
-        out.append(SentenceEmotion(start, cue, sentence))
+        if not (continues and i == 0 and tag is None):
+            cue = replace(reply.next(sentence, tag), text=sentence)
+            out.append(SentenceEmotion(start, cue, sentence))
         start += n
     return clean, out

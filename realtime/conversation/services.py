@@ -43,6 +43,7 @@ from engines.stt import SAMPLE_RATE as STT_SAMPLE_RATE
 from engines.stt import WhisperSTT
 from engines.tts import FIRST_MAX_WORDS, Alignment, PiperTTS, SpeechChunk, SynthesisOptions
 from engines.voices import Voice
+from realtime.conversation.first_words import FirstWordsAggregator
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +142,10 @@ def _next_chunk_with_emphasis(
 class AlignedPiperTTSService(TTSService):
     """Pipecat TTS on a shared :class:`PiperTTS`: one :class:`AlignedTTSAudioRawFrame` per clause.
 
-    Pipecat's sentence aggregation hands each sentence to :meth:`run_tts` as
-    soon as the LLM has produced it, so the first sentence is spoken while the
-    rest is still being generated. Within a text, :meth:`PiperTTS.stream`
+    An LLM's streamed reply reaches :meth:`run_tts` first piece by first piece:
+    its first words as soon as they are in (:class:`FirstWordsAggregator`),
+    then sentence by sentence as Pipecat aggregates them, so the avatar speaks
+    while the rest is still being generated. Within a text, :meth:`PiperTTS.stream`
     synthesises clause by clause; the first text of a reply (a new
     ``context_id``: a ``say()`` or the first sentence of an LLM turn) starts
     with a short piece (at most ``FIRST_MAX_WORDS`` words), so its first audio
@@ -164,6 +166,10 @@ class AlignedPiperTTSService(TTSService):
             max_consecutive_zero_audio_contexts=0,
             **kwargs,  # type: ignore[arg-type]
         )
+        # an LLM's reply: its first piece goes to Piper as soon as its words are in, then sentences
+        self._text_aggregator = FirstWordsAggregator(  # type: ignore[assignment]
+            FIRST_MAX_WORDS, language=self._text_aggregator.language
+        )
         self._models = models
         self._options = options
         self._failed_contexts: set[str] = set()  # contexts whose synthesis failed (already reported)
@@ -175,7 +181,10 @@ class AlignedPiperTTSService(TTSService):
         self._last_context = context_id
         if first_of_reply:
             self._reply_emotion.reset()
-        clean, sentences = annotate(text, self._reply_emotion)
+        continues = isinstance(
+            self._text_aggregator, FirstWordsAggregator
+        ) and self._text_aggregator.continues(text)
+        clean, sentences = annotate(text, self._reply_emotion, continues=continues)
         if not clean:  # nothing but emotion tags: nothing to say
             await self.remove_audio_context(context_id)
             return
