@@ -8,6 +8,10 @@ talking (a sentence every 3 s). Three phases, interleaved as an A/B run:
    or ``--photo``), until the server's build job is done;
 3. **after**: ``--duration`` seconds with no build again.
 
+The server pauses a build whenever the session repeats a frame or steps down its
+ladder (engines.library.builds), so the build phase's length and ``paused_s``
+show what holding the frame rate cost the build.
+
 Per phase: the session's *fresh* frame rate (frames the server rendered in
 time: ``frames - repeated`` from ``/api/sessions``, per second), the worst
 5-second window of it, the received FPS and p95 frame interval at the
@@ -150,6 +154,7 @@ async def measure(base: str, duration: float, photo: bytes) -> dict[str, Any]:
                 "upload_to_start_s": round(build_start - t1, 1),
                 "build_s": round(t2 - build_start, 1),
                 "builder": job.get("builder"),
+                "paused_s": job.get("paused_s"),  # time the build was paused because the call struggled
             },
         }
         async with client.http.delete(f"{base}/api/avatars/{created['id']}") as r:

@@ -265,3 +265,31 @@ async def test_the_build_queue_drives_the_admission_share(tmp_path: Path) -> Non
     assert scheduler.other_load() == BUILD_SESSION_SHARE
     service.builds.running = None
     assert scheduler.other_load() == 0.0
+
+
+def test_session_pressure_is_a_rate_of_late_frames_or_a_stepped_down_ladder() -> None:
+    from types import SimpleNamespace
+
+    from realtime.web.avatar_api import SessionPressure
+
+    def session(sid: str, repeated: int = 0) -> SimpleNamespace:
+        return SimpleNamespace(
+            id=sid, pacer=SimpleNamespace(stats=SimpleNamespace(repeated=repeated, level=0))
+        )
+
+    a, b = session("a", 3), session("b")
+    sessions = [a, b]
+    pressure = SessionPressure(lambda: sessions, max_repeats_per_s=2, window_s=1.0)
+    t = 100.0
+    assert pressure(t) is False  # first look: old repeats are not news
+    a.pacer.stats.repeated = 4  # one late frame: still >= 24 fresh FPS
+    assert pressure(t + 0.2) is False
+    a.pacer.stats.repeated = 5  # a second one within the same second: below 24
+    assert pressure(t + 0.4) is True
+    assert pressure(t + 1.1) is True  # both still within the last second
+    assert pressure(t + 1.6) is False  # a second with no late frame
+    b.pacer.stats.level = 1  # the ladder stepped down
+    assert pressure(t + 1.7) is True
+    b.pacer.stats.level = 0
+    sessions.append(session("c", 9))
+    assert pressure(t + 1.8) is False  # a new session's past is not news either

@@ -40,6 +40,10 @@ FAKE_WORKER = textwrap.dedent(
         sys.exit(3)
     if mode == "hang":
         time.sleep(60)
+    if mode == "tick":  # steady work: a progress line every 50 ms for 2 s of running time
+        for k in range(40):
+            emit(type="progress", stage="tick", fraction=0.1 + 0.02 * k, message=f"tick {k}")
+            time.sleep(0.05)
     emit(type="progress", stage="photo", fraction=0.5, message="half way")
     shutil.copyfile(src, os.path.join(out, "avatar.safetensors"))
     open(os.path.join(out, "preview.png"), "wb").write(b"png")
@@ -217,5 +221,36 @@ async def test_real_worker_builds_from_a_photo(
         while not events.empty():
             stages.add(events.get_nowait()["stage"])
         assert {"photo", "preview", "done"} <= stages
+    finally:
+        await queue.close()
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (R running, S sleeping, T stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+async def test_a_build_pauses_while_live_calls_struggle(
+    library: AvatarLibrary, avatar_file: Path, tmp_path: Path
+) -> None:
+    busy = {"now": False}
+    queue = _queue(library, tmp_path, {"paced": "tick"}, {}, pressure=lambda: busy["now"])
+    queue.start()
+    try:
+        job = _submit(queue, library, avatar_file, "paced")
+        await _until(lambda: job.stage == "tick")
+        busy["now"] = True  # a session's frames come late
+        await _until(lambda: job.paused)
+        assert queue._proc is not None
+        pid = queue._proc.pid
+        await _until(lambda: _state(pid) == "T")  # the worker is stopped (SIGSTOP to its process group)
+        progress = job.progress
+        await asyncio.sleep(0.6)
+        assert job.progress == progress and job.state == "running"  # no work while paused
+        assert job.to_json()["paused"] is True and "live calls" in job.message
+        busy["now"] = False  # healthy again: it continues after RESUME_AFTER_S
+        await _until(lambda: not job.paused)
+        await _until(lambda: job.state == "done")
+        assert job.paused_s >= 0.6 and job.progress == 1.0
     finally:
         await queue.close()

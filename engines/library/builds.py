@@ -7,7 +7,11 @@ A live call must keep 25 FPS while an avatar is built on the same machine, so a 
   it gets only CPU time the sessions leave over;
 * uses one thread (numba, BLAS and onnxruntime pinned to 1), so it can never
   take more than one core even when the machine is otherwise idle;
-* waits its turn: one build at a time, the rest queued with their position.
+* waits its turn: one build at a time, the rest queued with their position;
+* **pauses while live calls struggle**: ``pressure()`` (the server: a session's frames came late, or its
+  degradation ladder stepped down) stops the build's process group (``SIGSTOP``) until the calls have been
+  healthy for :data:`RESUME_AFTER_S`, then continues it (``SIGCONT``). A build on a busy machine takes
+  longer; the calls keep their frame rate.
 
 Progress comes from the worker's JSON lines and goes to subscribers (the
 websocket) as ``build`` events, the same dicts ``GET /api/avatars/jobs/{job}``
@@ -23,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import OrderedDict, deque
@@ -38,7 +43,9 @@ logger = logging.getLogger(__name__)
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 KEEP_FINISHED = 100  # finished jobs remembered for GET /api/avatars/jobs/{job}
-DEFAULT_TIMEOUT_S = 1800.0
+DEFAULT_TIMEOUT_S = 1800.0  # of running time (paused time is not counted)
+GOVERN_PERIOD_S = 0.1  # how often the live calls' health is checked while a build runs
+RESUME_AFTER_S = 1.0  # healthy calls for this long before a paused build continues
 THREAD_ENV = (
     "NUMBA_NUM_THREADS",
     "OMP_NUM_THREADS",
@@ -72,6 +79,8 @@ class BuildJob:
     error: str | None = None
     builder: str = ""
     voice_match: dict[str, Any] | None = None  # {voice, similarity, scores}: chosen from the video's audio
+    paused: bool = False  # stopped right now because live calls need the CPU
+    paused_s: float = 0.0  # time spent paused so far
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -93,6 +102,8 @@ class BuildJob:
             "builder": self.builder,
             "voice": self.voice,
             "voice_match": self.voice_match,
+            "paused": self.paused,
+            "paused_s": round(self.paused_s, 1),
             "created": self.created,
             "started": self.started,
             "finished": self.finished,
@@ -116,6 +127,12 @@ def default_worker_command(job: BuildJob, match_voices: Path | None = None) -> l
     return cmd
 
 
+def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """Signal the build's whole process group (the worker and, e.g., its face-landmark process)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
 def lower_priority() -> None:
     """In the child, before exec: the idle scheduling class (Linux), else the weakest nice level."""
     try:
@@ -137,6 +154,7 @@ class BuildQueue:
         threads: int = 1,
         voices: Callable[[], Sequence[Any]] | None = None,
         default_voice: Callable[[], str | None] | None = None,
+        pressure: Callable[[], bool] | None = None,
     ) -> None:
         """``voices``: the installed Piper voices (engines.voices.Voice); a video built without a chosen
         voice gets the one closest to the person's own (engines.speaker) when there are two or more."""
@@ -144,6 +162,7 @@ class BuildQueue:
         self._command = command
         self._voices = voices
         self._default_voice = default_voice
+        self.pressure = pressure  # True while live calls need the CPU: the running build is paused
         self.timeout_s = timeout_s
         self.low_priority = low_priority
         self.threads = threads
@@ -175,8 +194,7 @@ class BuildQueue:
             self._finish(job, "cancelled", "the server is shutting down")
         self._waiting.clear()
         if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
+            _signal_group(self._proc, signal.SIGKILL)
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -224,8 +242,7 @@ class BuildQueue:
         elif job is self.running:
             job.error = "cancelled"  # seen by _build, also if its process is still being started
             if self._proc is not None and self._proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
+                _signal_group(self._proc, signal.SIGKILL)
         return job
 
     @property
@@ -342,10 +359,10 @@ class BuildQueue:
             stderr=asyncio.subprocess.PIPE,
             env=self._env(),
             preexec_fn=lower_priority if self.low_priority else None,
+            start_new_session=True,  # its own process group: pause, resume and stop it with its children
         )
         if job.error == "cancelled":  # cancelled while the process was being started
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            _signal_group(proc, signal.SIGKILL)
         stderr_tail: deque[str] = deque(maxlen=40)
         result: dict[str, Any] = {}
 
@@ -380,12 +397,15 @@ class BuildQueue:
             async for raw in proc.stderr:
                 stderr_tail.append(raw.decode("utf-8", "replace").rstrip())
 
+        governor = asyncio.get_running_loop().create_task(self._govern(proc, job))
         try:
-            await asyncio.wait_for(asyncio.gather(read_stdout(), read_stderr(), proc.wait()), self.timeout_s)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+            await asyncio.gather(read_stdout(), read_stderr(), proc.wait())
+        finally:
+            governor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await governor
+            job.paused = False
+        if governor.done() and not governor.cancelled() and governor.result():
             result = {
                 "type": "error",
                 "message": f"the build took longer than {self.timeout_s:.0f} s and was stopped",
@@ -407,6 +427,45 @@ class BuildQueue:
         if stderr_tail:
             logger.debug("builds: job %s stderr:\n%s", job.id, "\n".join(stderr_tail))
         self._finish(job, "failed", reason)
+
+    async def _govern(self, proc: asyncio.subprocess.Process, job: BuildJob) -> bool:
+        """Pause the build while live calls struggle; stop it once its running time passes the timeout
+        (True then)."""
+        loop = asyncio.get_running_loop()
+        ran = 0.0
+        healthy_since: float | None = None
+        last = loop.time()
+        try:
+            while proc.returncode is None:
+                await asyncio.sleep(GOVERN_PERIOD_S)
+                now = loop.time()
+                if job.paused:
+                    job.paused_s += now - last
+                else:
+                    ran += now - last
+                last = now
+                if ran > self.timeout_s:
+                    _signal_group(proc, signal.SIGKILL)
+                    return True
+                busy = bool(self.pressure()) if self.pressure is not None else False
+                if busy and not job.paused:
+                    _signal_group(proc, signal.SIGSTOP)
+                    job.paused, healthy_since = True, None
+                    job.message = "paused: live calls need the CPU"
+                    self._publish(job)
+                elif job.paused and not busy:
+                    healthy_since = now if healthy_since is None else healthy_since
+                    if now - healthy_since >= RESUME_AFTER_S:
+                        _signal_group(proc, signal.SIGCONT)
+                        job.paused = False
+                        job.message = "continuing"
+                        self._publish(job)
+                elif busy:
+                    healthy_since = None
+        finally:
+            if job.paused and proc.returncode is None:
+                _signal_group(proc, signal.SIGCONT)  # never leave a stopped process behind
+        return False
 
     async def _install(self, job: BuildJob, result: dict[str, Any]) -> None:
         out = job.workdir / "out"

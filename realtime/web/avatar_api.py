@@ -25,7 +25,9 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,6 +388,40 @@ def add_avatar_routes(app: web.Application, service: AvatarService, scheduler: A
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+
+
+class SessionPressure:
+    """True while a live session falls below 24 fresh frames a second: it repeated ``max_repeats_per_s`` or
+    more frames in the last second (renders missed their deadlines), or its degradation ladder is stepped
+    down. A running build is paused meanwhile (engines.library.builds).
+
+    A rate, not any single late frame: on a busy machine a session repeats the odd frame with no build at
+    all, and pausing on each would stall builds for good.
+    """
+
+    def __init__(
+        self, sessions: Callable[[], Any], max_repeats_per_s: int = 2, window_s: float = 1.0
+    ) -> None:
+        self._sessions = sessions  # () -> the live sessions (each with .id and .pacer.stats)
+        self.max_repeats = max_repeats_per_s
+        self.window_s = window_s
+        self._seen: dict[str, deque[tuple[float, int]]] = {}
+
+    def __call__(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        busy = False
+        live: dict[str, deque[tuple[float, int]]] = {}
+        for session in list(self._sessions()):
+            stats = session.pacer.stats
+            history = self._seen.get(session.id) or deque()
+            history.append((now, stats.repeated))
+            while len(history) > 1 and history[1][0] <= now - self.window_s:
+                history.popleft()
+            live[session.id] = history
+            if stats.level > 0 or stats.repeated - history[0][1] >= self.max_repeats:
+                busy = True
+        self._seen = live
+        return busy
 
 
 def upload_limits_json(limits: UploadLimits) -> dict[str, Any]:

@@ -363,12 +363,15 @@ def create_app(settings: Settings, manager: SessionManager) -> web.Application:
     if engine is not None and engine.avatars is not None:
         from engines.library.builds import BuildQueue
         from engines.voices import VoiceCatalog
-        from realtime.web.avatar_api import AvatarService, add_avatar_routes
+        from realtime.web.avatar_api import AvatarService, SessionPressure, add_avatar_routes
 
         voices = getattr(manager, "voices", None) or VoiceCatalog()
         builds = BuildQueue(
-            engine.avatars.library, voices=voices.list, default_voice=lambda: voices.default_id
-        )  # a video built without a chosen voice gets the installed voice closest to the person's
+            engine.avatars.library,
+            voices=voices.list,  # a video built without a chosen voice gets the installed voice closest to it
+            default_voice=lambda: voices.default_id,
+            pressure=SessionPressure(lambda: manager.sessions.values()),  # paused while calls struggle
+        )
         service = AvatarService(engine.avatars, builds, voices)
         add_avatar_routes(app, service, scheduler=getattr(engine, "scheduler", None))
 
