@@ -254,3 +254,27 @@ async def test_a_build_pauses_while_live_calls_struggle(
         assert job.paused_s >= 0.6 and job.progress == 1.0
     finally:
         await queue.close()
+
+
+async def test_a_build_continues_when_pausing_it_does_not_help(
+    library: AvatarLibrary, avatar_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that struggle with the build stopped are starved by something else: the build goes on."""
+    from engines.library import builds
+
+    monkeypatch.setattr(builds, "PROBE_S", 0.5)
+    monkeypatch.setattr(builds, "GRACE_S", 0.3)
+    queue = _queue(library, tmp_path, {"paced": "tick"}, {}, pressure=lambda: True)  # always struggling
+    queue.start()
+    try:
+        job = _submit(queue, library, avatar_file, "paced")
+        events = queue.subscribe(job.id)
+        await _until(lambda: job.state == "done", timeout=60)
+        messages = []
+        while not events.empty():
+            messages.append(events.get_nowait()["message"])
+        assert "paused: live calls need the CPU" in messages
+        assert "continuing: the machine is busy with other work" in messages
+        assert job.paused_s >= 0.5
+    finally:
+        await queue.close()

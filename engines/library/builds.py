@@ -8,10 +8,11 @@ A live call must keep 25 FPS while an avatar is built on the same machine, so a 
 * uses one thread (numba, BLAS and onnxruntime pinned to 1), so it can never
   take more than one core even when the machine is otherwise idle;
 * waits its turn: one build at a time, the rest queued with their position;
-* **pauses while live calls struggle**: ``pressure()`` (the server: a session's frames came late, or its
-  degradation ladder stepped down) stops the build's process group (``SIGSTOP``) until the calls have been
-  healthy for :data:`RESUME_AFTER_S`, then continues it (``SIGCONT``). A build on a busy machine takes
-  longer; the calls keep their frame rate.
+* **pauses while live calls struggle**: ``pressure()`` (the server: a session fell below 24 fresh FPS)
+  stops the build's process group (``SIGSTOP``) until the calls have been healthy for
+  :data:`RESUME_AFTER_S`, then continues it (``SIGCONT``). If the calls still struggle after
+  :data:`PROBE_S` with the build stopped, the build is not what starves them (other work on the machine
+  is): it continues, and pressure is ignored for :data:`GRACE_S`, so builds finish on a busy machine too.
 
 Progress comes from the worker's JSON lines and goes to subscribers (the
 websocket) as ``build`` events, the same dicts ``GET /api/avatars/jobs/{job}``
@@ -46,6 +47,8 @@ KEEP_FINISHED = 100  # finished jobs remembered for GET /api/avatars/jobs/{job}
 DEFAULT_TIMEOUT_S = 1800.0  # of running time (paused time is not counted)
 GOVERN_PERIOD_S = 0.1  # how often the live calls' health is checked while a build runs
 RESUME_AFTER_S = 1.0  # healthy calls for this long before a paused build continues
+PROBE_S = 5.0  # calls that still struggle this long with the build stopped: the build is not the cause
+GRACE_S = 10.0  # then the build runs this long (at idle priority) before pressure may pause it again
 THREAD_ENV = (
     "NUMBA_NUM_THREADS",
     "OMP_NUM_THREADS",
@@ -429,12 +432,13 @@ class BuildQueue:
         self._finish(job, "failed", reason)
 
     async def _govern(self, proc: asyncio.subprocess.Process, job: BuildJob) -> bool:
-        """Pause the build while live calls struggle; stop it once its running time passes the timeout
-        (True then)."""
+        """Pause the build while live calls struggle (see the module docstring); stop it once its running
+        time passes the timeout (True then)."""
         loop = asyncio.get_running_loop()
         ran = 0.0
-        healthy_since: float | None = None
         last = loop.time()
+        paused_at = healthy_since = 0.0
+        grace_until = 0.0
         try:
             while proc.returncode is None:
                 await asyncio.sleep(GOVERN_PERIOD_S)
@@ -448,20 +452,28 @@ class BuildQueue:
                     _signal_group(proc, signal.SIGKILL)
                     return True
                 busy = bool(self.pressure()) if self.pressure is not None else False
-                if busy and not job.paused:
-                    _signal_group(proc, signal.SIGSTOP)
-                    job.paused, healthy_since = True, None
-                    job.message = "paused: live calls need the CPU"
-                    self._publish(job)
-                elif job.paused and not busy:
-                    healthy_since = now if healthy_since is None else healthy_since
-                    if now - healthy_since >= RESUME_AFTER_S:
-                        _signal_group(proc, signal.SIGCONT)
-                        job.paused = False
-                        job.message = "continuing"
+                if not job.paused:
+                    if busy and now >= grace_until:
+                        _signal_group(proc, signal.SIGSTOP)
+                        job.paused, paused_at, healthy_since = True, now, 0.0
+                        job.message = "paused: live calls need the CPU"
                         self._publish(job)
-                elif busy:
-                    healthy_since = None
+                    continue
+                if busy:
+                    healthy_since = 0.0
+                    if now - paused_at < PROBE_S:
+                        continue
+                    # the calls struggle with the build stopped: something else loads the machine
+                    grace_until = now + GRACE_S
+                    job.message = "continuing: the machine is busy with other work"
+                else:
+                    healthy_since = healthy_since or now
+                    if now - healthy_since < RESUME_AFTER_S:
+                        continue
+                    job.message = "continuing"
+                _signal_group(proc, signal.SIGCONT)
+                job.paused = False
+                self._publish(job)
         finally:
             if job.paused and proc.returncode is None:
                 _signal_group(proc, signal.SIGCONT)  # never leave a stopped process behind

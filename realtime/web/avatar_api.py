@@ -392,11 +392,12 @@ def add_avatar_routes(app: web.Application, service: AvatarService, scheduler: A
 
 class SessionPressure:
     """True while a live session falls below 24 fresh frames a second: it repeated ``max_repeats_per_s`` or
-    more frames in the last second (renders missed their deadlines), or its degradation ladder is stepped
-    down. A running build is paused meanwhile (engines.library.builds).
+    more frames in the last second (renders missed their deadlines). A running build is paused meanwhile
+    (engines.library.builds).
 
     A rate, not any single late frame: on a busy machine a session repeats the odd frame with no build at
-    all, and pausing on each would stall builds for good.
+    all. The ladder's level is not used: it may rest a rung down for a while after a spike, and the frames
+    it sends there are fresh.
     """
 
     def __init__(
@@ -418,7 +419,7 @@ class SessionPressure:
             while len(history) > 1 and history[1][0] <= now - self.window_s:
                 history.popleft()
             live[session.id] = history
-            if stats.level > 0 or stats.repeated - history[0][1] >= self.max_repeats:
+            if stats.repeated - history[0][1] >= self.max_repeats:
                 busy = True
         self._seen = live
         return busy
