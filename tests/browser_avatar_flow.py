@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-def write_y4m(path: Path, seconds: float = 3.0, fps: int = 15, size: tuple[int, int] = (480, 360)) -> Path:
+def write_y4m(path: Path, seconds: float = 3.0, fps: int = 15, size: tuple[int, int] = (640, 480)) -> Path:
     """A clip of the astronaut portrait slowly moving (uncompressed YUV 4:2:0), for Chromium's fake camera.
 
     Made here from ``skimage.data.astronaut()`` (public domain): a real face, one person.

@@ -60,7 +60,11 @@ def test_record_upload_build_and_talk_to_it(server: ServerProcess, tmp_path: Pat
                 ".avatar-card[data-avatar='default'][aria-checked='true'] img[src^='blob:']"
             )
             build = create_avatar_in_page(page, "Browser test", timeout_s=400)
-            assert build["state"] == "done", build
+            assert build["state"] == "done", (build.get("error"), build.get("message"), build)
+            job = _get(server, f"/api/avatars/jobs/{build['job']}")
+            assert isinstance(job, dict) and job["builder"] == "engines.create.replica", (
+                job
+            )  # a video: a replica
             new_id = build["avatar"]
             listed = _get(server, "/api/avatars")
             assert isinstance(listed, list)

@@ -11,17 +11,14 @@ object per line on stdout, for the queue to follow::
     {"type": "done", "gaussians": 39382, "builder": "engines.create.photo", "seconds": 41.2}
     {"type": "error", "message": "no face found in the photo; ..."}      (exit status 1)
 
-A photo goes through the one-shot photo pipeline (:mod:`engines.create.photo`).
-A video goes through the replica builder when it is installed
-(``engines.create.replica``, the "replica from a short video" work); until then
-the sharpest of a dozen frames sampled from the clip goes through the photo
-pipeline, and ``builder`` says so.
+A photo goes through the one-shot photo pipeline (:mod:`engines.create.photo`);
+a video through the replica builder (:mod:`engines.create.replica`), whose clip
+checks (too short, no face, several faces, ...) end the build with their message.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -79,51 +76,6 @@ class _StageProgress:
         self.emit(
             {"type": "progress", "stage": str(stage)[:40], "fraction": round(frac, 3), "message": message}
         )
-
-
-def sharpest_frame(path: Path, samples: int = 12, emit: Emit | None = None) -> tuple[np.ndarray, float]:
-    """(RGB frame, time s) of the sharpest of ``samples`` frames spread over the clip (variance of the Laplacian
-    over the central half, where the face is)."""
-    import av
-
-    from engines.library.uploads import video_frames
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        duration = float(container.duration / 1e6) if container.duration else None
-        if duration is None:  # MediaRecorder WebM has no duration in its header: find the last packet
-            tb = float(stream.time_base or 0)
-            pts = [p.pts for p in container.demux(stream) if p.pts is not None]
-            duration = (max(pts) - min(pts)) * tb if pts else 0.0
-    times = [duration * (k + 0.5) / samples for k in range(samples)]
-    frames = video_frames(path, times)
-    if not frames:
-        raise ValueError("no frame of the video could be decoded")
-    best, best_t, best_score = frames[0], times[0], -1.0
-    for frame, t in zip(frames, times, strict=False):
-        grey = frame.astype(np.float32).mean(axis=2)
-        h, w = grey.shape
-        centre = grey[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]
-        lap = (
-            -4 * centre[1:-1, 1:-1]
-            + centre[:-2, 1:-1]
-            + centre[2:, 1:-1]
-            + centre[1:-1, :-2]
-            + centre[1:-1, 2:]
-        )
-        score = float(lap.var())
-        if score > best_score:
-            best, best_t, best_score = frame, t, score
-    if emit is not None:
-        emit(
-            {
-                "type": "progress",
-                "stage": "frames",
-                "fraction": 0.05,
-                "message": f"sharpest frame at {best_t:.1f} s",
-            }
-        )
-    return best, best_t
 
 
 REFERENCE_TEXT = (
@@ -213,21 +165,11 @@ def build(source: Path, kind: str, out: Path, emit: Emit) -> dict[str, Any]:
             progress=_Steps(emit, "photo", PHOTO_STEPS, 0.02, 0.9),
         )
         builder = "engines.create.photo"
-    elif kind == "video" and importlib.util.find_spec("engines.create.video") is not None:
-        video = importlib.import_module(
-            "engines.create.video"
-        )  # the replica builder (issue "replica from a short video")
-
-        avatar = video.create_from_video(source, progress=_Steps(emit, "replica", 40, 0.0, 0.9))
-        builder = "engines.create.video"
     elif kind == "video":
-        frame, t = sharpest_frame(source, emit=emit)
-        avatar = create_from_image(
-            frame,
-            provenance={"source": f"uploaded video, frame at {t:.2f} s", "licence": "as the source video"},
-            progress=_Steps(emit, "photo", PHOTO_STEPS, 0.08, 0.9),
-        )
-        builder = "engines.create.photo (one frame of the video)"
+        from engines.create.replica import create_from_video
+
+        avatar = create_from_video(source, progress=_StageProgress(emit, 0.0, 0.9))
+        builder = "engines.create.replica"
     else:
         raise ValueError(f"unknown source kind {kind!r}")
     emit({"type": "progress", "stage": "saving", "fraction": 0.92, "message": "saving the avatar"})

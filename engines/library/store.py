@@ -126,7 +126,7 @@ class AvatarEntry:
     preview: Path | None  # PNG, None until rendered (the bundled default's is rendered on demand)
     gaussians: int = 0
     bytes: int = 0
-    builder: str = ""  # what made it (engines.create.photo, engines.create.video, ...)
+    builder: str = ""  # what made it (engines.create.photo, engines.create.replica, ...)
 
     @property
     def bundled(self) -> bool:
