@@ -298,3 +298,8 @@ def test_faces_one_none_several(face_detector: None) -> None:
     assert err.value.status == 422
     with pytest.raises(UploadError, match="sampled frame 2 of 2"):
         check_faces([astronaut, np.zeros((300, 300, 3), np.uint8)], what="video")
+    # a video's face must be wide enough for the replica builder (its MIN_FACE_PX, scaled by the caller)
+    check_faces([astronaut], what="video", min_face_px=80)  # the astronaut's face: ~110 px
+    with pytest.raises(UploadError, match=r"px wide cheek to cheek; at least 200 px") as err:
+        check_faces([astronaut], what="video", min_face_px=200)
+    assert err.value.status == 422

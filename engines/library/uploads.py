@@ -347,15 +347,20 @@ def video_frames(path: Path, times_s: list[float], max_side: int = 1280) -> list
     return [frame.rgb for frame in iter_frames(path, max_side=max_side, indices=wanted)]
 
 
-def check_faces(images: list[np.ndarray], what: str = "photo", min_ratio: float = 0.35) -> None:
+def check_faces(
+    images: list[np.ndarray], what: str = "photo", min_ratio: float = 0.35, min_face_px: float = 0.0
+) -> None:
     """Exactly one face in each image, by the photo pipeline's rule; 422 otherwise.
 
     A second face counts when it is at least ``min_ratio`` as wide as the
     biggest (:class:`engines.create.photo.PhotoOptions`). One mediapipe
     process looks at all the images; for a video they are frames sampled
-    across it, and a bad frame is named by its position.
+    across it, and a bad frame is named by its position. A face narrower than
+    ``min_face_px`` (cheek to cheek, in the images' pixels) is refused too: the
+    replica builder needs :data:`engines.create.tracking.MIN_FACE_PX` in the source.
     """
     from engines.create.face_env import FaceEnvError
+    from engines.create.photo import CHEEK_L, CHEEK_R
     from engines.create.tracking import FaceTracker
 
     try:
@@ -374,4 +379,12 @@ def check_faces(images: list[np.ndarray], what: str = "photo", min_ratio: float 
         if several > 1:
             raise UploadError(
                 f"{several} faces found in the {where}: the avatar needs exactly one person", 422
+            )
+        face = faces[int(np.argmax(widths))]
+        cheeks = float(np.linalg.norm(face[CHEEK_L, :2] - face[CHEEK_R, :2]))
+        if cheeks < min_face_px:
+            raise UploadError(
+                f"the face in the {where} is {cheeks:.0f} px wide cheek to cheek; at least "
+                f"{min_face_px:.0f} px are needed: film closer (head and shoulders filling the frame)",
+                422,
             )

@@ -215,6 +215,8 @@ async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
 
 def _check(path: Path, limits: UploadLimits) -> MediaInfo:
     """Decode and look for one face (on the low-priority thread)."""
+    from engines.create.tracking import MIN_FACE_PX
+
     info = inspect_media(path, limits)
     if info.kind == "photo":
         check_faces([load_photo(path, max_side=1280)], "photo")
@@ -223,7 +225,9 @@ def _check(path: Path, limits: UploadLimits) -> MediaInfo:
         frames = video_frames(path, times)
         if not frames:
             raise UploadError("no frame of the video could be decoded: it is corrupt", 422)
-        check_faces(frames, "video")
+        # the replica builder's minimum face, in the source's pixels, scaled to the sampled frames'
+        scale = max(frames[0].shape[:2]) / max(info.width, info.height, 1)
+        check_faces(frames, "video", min_face_px=MIN_FACE_PX * min(1.0, scale))
     return info
 
 
