@@ -5,7 +5,8 @@ talking (a sentence every 3 s). Three phases, interleaved as an A/B run:
 
 1. **before**: ``--duration`` seconds with no build;
 2. **build**: ``POST /api/avatars`` with a photo (the astronaut portrait,
-   or ``--photo``), until the server's build job is done;
+   or ``--photo``) or a clip (``--video``: a replica build, minutes of CPU),
+   until the server's build job is done;
 3. **after**: ``--duration`` seconds with no build again.
 
 The server pauses a build whenever the session repeats a frame or steps down its
@@ -29,6 +30,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +50,27 @@ LINES = (
 )
 
 
-def _photo_bytes(path: Path | None) -> bytes:
-    if path is not None:
-        return path.read_bytes()
+@dataclass(frozen=True)
+class Upload:
+    """What the benchmark uploads: a photo (one-shot build) or a clip (replica build)."""
+
+    data: bytes
+    filename: str
+    content_type: str
+
+
+def upload_for(photo: Path | None, video: Path | None) -> Upload:
+    """The clip or photo given, else the astronaut portrait as a JPEG."""
+    if video is not None:
+        return Upload(video.read_bytes(), video.name, "application/octet-stream")
+    if photo is not None:
+        return Upload(photo.read_bytes(), photo.name, "application/octet-stream")
     from PIL import Image
     from skimage import data
 
     buf = io.BytesIO()
     Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=92)
-    return buf.getvalue()
+    return Upload(buf.getvalue(), "photo.jpg", "image/jpeg")
 
 
 class Sampler:
@@ -103,7 +117,7 @@ def _phase(sampler: Sampler, client: Client, start: float, end: float) -> dict[s
     return out
 
 
-async def measure(base: str, duration: float, photo: bytes) -> dict[str, Any]:
+async def measure(base: str, duration: float, upload: Upload) -> dict[str, Any]:
     client = Client(base)
     await client.connect()
     await client.wait_video(50, timeout=60)
@@ -125,7 +139,7 @@ async def measure(base: str, duration: float, photo: bytes) -> dict[str, Any]:
         t1 = time.monotonic()
         form = aiohttp.FormData()
         form.add_field("name", "bench build")
-        form.add_field("file", photo, filename="photo.jpg", content_type="image/jpeg")
+        form.add_field("file", upload.data, filename=upload.filename, content_type=upload.content_type)
         async with client.http.post(f"{base}/api/avatars", data=form) as r:
             created = await r.json()
             if r.status != 202:
@@ -169,7 +183,7 @@ async def measure(base: str, duration: float, photo: bytes) -> dict[str, Any]:
 def bench_build_command(settings: Any, args: argparse.Namespace) -> int:
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = {**machine_info(), "git": git_info()}
-    photo = _photo_bytes(args.photo)
+    upload = upload_for(args.photo, args.video)
     server: ServerProcess | None = None
     base = args.url
     if base is None:
@@ -177,7 +191,7 @@ def bench_build_command(settings: Any, args: argparse.Namespace) -> int:
         server.wait_ready()
         base = server.base
     try:
-        body = asyncio.run(measure(base.rstrip("/"), args.duration, photo))
+        body = asyncio.run(measure(base.rstrip("/"), args.duration, upload))
     finally:
         if server is not None:
             server.stop()
@@ -186,7 +200,13 @@ def bench_build_command(settings: Any, args: argparse.Namespace) -> int:
         "kind": "build",
         "command": command,
         "machine": machine,
-        "config": {"size": settings.size, "phase_s": args.duration, "say_every_s": SAY_EVERY_S},
+        "config": {
+            "size": settings.size,
+            "phase_s": args.duration,
+            "say_every_s": SAY_EVERY_S,
+            "upload": upload.filename,
+            "upload_bytes": len(upload.data),
+        },
         **body,
         "target": {"fresh_fps_min_5s_during_build": TARGET_FPS},
         "meets_target": fps is not None and fps >= TARGET_FPS,

@@ -400,8 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--url", default=None, help="server to test (default: start one locally)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds measured before and after the build")
-    p.add_argument(
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
         "--photo", type=Path, default=None, help="the photo to build from (default: the astronaut)"
+    )
+    source.add_argument(
+        "--video", type=Path, default=None, help="a clip to build a replica from instead of a photo"
     )
     p.add_argument("--json", dest="json_out", type=Path, default=None)
     _settings_flags(p)
