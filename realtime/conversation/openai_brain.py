@@ -30,7 +30,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import openai
 from pipecat.frames.frames import ErrorFrame, Frame, LLMContextFrame, TTSSpeakFrame
 from pipecat.processors.frame_processor import FrameDirection
@@ -52,11 +51,11 @@ class LLMTimeoutError(TimeoutError):
 
 def describe_llm_error(exc: BaseException | None, timeout_s: float) -> str:
     """A short message for the user about why an LLM turn failed (no response bodies, no secrets)."""
-    if isinstance(exc, LLMTimeoutError | httpx.TimeoutException | openai.APITimeoutError | TimeoutError):
+    if isinstance(exc, LLMTimeoutError | openai.APITimeoutError | TimeoutError):
         return f"the language model did not answer within {timeout_s:g} s"
     if isinstance(exc, openai.APIStatusError):
         return f"the language model endpoint answered HTTP {exc.status_code}"
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError | ConnectionError):
+    if isinstance(exc, openai.APIConnectionError | ConnectionError):
         return "the language model endpoint could not be reached or dropped the connection"
     if isinstance(exc, LLMReplyError | json.JSONDecodeError | openai.APIError | ValueError):
         return "the language model endpoint sent a reply that is not a valid chat completion stream"
@@ -122,7 +121,8 @@ class GuardedOpenAILLMService(OpenAILLMService):
 
     def create_client(self, *args: Any, **kwargs: Any) -> Any:
         client = super().create_client(*args, **kwargs)
-        timeout = httpx.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s))
+        # openai's own Timeout: openai 3 runs on httpx2, 1.x/2.x on httpx, each re-exports its client's type
+        timeout = openai.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s))
         return client.with_options(timeout=timeout, max_retries=0)
 
     async def get_chat_completions(self, context: Any) -> Any:
