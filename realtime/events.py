@@ -156,7 +156,7 @@ class Stats(Event):
 
     type: ClassVar[str] = "stats"
     frames: int
-    repeated: int
+    repeated: int  # frames sent with an older image (a late render, or skipped by the ladder's last rung)
     ladder_level: int
     video_sent: int
     audio_gap_packets: int

@@ -122,8 +122,10 @@ class LadderController:
 @dataclass
 class PacerStats:
     frames: int = 0
-    repeated: int = 0  # a late frame replaced by the newest older image
-    skipped_by_ladder: int = 0  # frames the ladder chose not to render
+    # a frame that went out with the newest older image: its own render was late, or the ladder's last
+    # rung did not render it (what a viewer sees either way: a face that did not move)
+    repeated: int = 0
+    skipped_by_ladder: int = 0  # of those, the frames the ladder chose not to render
     level: int = 0
     level_changes: int = 0
 
@@ -215,8 +217,7 @@ class FramePacer:
                 repeated = False
             else:
                 frame = self._newest
-                if not skipped:  # this frame's own image missed its due time: a counted repeat
-                    self.stats.repeated += 1
+                self.stats.repeated += 1
         self.stats.frames += 1
         lateness = (time.monotonic() - due) * 1000.0
         self.scheduler.timings.observe("frame_lateness", max(0.0, lateness))
