@@ -7,6 +7,7 @@ is held on its last rung (render every other frame), as a session's would be on 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +58,7 @@ async def test_frames_the_last_rung_does_not_render_count_as_repeated(engine: En
     # the counter and what went out agree: a repeated frame is the previous frame's image object
     flagged = sum(repeated for _, _, repeated in sent)
     assert flagged == stats.repeated
-    for (_, before, _), (_, frame, repeated) in zip(sent, sent[1:], strict=False):
+    for (_, before, _), (_, frame, repeated) in itertools.pairwise(sent):
         if repeated:
             assert frame is before
 
