@@ -31,7 +31,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     eng.close()
 
 
-async def _run(engine: Engine, level: int, frames: int) -> tuple[FramePacer, list[tuple[int, VideoFrame, bool]]]:
+async def _run(
+    engine: Engine, level: int, frames: int
+) -> tuple[FramePacer, list[tuple[int, VideoFrame, bool]]]:
     sent: list[tuple[int, VideoFrame, bool]] = []
 
     def on_frame(job: FrameJob, frame: VideoFrame, repeated: bool) -> None:
