@@ -23,14 +23,6 @@ pytest.importorskip("scipy")
 
 
 @pytest.fixture(scope="session")
-def mediapipe_env() -> Path:
-    try:
-        return ensure_env()
-    except FaceEnvError as exc:  # no PyPI access and no cached environment
-        pytest.skip(f"mediapipe environment unavailable: {exc}")
-
-
-@pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     from engines.create.photo import astronaut_image
 

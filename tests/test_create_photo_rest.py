@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.create.face_env import FaceEnvError, ensure_env
 from engines.create.photo import (
     EYE_L_LOWER,
     EYE_L_UPPER,
@@ -30,14 +29,6 @@ from engines.create.relax import mouth_interior_mask
 
 pytest.importorskip("scipy")
 pytest.importorskip("skimage")
-
-
-@pytest.fixture(scope="module")
-def mediapipe_env() -> Path:
-    try:
-        return ensure_env()
-    except FaceEnvError as exc:
-        pytest.skip(f"mediapipe environment unavailable: {exc}")
 
 
 def _lip_gap(lm: np.ndarray) -> float:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from engines import assets
-from engines.create.face_env import FaceEnvError, ensure_env
 from engines.create.replica import ReplicaOptions, ReplicaResult, build_replica
 from engines.splat.avatar import load_avatar, save_avatar
 from engines.splat.measure import lip_aperture_px
@@ -24,14 +23,6 @@ pytest.importorskip("scipy")
 # builds take a minute or two on an idle 2-core box, many more on a busy one
 pytestmark = pytest.mark.timeout(2400)
 FAST = ReplicaOptions(appearance_frames=10, color_iters=4)
-
-
-@pytest.fixture(scope="module")
-def mediapipe_env() -> Path:
-    try:
-        return ensure_env()
-    except FaceEnvError as exc:
-        pytest.skip(f"mediapipe environment unavailable: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.create.face_env import FaceEnvError, ensure_env
 from engines.create.tracking import Tracking, matrix_to_euler, umeyama
 from engines.create.video_io import NotAVideoError, iter_frames, probe_video
 from engines.splat.rig import euler_matrix
@@ -67,14 +66,6 @@ def test_iter_frames_thins_and_scales(tmp_path: Path) -> None:
     assert got[0].rgb.shape == (120, 160, 3)
     picked = list(iter_frames(clip, indices={5, 17}))
     assert [f.index for f in picked] == [5, 17] and picked[1].time_s == pytest.approx(17 / 60, abs=1e-3)
-
-
-@pytest.fixture(scope="module")
-def mediapipe_env() -> Path:
-    try:
-        return ensure_env()
-    except FaceEnvError as exc:
-        pytest.skip(f"mediapipe environment unavailable: {exc}")
 
 
 @pytest.mark.slow

@@ -25,7 +25,6 @@ from capture_media import (
     real_clip,
 )
 
-from engines.create.face_env import FaceEnvError, ensure_env
 from engines.create.tracking import (
     Q_OCCLUDED,
     FaceTooSmallError,
@@ -37,14 +36,6 @@ from engines.create.tracking import (
 from engines.create.video_io import ClipTooShortError, NotAVideoError, VideoAvatarError, probe_video
 
 pytest.importorskip("av")
-
-
-@pytest.fixture(scope="module")
-def mediapipe_env() -> Path:
-    try:
-        return ensure_env()
-    except FaceEnvError as exc:
-        pytest.skip(f"mediapipe environment unavailable: {exc}")
 
 
 def test_text_file_named_mp4_is_not_a_video() -> None:
