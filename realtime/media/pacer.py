@@ -6,7 +6,7 @@ and the Pipecat service (its frames become ``OutputImageRawFrame``s). They
 differ only in
 
 * a **lead policy**: how far ahead of its due time a frame is prepared
-  (:class:`FixedLead`: one frame, the session's tracks pace the rest;
+  (:class:`FixedLead`: one and a half frames, the session's tracks pace the rest;
   :class:`MeasuredLead`: the measured render cost with a margin, at most three
   frames, for Pipecat, whose transport paces nothing), and
 * an **on_frame** callback: where a finished frame goes.
@@ -18,9 +18,9 @@ the image until ``due``. A render that misses its due time is not cancelled
 (the newest finished image is what the next frames show); frame ``k`` then goes
 out with the newest image rendered so far (a counted repeat), and the audio keeps
 to its schedule. One :class:`LadderController` steps the render scale and level
-of detail down when frames come too close to their deadlines and back up when
-headroom returns. The pacer's task is watched: when it fails, ``on_error`` is
-called (a session then closes with an error event).
+of detail down when frames go late and back up when headroom returns. The
+pacer's task is watched: when it fails, ``on_error`` is called (a session then
+closes with an error event).
 """
 
 from __future__ import annotations
@@ -57,9 +57,15 @@ class LeadPolicy(Protocol):
 
 @dataclass(frozen=True)
 class FixedLead:
-    """A fixed number of frame periods (a server session: its tracks pace the frames once released)."""
+    """A fixed number of frame periods (a server session: its tracks pace the frames once released).
 
-    frames: float = 1.0
+    1.5 by default: with one period (40 ms at 25 fps) a 512 px frame's render (~15 ms of CPU) plus its
+    hand-offs took ~24 ms of wall time at the median on a busy 2-core machine and the tail went late,
+    so a single session rested a rung or two down (``bench load``, notes/issue-16b); the half period
+    more delays a reply's first audio and frame by 20 ms, both alike (A/V sync is unchanged).
+    """
+
+    frames: float = 1.5
 
     def lead_s(self, period: float) -> float:
         return self.frames * period
@@ -79,44 +85,88 @@ class MeasuredLead:
 class LadderController:
     """One policy for stepping down and up the degradation ladder, from each frame's slack.
 
-    Slack is ``(due - rendered) / period`` (negative or -1: the frame's own image
-    was late). After at least 12 frames on a rung it steps down when the worst of
-    the last 12 is under 0.05 or three of them are under 0.15, and up when all of
-    the last 25 had more than half a period to spare.
+    Slack is ``(due - ready) / period``; a frame whose own image was not ready at its due time notes
+    -1 (it went out as a repeat). A rung down costs quality, so frames that arrive on time never step
+    it down, however close they come, and neither does one stall:
+
+    * **down** (at least :attr:`SETTLE` frames after the last change): the last :attr:`LATE_SPAN`
+      frames hold :attr:`LATE_DOWN` separate runs of late frames (renders regularly miss their
+      time: a cheaper rung helps), or one run of late frames has lasted :attr:`WINDOW` frames (a
+      second), or the median slack of the frames on time among the last :attr:`WINDOW` (most of them)
+      is under :attr:`TREND` (within a few ms of the deadline for a whole second). A shorter burst (a session
+      joining, Whisper or Piper taking the cores for a few hundred ms) is over before a rung down
+      could help, and would cost the rung's quality for seconds after;
+    * **up**: none of the last ``up_after`` frames was late and their median slack is over
+      :attr:`UP_MEDIAN`. ``up_after`` starts at :attr:`WINDOW` and doubles (up to :attr:`UP_MAX`)
+      whenever a rung it climbed back to is left again within :attr:`PROBATION` frames, so a rung
+      the machine cannot hold is not retried every second; it is reset by a step down that was not
+      such a relapse.
     """
 
     WINDOW = 25
     SETTLE = 12
+    LATE_SPAN = 50
+    LATE_DOWN = 3
+    TREND = 0.1
+    UP_MEDIAN = 0.5
+    UP_MAX = 400
+    PROBATION = 100
 
     def __init__(self, levels: int, adaptive: bool = True) -> None:
         self.levels = levels
         self.adaptive = adaptive
         self.level = 0
         self.changes = 0
-        self._slack: list[float] = []
-        self._since_change = 0
+        self.up_after = self.WINDOW
+        self._slack: list[float] = []  # since the last change, at most UP_MAX
+        self._since_up: int | None = None  # frames since the last step up (None: none yet)
 
     def note(self, slack: float) -> None:
         if not self.adaptive:
             return
         self._slack.append(slack)
-        self._since_change += 1
-        if len(self._slack) > self.WINDOW:
+        if len(self._slack) > self.UP_MAX:
             self._slack.pop(0)
-        if self._since_change < self.SETTLE:
+        if self._since_up is not None:
+            self._since_up += 1
+        if len(self._slack) < self.SETTLE:
             return
-        recent = self._slack[-self.SETTLE :]
-        if (min(recent) < 0.05 or sum(s < 0.15 for s in recent) >= 3) and self.level < self.levels - 1:
-            self._change(self.level + 1, "frames were late")
-        elif self.level > 0 and len(self._slack) >= self.WINDOW and min(self._slack) > 0.5:
-            self._change(self.level - 1, "room again")
+        recent = self._slack[-self.WINDOW :]
+        span = self._slack[-self.LATE_SPAN :]
+        runs = sum(s < 0.0 and (i == 0 or span[i - 1] >= 0.0) for i, s in enumerate(span))
+        on_time = [s for s in recent if s >= 0.0]
+        stalled = len(recent) == self.WINDOW and not on_time
+        squeezed = (
+            len(recent) == self.WINDOW and len(on_time) > self.WINDOW // 2 and _median(on_time) < self.TREND
+        )
+        if self.level < self.levels - 1 and (runs >= self.LATE_DOWN or stalled or squeezed):
+            relapse = self._since_up is not None and self._since_up <= self.PROBATION
+            self.up_after = min(self.UP_MAX, 2 * self.up_after) if relapse else self.WINDOW
+            self._since_up = None
+            late = sum(s < 0.0 for s in span)
+            self._change(self.level + 1, f"{late} of the last {len(span)} frames late, in {runs} runs")
+            return
+        calm = self._slack[-self.up_after :]
+        if (
+            self.level > 0
+            and len(calm) >= self.up_after
+            and min(calm) >= 0.0
+            and _median(calm) > self.UP_MEDIAN
+        ):
+            self._since_up = 0
+            self._change(self.level - 1, f"no frame late in {len(calm)}")
 
     def _change(self, level: int, why: str) -> None:
         logger.info("ladder: level %d → %d (%s)", self.level, level, why)
         self.level = level
         self.changes += 1
-        self._since_change = 0
         self._slack.clear()
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 @dataclass
@@ -206,9 +256,10 @@ class FramePacer:
                 await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, due - time.monotonic()))
             if fut.done() and fut.result() is not None:
                 frame = fut.result()
-                self.ladder.note((due - time.monotonic()) / self.period)
+                slack = (due - time.monotonic()) / self.period
             else:
-                self.ladder.note(-1.0)
+                slack = -1.0
+            self.ladder.note(slack)
             self.stats.level, self.stats.level_changes = self.ladder.level, self.ladder.changes
         repeated = frame is None
         if frame is None:
