@@ -19,6 +19,10 @@ TEETH = np.array([0.86, 0.83, 0.76])
 TEETH_LOWER = np.array([0.78, 0.75, 0.68])
 TONGUE = np.array([0.62, 0.28, 0.30])
 CAVITY = np.array([0.24, 0.08, 0.09])
+#: The inner-mouth cavity reaches this far below the mouth's centre line (mouth half widths): as far as
+#: the lower lip goes with the jaw open (the tongue and lower teeth, on the jaw, cover what lies below),
+#: above the chin (~1.85), so a head tipped back never shows the cavity under the chin.
+CAVITY_BOTTOM = 1.5
 #: Gaussian σ per grid spacing: at 0.75 a single grid layer is opaque (α ≥ 0.99) between its centres.
 SIGMA_PER_STEP = 0.75
 
@@ -133,12 +137,12 @@ def inner_mouth(
     tmid = 0.5 * (mouth.up(tx) + mouth.lo(tx))
     tpts = place(tx, tmid + ty - 0.02, depth + 0.22)
     part.add(tpts, normal, sigma * 1.2, TONGUE, LAYER_JAW, FLAG_TONGUE)
-    # dark cavity: deepest, large enough for the widest jaw opening
+    # dark cavity: deepest, large enough for a wide jaw opening
     cx, cy = _grid(-1.4, 1.4, -0.9, 1.8, step * 1.6)
     # a rounded box, wider than the lips: it lies deep (behind the rotated jaw), so a turned head
     # sees it shifted sideways; below the lips it narrows like the jaw's opening does
     oval = (((cx / 1.4) ** 4 + ((cy - 0.45) / 1.35) ** 4 < 1.0) & (cy <= 0.6)) | (
-        (cx / 1.2) ** 2 + ((cy - 0.6) / 1.2) ** 2 < 1.0
+        (cx / 1.2) ** 2 + ((cy - 0.6) / (CAVITY_BOTTOM - 0.6)) ** 2 < 1.0
     )
     part.add(place(cx[oval], cy[oval], depth + 1.1), normal, sigma * 1.6, CAVITY, LAYER_MOUTH)
 

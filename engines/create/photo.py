@@ -39,6 +39,7 @@ import numpy as np
 
 from engines.create.face_env import Landmarks, detect_landmarks
 from engines.create.layers import (
+    CAVITY_BOTTOM,
     FLAG_DEFORM,
     Part,
     eyeball,
@@ -513,10 +514,12 @@ def create_from_image(
     # around the mouth the backing lies deeper than the inner-mouth layer (so the open mouth shows
     # the cavity) and follows the face's deformation (so stretched skin never shows a hole)
     mloc = mouth.local(unproject(guv[:, 0], guv[:, 1], np.full(len(guv), float(mouth.centre[2]))))
+    # (down to CAVITY_BOTTOM: below it the backing stays close behind the face, in front of the cavity,
+    # so the cavity never shows under the chin when the head tips back — the chin is ~1.85 below)
     wz = (
         np.clip((1.6 - np.abs(mloc[:, 0])) / 0.5, 0, 1)
         * np.clip((mloc[:, 1] + 1.2) / 0.5, 0, 1)
-        * np.clip((2.6 - mloc[:, 1]) / 0.5, 0, 1)
+        * np.clip((CAVITY_BOTTOM + 0.25 - mloc[:, 1]) / 0.35, 0, 1)
     )
     hz[on_mesh] = np.maximum(hz[on_mesh], zf[on_mesh] + (0.06 + 0.3 * wz[on_mesh]) * face_w)
     # the backing follows the face's deformation fields (they fade out away from the features)
