@@ -37,6 +37,8 @@ class Part:
     colors: list[np.ndarray] = field(default_factory=list)
     layers: list[np.ndarray] = field(default_factory=list)
     flags: list[np.ndarray] = field(default_factory=list)  # bit 1: deformable, bit 2: tongue
+    stretch: list[np.ndarray] = field(default_factory=list)  # σ along ``axes`` / σ (1: a round disc)
+    axes: list[np.ndarray] = field(default_factory=list)  # [K, 3] the stretched in-plane axis (0: any)
 
     def add(
         self,
@@ -46,7 +48,11 @@ class Part:
         colors: np.ndarray,
         layer: int,
         flag: int = 0,
+        stretch: np.ndarray | float = 1.0,
+        axes: np.ndarray | None = None,
     ) -> None:
+        """``k`` discs; with ``axes`` [K, 3] a disc is ``stretch`` times longer along that direction
+        (projected into its plane) than across it."""
         k = len(means)
         self.means.append(np.asarray(means, np.float64).reshape(k, 3))
         self.normals.append(np.broadcast_to(np.asarray(normals, np.float64), (k, 3)).copy())
@@ -54,6 +60,8 @@ class Part:
         self.colors.append(np.broadcast_to(np.asarray(colors, np.float64), (k, 3)).copy())
         self.layers.append(np.full(k, layer, np.int8))
         self.flags.append(np.full(k, flag, np.int8))
+        self.stretch.append(np.broadcast_to(np.asarray(stretch, np.float64), (k,)).copy())
+        self.axes.append(np.zeros((k, 3)) if axes is None else np.asarray(axes, np.float64).reshape(k, 3))
 
     def cat(self) -> dict[str, np.ndarray]:
         return {
@@ -63,6 +71,8 @@ class Part:
             "colors": np.concatenate(self.colors),
             "layers": np.concatenate(self.layers),
             "flags": np.concatenate(self.flags),
+            "stretch": np.concatenate(self.stretch),
+            "axes": np.concatenate(self.axes),
         }
 
 
@@ -70,8 +80,11 @@ FLAG_DEFORM = 1
 FLAG_TONGUE = 2
 
 
-def disc_quats(normals: np.ndarray) -> np.ndarray:
-    """Unit quaternions (w, x, y, z) [N, 4] rotating the local z axis onto ``normals`` [N, 3]."""
+def disc_quats(normals: np.ndarray, axes: np.ndarray | None = None) -> np.ndarray:
+    """Unit quaternions (w, x, y, z) [N, 4] rotating the local z axis onto ``normals`` [N, 3] and, where
+    ``axes`` [N, 3] has a direction in the disc's plane, the local x axis onto it."""
+    from engines.splat.rig import matrix_to_quat
+
     n = normals / np.linalg.norm(normals, axis=1, keepdims=True)
     z = np.array([0.0, 0.0, 1.0])
     axis = np.cross(np.broadcast_to(z, n.shape), n)
@@ -79,12 +92,23 @@ def disc_quats(normals: np.ndarray) -> np.ndarray:
     q = np.concatenate([w[:, None], axis], axis=1)
     flip = w < 1e-6  # normal = -z: rotate 180° about x
     q[flip] = [0.0, 1.0, 0.0, 0.0]
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    if axes is not None:
+        u = axes - np.einsum("ij,ij->i", axes, n)[:, None] * n  # in the disc's plane
+        length = np.linalg.norm(u, axis=1)
+        framed = length > 1e-9
+        if framed.any():
+            u = u[framed] / length[framed, None]
+            nn = n[framed]
+            rot = np.stack([u, np.cross(nn, u), nn], axis=2)  # columns: local x, y, z
+            q[framed] = matrix_to_quat(rot)
+    return q.astype(np.float32)
 
 
-def disc_scales(sigma: np.ndarray, thickness: float = 0.25) -> np.ndarray:
-    """Flat Gaussians: [N, 3] with σ along the local x, y axes and ``thickness``·σ along the normal."""
-    return np.stack([sigma, sigma, thickness * sigma], axis=1).astype(np.float32)
+def disc_scales(sigma: np.ndarray, thickness: float = 0.25, stretch: np.ndarray | float = 1.0) -> np.ndarray:
+    """Flat Gaussians: [N, 3] with ``stretch``·σ along the local x axis, σ along y and ``thickness``·σ
+    along the normal."""
+    return np.stack([np.asarray(stretch) * sigma, sigma, thickness * sigma], axis=1).astype(np.float32)
 
 
 def _grid(x0: float, x1: float, y0: float, y1: float, step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -196,8 +220,8 @@ def to_avatar(
     n = len(means)
     avatar = Avatar(
         means=means,
-        quats=disc_quats(g["normals"]),
-        scales=disc_scales(g["sigma"]),
+        quats=disc_quats(g["normals"], g["axes"]),
+        scales=disc_scales(g["sigma"], stretch=g["stretch"]),
         opacities=np.full(n, opacity, np.float32),
         colors=np.clip(g["colors"], 0.0, 1.0).astype(np.float32),
         layers=g["layers"],

@@ -96,6 +96,13 @@ FOREHEAD = 10
 CHEEK_R, CHEEK_L = 234, 454
 N_MESH = 468  # 468..477 are the iris points
 
+#: Within this many grid steps of the face's outline the surface's depth is smoothed (over FACE_RIM_SMOOTH
+#: steps, σ: the rim's fins have the landmarks' spacing) and its discs follow that smooth surface; inside
+#: that band the surface is the mesh's, as before (eyes, nose and mouth keep their exact shapes).
+FACE_RIM_SMOOTH = 5.0
+FACE_RIM_STEPS = 12.0
+#: A face-surface disc is at most 1 / MIN_DISC_COS times longer along the slope than across it.
+MIN_DISC_COS = 0.25
 FACE_WIDTH_M = 0.14  # cheek-to-cheek (landmarks 234-454) of an adult, metres
 LICENCE_ASTRONAUT = "public domain (NASA photograph, via scikit-image's data module)"
 
@@ -194,6 +201,44 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def _smooth_masked(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of a 2D field over its finite entries only (NaN elsewhere, kept NaN)."""
+    from scipy.ndimage import gaussian_filter
+
+    known = np.isfinite(values)
+    num = gaussian_filter(np.where(known, values, 0.0), sigma, mode="nearest")
+    den = gaussian_filter(known.astype(np.float64), sigma, mode="nearest")
+    return np.where(known, num / np.maximum(den, 1e-12), np.nan)
+
+
+def _smooth_rim(depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(depth, rim weight) [Y, X]: the face's depth (NaN outside) smoothed over :data:`FACE_RIM_SMOOTH`
+    grid steps at its outline, fading to the unsmoothed depth :data:`FACE_RIM_STEPS` steps inside
+    (weight 1 at the outline, 0 from there on)."""
+    from scipy.ndimage import binary_fill_holes, distance_transform_edt
+
+    inside = binary_fill_holes(np.isfinite(depth))  # the eye and mouth holes are not the outline
+    w = np.clip(1.0 - distance_transform_edt(inside) / FACE_RIM_STEPS, 0.0, 1.0)
+    return np.asarray(w * _smooth_masked(depth, FACE_RIM_SMOOTH) + (1.0 - w) * depth), w
+
+
+def _grid_normals(pts: np.ndarray) -> np.ndarray:
+    """Unit normals [Y, X, 3] facing the camera (−z) of a surface sampled on a grid, pts [Y, X, 3]
+    (NaN outside it: one-sided differences at its edges)."""
+
+    def diff(axis: int) -> np.ndarray:
+        fwd = np.roll(pts, -1, axis=axis) - pts
+        bwd = pts - np.roll(pts, 1, axis=axis)
+        d = np.where(np.isfinite(fwd), fwd, bwd)
+        d = np.where(np.isfinite(bwd) & np.isfinite(fwd), 0.5 * (fwd + bwd), d)
+        return np.nan_to_num(d)
+
+    n = np.cross(diff(1), diff(0))
+    n *= np.where(n[..., 2:3] > 0, -1.0, 1.0)
+    length = np.linalg.norm(n, axis=-1, keepdims=True)
+    return np.where(length > 1e-12, n / np.maximum(length, 1e-12), np.array([0.0, 0.0, -1.0]))
 
 
 # ------------------------------------------------------------------ landmarks and crop
@@ -399,22 +444,55 @@ def create_from_image(
     b2 = np.einsum("kij,kj->ki", trans[:, :2], grid - trans[:, 2])
     bary = np.concatenate([b2, 1 - b2.sum(axis=1, keepdims=True)], axis=1)  # [K, 3]
     verts = tri.simplices[simplex]
-    z = np.einsum("kj,kj->k", bary, depth[verts])
-    face_pts = unproject(grid[:, 0], grid[:, 1], z)
+    # the mesh's depth, linear over its triangles, has fins along the rim (long triangles from the oval's
+    # landmarks to the next ring): a head turn shifts each fin by its depth, saw teeth on the cheek's
+    # outline. Near the outline the depth is smoothed over the sample grid and the discs follow that
+    # smooth surface (below); inside, the surface is the mesh's.
+    z_grid = np.full(len(gu), np.nan)
+    z_grid[ok] = np.einsum("kj,kj->k", bary, depth[verts])
+    z_grid, rim_w = _smooth_rim(z_grid.reshape(len(ys), len(xs)))
+    face_pts_grid = geo.unproject(*np.meshgrid(xs, ys), z_grid)  # [Y, X, 3]
+    z = z_grid.ravel()[ok]
+    face_pts = face_pts_grid.reshape(-1, 3)[ok]
+    rim = rim_w.ravel()[ok] > 0.0
+    # inside: discs lean towards the camera (never seen edge-on near the nose wings), and steep surface
+    # (under the chin, nose wings) gets wider discs: seen obliquely after a head turn it would otherwise
+    # open gaps
     face_n = np.einsum("kj,kjc->kc", bary, vn[verts])
-    # discs lean towards the camera (never seen edge-on near the nose wings or the cheeks' rim)
     face_n = face_n / np.maximum(np.linalg.norm(face_n, axis=1, keepdims=True), 1e-12) + [0.0, 0.0, -2.0]
-    # steep surface (cheek rims, under the chin, nose wings) gets wider discs: seen obliquely after
-    # a head turn it would otherwise open gaps
-    cos_face = np.abs(np.einsum("kj,kj->k", bary, vn[verts][..., 2]))
-    face_sigma = 0.7 * s * z / f / np.sqrt(np.clip(cos_face / 0.85, 0.5, 1.0))
+    face_n /= np.linalg.norm(face_n, axis=1, keepdims=True)
+    cos_mesh = np.abs(np.einsum("kj,kj->k", bary, vn[verts][..., 2]))
+    face_sigma = 0.7 * s * z / f / np.sqrt(np.clip(cos_mesh / 0.85, 0.5, 1.0))
+    face_stretch = np.ones(len(z))
+    face_slope = np.zeros((len(z), 3))
+    # at the rim: each disc lies in the smooth surface's tangent plane and is as long along its slope as
+    # the surface it stands for (the grid is regular in the picture, so a steep patch stands for more
+    # surface than it shows): from the front it covers the same pixels as a round disc facing the camera,
+    # and when the head turns the outline stays closed and smooth (round discs leaning towards the camera
+    # on the finned rim gave a saw-toothed far cheek at 15° yaw)
+    rim_n = _grid_normals(face_pts_grid).reshape(-1, 3)[ok][rim]
+    ray = face_pts[rim] / np.linalg.norm(face_pts[rim], axis=1, keepdims=True)
+    cos_rim = np.abs(np.einsum("kj,kj->k", rim_n, ray))
+    face_n[rim] = rim_n
+    face_sigma[rim] = 0.7 * s * z[rim] / f
+    face_stretch[rim] = 1.0 / np.maximum(cos_rim, MIN_DISC_COS)
+    face_slope[rim] = ray - np.einsum("kj,kj->k", ray, rim_n)[:, None] * rim_n
     # an open mouth in the photo: the face surface never takes the colours of its interior (teeth, a
     # tongue out over the lower lip, the cavity): painted over from around them; the rest face closes it
     mouth_open = float(np.max(geo.feats.mouth.gap(np.linspace(-1, 1, 41)))) > OPEN_GAP
     skin_photo = photo
     if mouth_open:
         skin_photo = paint_over_interior(photo, lm2)[0]
-    part.add(face_pts, face_n, face_sigma, _bilinear(skin_photo, grid), LAYER_HEAD, FLAG_DEFORM)
+    part.add(
+        face_pts,
+        face_n,
+        face_sigma,
+        _bilinear(skin_photo, grid),
+        LAYER_HEAD,
+        FLAG_DEFORM,
+        stretch=face_stretch,
+        axes=face_slope,
+    )
     n_face = len(face_pts)
     # explicit inner-lip Gaussians exactly on the landmarks (tools measure the aperture on them)
     groups: dict[str, np.ndarray] = {}
