@@ -290,6 +290,48 @@ def crop_photo(image: np.ndarray, box: tuple[float, float, float], size: int) ->
     return np.asarray(out, dtype=np.uint8)
 
 
+def crop_inside(box: tuple[float, float, float], image_shape: tuple[int, ...], size: int) -> np.ndarray:
+    """[size, size] bool: the pixels of :func:`crop_photo`'s crop that come from inside the picture."""
+    x0, y0, side = (float(v) for v in box)
+    h, w = image_shape[:2]
+    g = (np.arange(size) + 0.5) / size
+    xs, ys = x0 + g * side, y0 + g * side
+    return np.asarray(((ys >= 0) & (ys < h))[:, None] & ((xs >= 0) & (xs < w))[None, :])
+
+
+#: Outside the picture, :func:`soften_outside` blurs by σ = this × the distance to the picture ...
+SOFTEN_PER_PX = 0.5
+#: ... up to this σ (pixels at the crop's size).
+SOFTEN_MAX = 32.0
+
+
+def soften_outside(crop: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """The crop [S, S, 3] with what lies outside the picture (``inside`` [S, S] False: the repeated edge,
+    stripes) blurred more the farther it lies from the picture, so the picture's colours fade out
+    smoothly there (a shirt or a background continues, without the stripes)."""
+    if inside.all() or not inside.any():
+        return crop
+    from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+    x = np.asarray(crop, np.float32)
+    sigma = np.clip(SOFTEN_PER_PX * distance_transform_edt(~inside), 0.0, SOFTEN_MAX)
+    sigmas = [0.0] + [2.0**k for k in range(int(np.log2(SOFTEN_MAX)) + 1)]  # 0, 1, 2, 4, ... SOFTEN_MAX
+    levels = [x] + [gaussian_filter(x, (s, s, 0), mode="nearest") for s in sigmas[1:]]
+    # piecewise-linear in log σ between the two nearest levels
+    pos = np.where(sigma < 1.0, sigma, 1.0 + np.log2(np.maximum(sigma, 1.0)))
+    lo = np.clip(np.floor(pos).astype(int), 0, len(levels) - 2)
+    t = (pos - lo)[..., None]
+    out = np.zeros_like(x)
+    for k in range(len(levels) - 1):
+        sel = lo == k
+        if sel.any():
+            out[sel] = ((1.0 - t) * levels[k] + t * levels[k + 1])[sel]
+    out = np.where(inside[..., None], x, out)
+    return (
+        np.clip(np.rint(out), 0, 255).astype(np.uint8) if crop.dtype == np.uint8 else out.astype(crop.dtype)
+    )
+
+
 # ------------------------------------------------------------------ face geometry
 
 #: The rig needs the inner lips apart to tell the upper lip from the lower one: a closed mouth's
@@ -390,7 +432,9 @@ def create_from_image(
 
     size = opts.size
     box = crop_box(src_lm, image.shape, opts)
-    crop = crop_photo(image, box, size)
+    # outside the picture the crop repeats its edge; softened, so it shows no stripes (a big face in a
+    # landscape clip: the head-and-shoulders crop runs past the bottom)
+    crop = soften_outside(crop_photo(image, box, size), crop_inside(box, image.shape, size))
     scale = size / box[2]
     lm = src_lm.copy()
     lm[:, 0] = (src_lm[:, 0] - box[0]) * scale

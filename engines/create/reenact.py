@@ -44,6 +44,7 @@ from engines.create.photo import (
     LIPS_INNER_UPPER,
     LIPS_OUTER,
     FaceGeometry,
+    crop_inside,
     crop_photo,
     face_geometry,
 )
@@ -323,12 +324,9 @@ def _gaze(lm2: np.ndarray) -> np.ndarray:
 def crop_valid(boxes: np.ndarray, width: int, height: int, size: int) -> np.ndarray:
     """[K, size, size] bool: the crop pixels that come from inside the source frame (the rest is
     replicated border, see :func:`engines.create.photo.crop_photo`)."""
-    g = (np.arange(size) + 0.5) / size
     out = np.zeros((len(boxes), size, size), bool)
     for n, (x0, y0, side) in enumerate(np.asarray(boxes, np.float64)):
-        xs = x0 + g * side
-        ys = y0 + g * side
-        out[n] = ((ys >= 0) & (ys < height))[:, None] & ((xs >= 0) & (xs < width))[None, :]
+        out[n] = crop_inside((float(x0), float(y0), float(side)), (height, width), size)
     return out
 
 
