@@ -44,6 +44,7 @@ from engines.stt import WhisperSTT
 from engines.tts import FIRST_MAX_WORDS, Alignment, PiperTTS, SpeechChunk, SynthesisOptions
 from engines.voices import Voice
 from realtime.conversation.first_words import FirstWordsAggregator
+from realtime.media.cpu_priority import RENDER_PRIORITY
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +116,20 @@ class SharedWhisperSTTService(SegmentedSTTService):
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         pcm = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0  # [N] 16 kHz
         try:
-            text = await asyncio.to_thread(self._stt.transcribe, pcm)
+            text = await asyncio.to_thread(_transcribe_first, self._stt, pcm)
         except Exception as exc:  # a failed segment must not end the session
             logger.exception("SharedWhisperSTTService: transcription failed")
             yield ErrorFrame(error=f"transcription failed: {exc}")
             return
         if text:
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+
+
+def _transcribe_first(stt: WhisperSTT, pcm: np.ndarray) -> str:
+    """Whisper, with the render threads of the live calls stepped back meanwhile: the user waits for
+    this transcript, while a late render only costs a repeated frame (realtime.media.cpu_priority)."""
+    with RENDER_PRIORITY.foreground():
+        return stt.transcribe(pcm)
 
 
 def _next_chunk(chunks: Iterator[SpeechChunk], lock: threading.Lock) -> SpeechChunk | None:

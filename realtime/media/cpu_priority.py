@@ -1,0 +1,135 @@
+"""Latency-critical work takes the cores from the render workers while it runs.
+
+Rendering is the elastic load of a server: a render that finishes late costs one
+repeated frame (its audio leaves on time), and the ladder absorbs a slow machine.
+Whisper transcribing the user's last words is not elastic: every millisecond it
+waits for a core is a millisecond later the avatar answers. On a 2-core machine
+the render workers of the live calls compete with it for both cores (``bench conversation --call``,
+loaded box: speech end → transcript p50 1322 → 948 ms with this; notes/issue-16b).
+
+:data:`RENDER_PRIORITY` knows the render worker threads (the scheduler registers
+them). While at least one :meth:`RenderPriority.foreground` block runs anywhere in
+the process, those threads run at their own nice value plus
+:attr:`RenderPriority.step` (Linux: a thread's nice value is its own,
+``setpriority(PRIO_PROCESS, tid)``); when the last block ends they return to it.
+Lowering a nice value again needs ``CAP_SYS_NICE`` (or a ``RLIMIT_NICE`` that
+allows it): where the process may not, the first :meth:`foreground` finds out
+(in a throwaway thread) and the blocks change nothing.
+
+:attr:`RenderPriority.version` changes whenever the render threads' priority
+does, so the frame pacer can tell that a render lost its core on purpose (the
+ladder does not step down for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STEP = 10  # CFS weight 1024 → 110: a render gets ~10 % of a core another thread wants
+
+
+class RenderPriority:
+    """The render threads' nice value, raised while foreground work runs (module docstring)."""
+
+    def __init__(self, step: int = DEFAULT_STEP) -> None:
+        self.step = step
+        self.episodes = 0  # foreground spells that lowered the render threads' priority
+        self.version = 0  # +1 at each start and each end of such a spell
+        self._lock = threading.Lock()
+        self._threads: dict[int, int] = {}  # native thread id → its own nice value
+        self._depth = 0
+        self._allowed: bool | None = None  # may this process lower a nice value again (None: not probed)
+
+    @property
+    def active(self) -> bool:
+        """A foreground block runs now and the render threads run at lower priority."""
+        return self._depth > 0 and bool(self._allowed)
+
+    def register(self) -> None:
+        """The calling thread renders (call on the thread, before its first render)."""
+        tid = threading.get_native_id()
+        if sys.platform != "linux":  # elsewhere a thread's nice value is not its own
+            return
+        with self._lock:
+            self._threads[tid] = os.getpriority(os.PRIO_PROCESS, tid)
+            if self.active:
+                self._set(tid, self._threads[tid] + self.step)
+
+    def unregister(self) -> None:
+        """The calling thread renders no more (its id may be reused by another thread)."""
+        tid = threading.get_native_id()
+        with self._lock:
+            base = self._threads.pop(tid, None)
+            if base is not None and self.active:
+                self._set(tid, base)
+
+    @contextlib.contextmanager
+    def foreground(self) -> Iterator[None]:
+        """Render threads step back for the duration of the block (nested and concurrent blocks share
+        one spell)."""
+        with self._lock:
+            self._depth += 1
+            if self._depth == 1 and self._may_lower_again():
+                self.episodes += 1
+                self.version += 1
+                for tid, base in self._threads.items():
+                    self._set(tid, base + self.step)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._allowed:
+                    self.version += 1
+                    for tid, base in self._threads.items():
+                        self._set(tid, base)
+
+    def _may_lower_again(self) -> bool:
+        if self._allowed is None:
+            self._allowed = _probe_lowering()
+            if not self._allowed:
+                logger.info(
+                    "cpu priority: this process may not lower a thread's nice value again (no CAP_SYS_NICE): "
+                    "render threads keep their priority while speech is transcribed"
+                )
+        return self._allowed
+
+    @staticmethod
+    def _set(tid: int, nice: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that ended meanwhile
+            os.setpriority(os.PRIO_PROCESS, tid, max(-20, min(19, nice)))
+
+
+def _probe_lowering() -> bool:
+    """Raise then lower the nice value of a throwaway thread: is the second step permitted?"""
+    if sys.platform != "linux":
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        tid = threading.get_native_id()
+        try:
+            base = os.getpriority(os.PRIO_PROCESS, tid)
+            if base >= 19:
+                result.append(False)
+                return
+            os.setpriority(os.PRIO_PROCESS, tid, base + 1)
+            os.setpriority(os.PRIO_PROCESS, tid, base)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, name="splatcast-nice-probe")
+    t.start()
+    t.join()
+    return bool(result and result[0])
+
+
+RENDER_PRIORITY = RenderPriority()
