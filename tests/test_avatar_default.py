@@ -90,6 +90,12 @@ def test_pp_seals_the_lips_over_the_teeth(avatar: Avatar) -> None:
 
 
 def test_no_holes_for_any_viseme_at_any_pose(avatar: Avatar) -> None:
+    assert_no_holes(avatar)
+
+
+def assert_no_holes(avatar: Avatar) -> None:
+    """Alpha ≥ 0.99 over the head silhouette for every viseme at every preview pose (also used on fresh
+    photo avatars: tests/test_create_photo.py)."""
     head_only = without_static(avatar)  # the background would hide holes in the head
     base = np.concatenate([viseme_params(avatar, v) for v in VISEMES])
     for label, pose_values in preview_poses():

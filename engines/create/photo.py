@@ -103,6 +103,9 @@ FACE_RIM_SMOOTH = 5.0
 FACE_RIM_STEPS = 12.0
 #: A face-surface disc is at most 1 / MIN_DISC_COS times longer along the slope than across it.
 MIN_DISC_COS = 0.25
+#: Rim discs are this much wider than the grid spacing asks (σ): a turned head sees some of them obliquely
+#: across the slope too, and at 1.0 a pinhole (α 0.985) opened at the jaw of the astronaut at yaw -15°.
+RIM_DISC_WIDEN = 1.15
 FACE_WIDTH_M = 0.14  # cheek-to-cheek (landmarks 234-454) of an adult, metres
 LICENCE_ASTRONAUT = "public domain (NASA photograph, via scikit-image's data module)"
 
@@ -518,7 +521,7 @@ def create_from_image(
     ray = face_pts[rim] / np.linalg.norm(face_pts[rim], axis=1, keepdims=True)
     cos_rim = np.abs(np.einsum("kj,kj->k", rim_n, ray))
     face_n[rim] = rim_n
-    face_sigma[rim] = 0.7 * s * z[rim] / f
+    face_sigma[rim] = RIM_DISC_WIDEN * 0.7 * s * z[rim] / f
     face_stretch[rim] = 1.0 / np.maximum(cos_rim, MIN_DISC_COS)
     face_slope[rim] = ray - np.einsum("kj,kj->k", ray, rim_n)[:, None] * rim_n
     # an open mouth in the photo: the face surface never takes the colours of its interior (teeth, a
