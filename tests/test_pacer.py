@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,12 +59,13 @@ async def test_frames_the_last_rung_does_not_render_count_as_repeated(engine: En
     stats = pacer.stats
     assert stats.skipped_by_ladder >= len(sent) // 2 - 1  # every other frame after the first
     assert stats.repeated >= stats.skipped_by_ladder  # late renders come on top
-    # the counter and what went out agree: a repeated frame is the previous frame's image object
+    # the counter and what went out agree (the image a repeated frame carries is the newest finished one,
+    # which on a busy machine may be a late render that was never sent itself, so it is not compared)
     flagged = sum(repeated for _, _, repeated in sent)
     assert flagged == stats.repeated
-    for (_, before, _), (_, frame, repeated) in itertools.pairwise(sent):
-        if repeated:
-            assert frame is before
+    # frames the ladder skipped never carry an image of their own
+    own_images = {id(frame) for _, frame, repeated in sent if not repeated}
+    assert len(own_images) == len(sent) - flagged
 
 
 async def test_full_quality_renders_every_frame(engine: Engine) -> None:
