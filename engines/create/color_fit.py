@@ -31,15 +31,10 @@ import numba
 import numpy as np
 
 from engines.splat.avatar import LAYER_STATIC, Avatar
-from engines.splat.raster_cpu import TILE, _bin, _depth_order, _preprocess
+from engines.splat.raster_cpu import _ALPHA_MAX, _ALPHA_MIN, _MAX_D, _T_STOP, TILE, project_and_bin
 from engines.splat.rig import pose
 
 logger = logging.getLogger(__name__)
-
-_MAX_D = 9.0
-_ALPHA_MAX = 0.99
-_ALPHA_MIN = 1.0 / 255.0
-_T_STOP = 1e-4
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)
@@ -154,34 +149,13 @@ class FrameGeometry:
 def frame_geometry(avatar: Avatar, params: np.ndarray, subset: np.ndarray | None = None) -> FrameGeometry:
     """Pose ``avatar`` by ``params`` [C] and project/bin it (only ``subset`` [N] bool, if given) like
     the real-time rasteriser does; Gaussians outside the subset are culled (never drawn)."""
-    cam = avatar.camera
     g = pose(avatar, np.asarray(params, np.float32).reshape(1, -1))
-    n = g.count
     opac = np.ascontiguousarray(g.opacities[0]).copy()
     if subset is not None:
         opac[~subset] = 0.0  # preprocess culls o = 0
-    feat = np.empty((n, 6), np.float32)
-    rect = np.empty((n, 4), np.int32)
-    depth = np.empty(n, np.float32)
-    _preprocess(
-        np.ascontiguousarray(g.means[0]),
-        np.ascontiguousarray(g.quats[0]),
-        np.ascontiguousarray(g.scales[0]),
-        opac,
-        float(cam.fx),
-        float(cam.fy),
-        float(cam.cx),
-        float(cam.cy),
-        int(cam.width),
-        int(cam.height),
-        feat,
-        rect,
-        depth,
+    feat, rect, starts, ids, tiles_x = project_and_bin(
+        g.means[0], g.quats[0], g.scales[0], opac, avatar.camera
     )
-    order = _depth_order(depth)
-    tiles_x = (cam.width + TILE - 1) // TILE
-    tiles_y = (cam.height + TILE - 1) // TILE
-    starts, ids = _bin(order, rect, tiles_x, tiles_y)
     return FrameGeometry(feat, rect, starts, ids, tiles_x)
 
 

@@ -554,18 +554,26 @@ class _TileLists:
     tiles_x: int
 
 
-def _tile_lists(g: PosedGaussians, f: int, camera: Camera) -> _TileLists:
-    """Project, sort and bin frame ``f`` of ``g``."""
-    means = np.ascontiguousarray(g.means[f])
+def project_and_bin(
+    means: np.ndarray,  # [N, 3]
+    quats: np.ndarray,  # [N, 4]
+    scales: np.ndarray,  # [N, 3]
+    opacities: np.ndarray,  # [N] (0 culls a Gaussian)
+    camera: Camera,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """One frame's Gaussians projected, depth-sorted and binned to ``TILE``² tiles, exactly as the
+    composite kernels take them: ``(feat [N, 6], rect [N, 4], starts [T + 1], ids [E], tiles_x)``.
+    The replica builder's colour fit (:mod:`engines.create.color_fit`) bins with it too, so that it draws
+    what this rasteriser draws."""
     n = means.shape[0]
     feat = np.empty((n, 6), dtype=np.float32)
     rect = np.empty((n, 4), dtype=np.int32)
     depth = np.empty(n, dtype=np.float32)
     _preprocess(
-        means,
-        np.ascontiguousarray(g.quats[f]),
-        np.ascontiguousarray(g.scales[f]),
-        np.ascontiguousarray(g.opacities[f]),
+        np.ascontiguousarray(means),
+        np.ascontiguousarray(quats),
+        np.ascontiguousarray(scales),
+        np.ascontiguousarray(opacities),
         float(camera.fx),
         float(camera.fy),
         float(camera.cx),
@@ -580,6 +588,14 @@ def _tile_lists(g: PosedGaussians, f: int, camera: Camera) -> _TileLists:
     tiles_x = (camera.width + TILE - 1) // TILE
     tiles_y = (camera.height + TILE - 1) // TILE
     starts, ids = _bin(order, rect, tiles_x, tiles_y)
+    return feat, rect, starts, ids, tiles_x
+
+
+def _tile_lists(g: PosedGaussians, f: int, camera: Camera) -> _TileLists:
+    """Project, sort and bin frame ``f`` of ``g``."""
+    feat, rect, starts, ids, tiles_x = project_and_bin(
+        g.means[f], g.quats[f], g.scales[f], g.opacities[f], camera
+    )
     return _TileLists(starts, ids, feat, rect, np.ascontiguousarray(g.colors[f]), tiles_x)
 
 
