@@ -37,6 +37,17 @@ from engines.splat.rig import pose
 logger = logging.getLogger(__name__)
 
 
+@numba.njit(cache=True, nogil=True, inline="always", fastmath=True)
+def _alpha(feat: np.ndarray, k: int, du: float, dv: float) -> float:
+    """Gaussian ``k``'s opacity at offset (du, dv) from its centre, with the rasteriser's own cut-offs
+    (0 where it draws nothing): the one evaluation both passes of :func:`_tiles` use."""
+    d = feat[k, 2] * du * du + 2.0 * feat[k, 3] * du * dv + feat[k, 4] * dv * dv
+    if d > _MAX_D:
+        return 0.0
+    a = min(feat[k, 5] * math.exp(-0.5 * d), _ALPHA_MAX)
+    return a if a >= _ALPHA_MIN else 0.0
+
+
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def _tiles(
     starts: np.ndarray,  # [T + 1] int64
@@ -75,12 +86,8 @@ def _tiles(
                     li, lj = i - y0, j - x0
                     if tr[li, lj] < _T_STOP:
                         continue
-                    du = j + 0.5 - feat[k, 0]
-                    d = feat[k, 2] * du * du + 2.0 * feat[k, 3] * du * dv + feat[k, 4] * dv * dv
-                    if d > _MAX_D:
-                        continue
-                    a = min(feat[k, 5] * math.exp(-0.5 * d), _ALPHA_MAX)
-                    if a < _ALPHA_MIN:
+                    a = _alpha(feat, k, j + 0.5 - feat[k, 0], dv)
+                    if a == 0.0:
                         continue
                     w = a * tr[li, lj]
                     acc[li, lj, 0] += w * colors[k, 0]
@@ -116,12 +123,8 @@ def _tiles(
                     li, lj = i - y0, j - x0
                     if tr[li, lj] < _T_STOP:
                         continue
-                    du = j + 0.5 - feat[k, 0]
-                    d = feat[k, 2] * du * du + 2.0 * feat[k, 3] * du * dv + feat[k, 4] * dv * dv
-                    if d > _MAX_D:
-                        continue
-                    a = min(feat[k, 5] * math.exp(-0.5 * d), _ALPHA_MAX)
-                    if a < _ALPHA_MIN:
+                    a = _alpha(feat, k, j + 0.5 - feat[k, 0], dv)
+                    if a == 0.0:
                         continue
                     w = a * tr[li, lj]
                     gr += w * res[li, lj, 0]
