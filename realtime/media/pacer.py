@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import median
 from typing import Protocol
 
 from av import VideoFrame
@@ -137,7 +138,7 @@ class LadderController:
         on_time = [s for s in recent if s >= 0.0]
         stalled = len(recent) == self.WINDOW and not on_time
         squeezed = (
-            len(recent) == self.WINDOW and len(on_time) > self.WINDOW // 2 and _median(on_time) < self.TREND
+            len(recent) == self.WINDOW and len(on_time) > self.WINDOW // 2 and median(on_time) < self.TREND
         )
         if self.level < self.levels - 1 and (runs >= self.LATE_DOWN or stalled or squeezed):
             relapse = self._since_up is not None and self._since_up <= self.PROBATION
@@ -151,7 +152,7 @@ class LadderController:
             self.level > 0
             and len(calm) >= self.up_after
             and min(calm) >= 0.0
-            and _median(calm) > self.UP_MEDIAN
+            and median(calm) > self.UP_MEDIAN
         ):
             self._since_up = 0
             self._change(self.level - 1, f"no frame late in {len(calm)}")
@@ -161,12 +162,6 @@ class LadderController:
         self.level = level
         self.changes += 1
         self._slack.clear()
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 @dataclass
