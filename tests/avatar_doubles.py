@@ -1,4 +1,4 @@
-"""Small test doubles shared by the expression tests."""
+"""Small test doubles shared by the conversation and expression tests."""
 
 from __future__ import annotations
 

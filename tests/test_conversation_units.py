@@ -7,6 +7,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from avatar_doubles import CallLogWithEmotion
 from event_log import record
 from pipecat.frames.frames import (
     InterruptionFrame,
@@ -115,12 +116,12 @@ async def test_echo_brain_answers_the_last_user_message_not_the_assistant() -> N
 # --------------------------------------------------------------------------- avatar output
 
 
-class CallLog:
-    """Records AvatarSink calls (the methods the conversation uses)."""
+class CallLog(CallLogWithEmotion):
+    """Records AvatarSink calls (the methods the conversation uses), with each chunk's format, and can
+    refuse audio as a stream does for a bad sample rate."""
 
     def __init__(self, refuse_audio: bool = False) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.emotions: list[Any] = []  # the emotion that came with each chunk
+        super().__init__()
         self.refuse_audio = refuse_audio
 
     def push_tts_audio(
@@ -137,18 +138,6 @@ class CallLog:
         self.calls.append(("push_tts_audio", (pcm.dtype, len(pcm), sample_rate, alignments)))
         self.emotions.append(emotion)
         return True
-
-    def user_pause(self) -> None:
-        self.calls.append(("user_pause", None))
-
-    def end_utterance(self) -> None:
-        self.calls.append(("end_utterance", None))
-
-    def interrupt(self) -> None:
-        self.calls.append(("interrupt", None))
-
-    def set_user_speaking(self, speaking: bool) -> None:
-        self.calls.append(("set_user_speaking", speaking))
 
     def add_listener(self, fn: Any) -> None:
         self.calls.append(("add_listener", None))
