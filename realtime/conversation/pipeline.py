@@ -22,22 +22,22 @@ from pipecat.processors.frame_processor import FrameProcessor
 from realtime.conversation.brains import make_brain
 from realtime.conversation.mic_audio import PIPELINE_SAMPLE_RATE
 from realtime.conversation.services import AlignedPiperTTSService, SharedWhisperSTTService, SpeechModels
+from realtime.conversation.turn_models import TurnModels
 from realtime.events import Stage
 from realtime.settings import Settings
 
 UserTurnHandler = Callable[[str], Awaitable[None]]
 
 
-def make_turn_aggregators() -> Any:
+def make_turn_aggregators(turn: TurnModels | None = None) -> Any:
     """A new ``LLMContextAggregatorPair`` with our turn-taking: Silero VAD and Smart Turn v3.
 
-    Both models are the ONNX files inside pipecat-ai (no download); a user turn
-    that starts while the bot talks broadcasts an interruption. The context
-    starts empty: the system prompt lives on the LLM service
-    (:func:`realtime.conversation.brains.make_brain`). One pair per pipeline.
+    Both models are the ONNX files inside pipecat-ai (no download), run on
+    ``turn``'s sessions (the process's shared ones; None: loaded for this pair
+    alone); a user turn that starts while the bot talks broadcasts an
+    interruption. The context starts empty: the system prompt lives on the LLM
+    service (:func:`realtime.conversation.brains.make_brain`). One pair per pipeline.
     """
-    from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-    from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (
         LLMContextAggregatorPair,
@@ -46,15 +46,13 @@ def make_turn_aggregators() -> Any:
     from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
     from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-    from engines.assets import smart_turn
-
-    turn_analyzer = LocalSmartTurnAnalyzerV3(smart_turn_model_path=str(smart_turn()), cpu_count=1)
+    models = turn if turn is not None else TurnModels.load()
     return LLMContextAggregatorPair(
         LLMContext(),
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(sample_rate=PIPELINE_SAMPLE_RATE),
+            vad_analyzer=models.vad_analyzer(PIPELINE_SAMPLE_RATE),
             user_turn_strategies=UserTurnStrategies(
-                stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turn_analyzer)]
+                stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=models.turn_analyzer())]
             ),
         ),
     )
@@ -92,7 +90,7 @@ def build_pipeline(
     """
     from pipecat.pipeline.pipeline import Pipeline
 
-    aggregators = make_turn_aggregators()
+    aggregators = make_turn_aggregators(models.turn)
     user_aggregator = aggregators.user()
     if on_user_turn is not None:
         handler = on_user_turn

@@ -44,6 +44,7 @@ from engines.stt import WhisperSTT
 from engines.tts import FIRST_MAX_WORDS, Alignment, PiperTTS, SpeechChunk, SynthesisOptions
 from engines.voices import Voice
 from realtime.conversation.first_words import FirstWordsAggregator
+from realtime.conversation.turn_models import TurnModels
 from realtime.media.cpu_priority import RENDER_PRIORITY
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class SpeechModels:
     text_emotion: TextEmotionClassifier = field(default_factory=TextEmotionClassifier)  # read-only, shared
     # espeak-ng (Piper's phonemizer) keeps global state in C: one synthesis at a time.
     tts_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Silero VAD and Smart Turn, shared by every pipeline (None: each pipeline loads its own)
+    turn: TurnModels | None = None
 
     @classmethod
     def load(cls, voice: Voice | None = None) -> SpeechModels:
@@ -78,7 +81,12 @@ class SpeechModels:
         synthesised a clause in 220 ms median (p90 320-340) against 320-345 ms (p90 450-570) with
         onnxruntime's default spinning threads (2-core box, interleaved A/B, load 3.5-3.8).
         """
-        return cls(stt=WhisperSTT.load(), tts=load_voice(voice), text_emotion=TextEmotionClassifier().load())
+        return cls(
+            stt=WhisperSTT.load(),
+            tts=load_voice(voice),
+            text_emotion=TextEmotionClassifier().load(),
+            turn=TurnModels.load(),
+        )
 
     def with_voice(self, tts: PiperTTS) -> SpeechModels:
         """The same models speaking with another voice (Whisper and the synthesis lock stay shared)."""
