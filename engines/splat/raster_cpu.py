@@ -13,8 +13,10 @@ tested against it. Per frame:
 4. ``prange`` over tiles: front-to-back compositing of the tile's Gaussians,
    row by row over the Gaussian's box inside the tile with a branch-free
    loop that LLVM vectorises (finished pixels are masked, exp is a
-   polynomial), leaving the tile as soon as every pixel's transmittance is
-   below 1e-4.
+   polynomial), leaving out the 8-pixel half-rows at either end of the box
+   whose pixels had all finished at the last check, and leaving the tile as
+   soon as every pixel's transmittance is below 1e-4. (Every pixel of a
+   half-row left out would have taken α = 0, so the picture is the same.)
 
 All kernels are ``nogil`` so the render worker threads of the server can run
 them beside the event loop; ``cache=True`` keeps the compile out of later
@@ -47,6 +49,11 @@ TILE = 16
 # col c) of a tile lives at (c // 8)·128 + r·8 + c % 8. A Gaussian's rows inside
 # one half are then one contiguous run of whole 8-pixel (one AVX2 vector) rows.
 HALF = 8
+# offsets of a tile's planes in its one float32 buffer [4·TILE·TILE]: premultiplied r, g, b, transmittance
+_TILE_R = 0
+_TILE_G = TILE * TILE
+_TILE_B = 2 * TILE * TILE
+_TILE_T = 3 * TILE * TILE
 _NEAR_Z = 0.01
 _MAX_D = 9.0
 _ALPHA_MAX = 0.99
@@ -209,14 +216,9 @@ def _bin(
     return starts, ids
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
 def _blend_rows(
-    acc_r: np.ndarray,  # [TILE·TILE] float32, tile accumulators (row-major)
-    acc_g: np.ndarray,
-    acc_b: np.ndarray,
-    trans: np.ndarray,  # [TILE·TILE] float32, transmittance
-    col_of: np.ndarray,  # [TILE·HALF] float32: q % HALF (column within the half) of run pixel q
-    row_of: np.ndarray,  # [TILE·HALF] float32: q // HALF (row offset) of run pixel q
+    buf: np.ndarray,  # [4·TILE·TILE] float32: the tile's accumulators r, g, b and transmittance (see _TILE_R)
     start: int,  # flat index of the run's first pixel (a half-row start)
     rows: int,  # number of 8-pixel half-rows in the run
     du0: float,  # u-offset of the half's first column from the Gaussian's centre
@@ -238,6 +240,12 @@ def _blend_rows(
     the per-row loop set-up that dominated for small splats. It counts nothing:
     a count of finished pixels made the loop ~35 % slower, so the caller checks
     now and then whether the whole tile has finished instead.
+
+    The four planes live in one array at fixed distances, and the pixel offsets
+    are computed rather than read from tables: LLVM then sees that no load or
+    store can overlap another and drops the runtime alias checks before the
+    vector loop (six arrays needed 15 pairwise checks, most of the ~35 ns a
+    call cost whatever its length; a typical run is 4-8 rows).
     """
     one = np.float32(1.0)
     zero = np.float32(0.0)
@@ -246,10 +254,10 @@ def _blend_rows(
         # an unsigned index spares numba's negative-index wraparound, which would
         # otherwise stop LLVM from vectorising the loop
         p = np.uint64(start + q)
-        # offsets from small tables rather than int → float conversions of q, which
-        # made LLVM pick narrower vectors
-        du = np.float32(du0) + col_of[q]
-        dv = np.float32(dv0) + row_of[q]
+        # 32-bit int → float (a 64-bit one made LLVM pick narrower vectors)
+        qi = np.int32(q)
+        du = np.float32(du0) + np.float32(qi & np.int32(HALF - 1))
+        dv = np.float32(dv0) + np.float32(qi >> np.int32(3))
         d = (ca * du + two_cb * dv) * du + cc * dv * dv
         # exp(-d/2) = exp(-d/32)^16, exp(-y) by its degree-6 Taylor polynomial on
         # y = d/32 ≤ 0.29: relative error < 3e-7 over d ≤ 9
@@ -271,15 +279,29 @@ def _blend_rows(
         ex = ex * ex
         ex = ex * ex
         ex = ex * ex
-        tr = trans[p]
+        tr = buf[p + np.uint64(_TILE_T)]
         a = min(opacity * ex, np.float32(_ALPHA_MAX))
         hit = (d <= np.float32(_MAX_D)) & (a >= np.float32(_ALPHA_MIN)) & (tr >= np.float32(_T_STOP))
         a = a if hit else zero
         w = a * tr
-        acc_r[p] += cr * w
-        acc_g[p] += cg * w
-        acc_b[p] += cbl * w
-        trans[p] = tr * (one - a)
+        buf[p + np.uint64(_TILE_R)] += cr * w
+        buf[p + np.uint64(_TILE_G)] += cg * w
+        buf[p + np.uint64(_TILE_B)] += cbl * w
+        buf[p + np.uint64(_TILE_T)] = tr * (one - a)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+def _finished_rows(trans: np.ndarray, done: np.ndarray) -> bool:
+    """Mark in ``done`` [2·TILE] each 8-pixel half-row of the tile (index h·TILE + row, the layout of
+    HALF) whose pixels have all stopped (T < 1e-4); True when every one has."""
+    all_done = True
+    for r in range(2 * TILE):
+        m = trans[r * HALF]
+        for q in range(1, HALF):
+            m = max(m, trans[r * HALF + q])
+        done[r] = m < np.float32(_T_STOP)
+        all_done = all_done and done[r]
+    return all_done
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -293,12 +315,8 @@ def _accumulate_tile(
     tiles_x: int,
     height: int,
     width: int,
-    col_of: np.ndarray,  # [TILE·HALF] float32 (see _blend_rows)
-    row_of: np.ndarray,  # [TILE·HALF] float32
-    acc_r: np.ndarray,  # [TILE·TILE] float32 out: premultiplied colour of the tile's Gaussians
-    acc_g: np.ndarray,
-    acc_b: np.ndarray,
-    trans: np.ndarray,  # [TILE·TILE] float32 out: transmittance left (what shows through)
+    buf: np.ndarray,  # [4·TILE·TILE] float32 out: premultiplied colour r, g, b of the tile's Gaussians
+    # and the transmittance left (what shows through), at _TILE_R/G/B/T
 ) -> None:
     """Front-to-back compositing of tile ``t``'s Gaussians into the tile buffers (pixel order: see HALF)."""
     ty = t // tiles_x
@@ -308,17 +326,20 @@ def _accumulate_tile(
     x1 = min(x0 + TILE, width) - 1
     y1 = min(y0 + TILE, height) - 1
     half = np.float32(0.5)
-    acc_r[:] = 0.0
-    acc_g[:] = 0.0
-    acc_b[:] = 0.0
+    buf[:_TILE_T] = 0.0
+    trans = buf[_TILE_T:]
     trans[:] = 1.0
     # pixels of an edge tile that lie outside the image start finished
     for p in range(TILE * TILE):
         if x0 + (p // (TILE * HALF)) * HALF + p % HALF > x1 or y0 + (p % (TILE * HALF)) // HALF > y1:
             trans[p] = 0.0
+    # half-rows whose pixels had all stopped at the last check: a Gaussian's rows skip them at either
+    # end (~10 % fewer pixels blended on the default avatar; rows in the middle cannot be skipped
+    # without splitting the run, which costs more per call than it saves)
+    done = np.zeros(2 * TILE, dtype=np.bool_)
     for e in range(starts[t], starts[t + 1]):
-        # every _CHECK_EVERY Gaussians: leave the tile once every pixel has stopped
-        if (e - starts[t]) % _CHECK_EVERY == _CHECK_EVERY - 1 and trans.max() < np.float32(_T_STOP):
+        # every _CHECK_EVERY Gaussians: note the finished half-rows, leave the tile once all are
+        if (e - starts[t]) % _CHECK_EVERY == _CHECK_EVERY - 1 and _finished_rows(trans, done):
             break
         k = ids[e]
         u = feat[k, 0]
@@ -328,17 +349,20 @@ def _accumulate_tile(
         h0 = (max(rect[k, 0], x0) - x0) // HALF
         h1 = (min(rect[k, 1], x1) - x0) // HALF
         for h in range(h0, h1 + 1):
+            ri0 = gi0
+            ri1 = gi1
+            while ri0 <= ri1 and done[h * TILE + ri0 - y0]:
+                ri0 += 1
+            while ri1 >= ri0 and done[h * TILE + ri1 - y0]:
+                ri1 -= 1
+            if ri0 > ri1:
+                continue
             _blend_rows(
-                acc_r,
-                acc_g,
-                acc_b,
-                trans,
-                col_of,
-                row_of,
-                h * TILE * HALF + (gi0 - y0) * HALF,
-                gi1 - gi0 + 1,
+                buf,
+                h * TILE * HALF + (ri0 - y0) * HALF,
+                ri1 - ri0 + 1,
                 np.float32(x0 + h * HALF) + half - u,
-                np.float32(gi0) + half - v,
+                np.float32(ri0) + half - v,
                 feat[k, 2],
                 feat[k, 3],
                 feat[k, 4],
@@ -347,17 +371,6 @@ def _accumulate_tile(
                 colors[k, 1],
                 colors[k, 2],
             )
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _run_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(col_of, row_of) [TILE·HALF] float32: column within the half and row offset of run pixel q."""
-    col_of = np.empty(TILE * HALF, dtype=np.float32)
-    row_of = np.empty(TILE * HALF, dtype=np.float32)
-    for q in range(TILE * HALF):
-        col_of[q] = q % HALF
-        row_of[q] = q // HALF
-    return col_of, row_of
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -380,16 +393,12 @@ def _composite(
     out_alpha: np.ndarray,  # [H, W] float32
 ) -> None:
     plate = bg_rgb.shape[0] > 1 or bg_rgb.shape[1] > 1
-    col_of, row_of = _run_tables()
     height = out_rgb.shape[0]
     width = out_rgb.shape[1]
     n_tiles = starts.shape[0] - 1
     one = np.float32(1.0)
     for t in numba.prange(n_tiles):
-        acc_r = np.empty(TILE * TILE, dtype=np.float32)
-        acc_g = np.empty(TILE * TILE, dtype=np.float32)
-        acc_b = np.empty(TILE * TILE, dtype=np.float32)
-        trans = np.empty(TILE * TILE, dtype=np.float32)
+        buf = np.empty(4 * TILE * TILE, dtype=np.float32)
         _accumulate_tile(
             t,
             starts,
@@ -400,24 +409,19 @@ def _composite(
             tiles_x,
             height,
             width,
-            col_of,
-            row_of,
-            acc_r,
-            acc_g,
-            acc_b,
-            trans,
+            buf,
         )
         y0 = (t // tiles_x) * TILE
         x0 = (t % tiles_x) * TILE
         for i in range(y0, min(y0 + TILE, height)):
             for j in range(x0, min(x0 + TILE, width)):
                 p = _tile_pixel(i, j, y0, x0)
-                tr = trans[p]
+                tr = buf[_TILE_T + p]
                 bi = i if plate else 0
                 bj = j if plate else 0
-                _store(out_rgb, i, j, 0, acc_r[p] + tr * bg_rgb[bi, bj, 0])
-                _store(out_rgb, i, j, 1, acc_g[p] + tr * bg_rgb[bi, bj, 1])
-                _store(out_rgb, i, j, 2, acc_b[p] + tr * bg_rgb[bi, bj, 2])
+                _store(out_rgb, i, j, 0, buf[_TILE_R + p] + tr * bg_rgb[bi, bj, 0])
+                _store(out_rgb, i, j, 1, buf[_TILE_G + p] + tr * bg_rgb[bi, bj, 1])
+                _store(out_rgb, i, j, 2, buf[_TILE_B + p] + tr * bg_rgb[bi, bj, 2])
                 out_alpha[i, j] = one - tr * bg_trans[bi, bj]
 
 
@@ -445,7 +449,6 @@ def _composite_i420(
     once, by this kernel with no Gaussians, so the copy is exact).
     """
     plate = bg_rgb.shape[0] > 1 or bg_rgb.shape[1] > 1
-    col_of, row_of = _run_tables()
     height = out_y.shape[0]
     width = out_y.shape[1]
     n_tiles = starts.shape[0] - 1
@@ -460,10 +463,7 @@ def _composite_i420(
             out_u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = bg_u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
             out_v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2] = bg_v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
             continue
-        acc_r = np.empty(TILE * TILE, dtype=np.float32)
-        acc_g = np.empty(TILE * TILE, dtype=np.float32)
-        acc_b = np.empty(TILE * TILE, dtype=np.float32)
-        trans = np.empty(TILE * TILE, dtype=np.float32)
+        buf = np.empty(4 * TILE * TILE, dtype=np.float32)
         _accumulate_tile(
             t,
             starts,
@@ -474,12 +474,7 @@ def _composite_i420(
             tiles_x,
             height,
             width,
-            col_of,
-            row_of,
-            acc_r,
-            acc_g,
-            acc_b,
-            trans,
+            buf,
         )
         r = np.empty(4, dtype=np.float32)
         g = np.empty(4, dtype=np.float32)
@@ -490,12 +485,12 @@ def _composite_i420(
                     i = 2 * bi + q // 2
                     j = 2 * bj + q % 2
                     p = _tile_pixel(i, j, y0, x0)
-                    tr = trans[p]
+                    tr = buf[_TILE_T + p]
                     pi = i if plate else 0
                     pj = j if plate else 0
-                    r[q] = _level(acc_r[p] + tr * bg_rgb[pi, pj, 0])
-                    g[q] = _level(acc_g[p] + tr * bg_rgb[pi, pj, 1])
-                    b[q] = _level(acc_b[p] + tr * bg_rgb[pi, pj, 2])
+                    r[q] = _level(buf[_TILE_R + p] + tr * bg_rgb[pi, pj, 0])
+                    g[q] = _level(buf[_TILE_G + p] + tr * bg_rgb[pi, pj, 1])
+                    b[q] = _level(buf[_TILE_B + p] + tr * bg_rgb[pi, pj, 2])
                 block_to_i420(r, g, b, out_y, out_u, out_v, bi, bj)
 
 
