@@ -184,6 +184,10 @@ def _bin(
     """Per-tile Gaussian lists in depth order: (starts [T + 1] int64, ids [E] int32)."""
     n_tiles = tiles_x * tiles_y
     counts = np.zeros(n_tiles + 1, dtype=np.int64)
+    # the tile range of the r-th nearest Gaussian, kept from the counting pass: the filling pass then
+    # reads it in order instead of reading rect at random again (~0.25 ms of ~1.2 per frame)
+    span = np.empty((order.shape[0], 4), dtype=np.int32)
+    visible = 0
     for r in range(order.shape[0]):
         k = order[r]
         if rect[k, 0] > rect[k, 1]:
@@ -192,6 +196,11 @@ def _bin(
         tx1 = rect[k, 1] // TILE
         ty0 = rect[k, 2] // TILE
         ty1 = rect[k, 3] // TILE
+        span[r, 0] = tx0
+        span[r, 1] = tx1
+        span[r, 2] = ty0
+        span[r, 3] = ty1
+        visible += 1
         for ty in range(ty0, ty1 + 1):
             for tx in range(tx0, tx1 + 1):
                 counts[ty * tiles_x + tx + 1] += 1
@@ -200,16 +209,10 @@ def _bin(
     starts = counts.copy()
     ids = np.empty(counts[n_tiles], dtype=np.int32)
     fill = counts[:n_tiles].copy()
-    for r in range(order.shape[0]):
+    for r in range(visible):
         k = order[r]
-        if rect[k, 0] > rect[k, 1]:
-            break
-        tx0 = rect[k, 0] // TILE
-        tx1 = rect[k, 1] // TILE
-        ty0 = rect[k, 2] // TILE
-        ty1 = rect[k, 3] // TILE
-        for ty in range(ty0, ty1 + 1):
-            for tx in range(tx0, tx1 + 1):
+        for ty in range(span[r, 2], span[r, 3] + 1):
+            for tx in range(span[r, 0], span[r, 1] + 1):
                 t = ty * tiles_x + tx
                 ids[fill[t]] = k
                 fill[t] += 1
