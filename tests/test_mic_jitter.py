@@ -1,0 +1,63 @@
+"""The user's audio without aiortc's 4-packet prefetch (realtime.media.mic_jitter)."""
+
+from __future__ import annotations
+
+from aiortc import RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtp import RtpPacket
+
+from realtime.media.mic_jitter import listen_promptly
+
+
+def packet(seq: int) -> RtpPacket:
+    p = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960, payload=bytes([seq]))
+    p._data = p.payload  # type: ignore[attr-defined]  # the receiver sets it (depayloaded) before buffering
+    return p
+
+
+def frames_out(buffer: JitterBuffer, order: list[int]) -> list[int | None]:
+    """Which packet's frame each arrival (in ``order``) hands to the decoder (None: none yet)."""
+    out: list[int | None] = []
+    for seq in order:
+        _pli, frame = buffer.add(packet(seq))
+        out.append(None if frame is None else frame.timestamp // 960)
+    return out
+
+
+def buffer_of(receiver: object) -> JitterBuffer:
+    found = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+    assert isinstance(found, JitterBuffer)
+    return found
+
+
+async def test_an_audio_receiver_hands_each_packet_on_once_the_next_is_in() -> None:
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+        assert frames_out(buffer_of(receiver), [1, 2, 3, 4, 5, 6]) == [None, None, None, None, 1, 2]
+        assert listen_promptly(receiver)
+        assert frames_out(buffer_of(receiver), [1, 2, 3, 4, 5, 6]) == [None, 1, 2, 3, 4, 5]
+    finally:
+        await pc.close()
+
+
+async def test_out_of_order_packets_still_come_out_in_order() -> None:
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+        listen_promptly(receiver)
+        # packet 3 is late: 2 waits at the gap until 3 is in, then 3 and 4 follow
+        assert frames_out(buffer_of(receiver), [1, 2, 4, 3, 5, 6]) == [None, 1, None, 2, 3, 4]
+    finally:
+        await pc.close()
+
+
+async def test_a_video_receiver_is_left_alone() -> None:
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video", direction="recvonly").receiver
+        before = buffer_of(receiver)
+        assert not listen_promptly(receiver)
+        assert buffer_of(receiver) is before
+    finally:
+        await pc.close()
