@@ -21,6 +21,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from realtime.conversation.brains import make_brain
 from realtime.conversation.mic_audio import PIPELINE_SAMPLE_RATE
+from realtime.conversation.pause import PauseListener
 from realtime.conversation.services import AlignedPiperTTSService, SharedWhisperSTTService, SpeechModels
 from realtime.conversation.turn_models import TurnModels
 from realtime.events import Stage
@@ -29,7 +30,7 @@ from realtime.settings import Settings
 UserTurnHandler = Callable[[str], Awaitable[None]]
 
 
-def make_turn_aggregators(turn: TurnModels | None = None) -> Any:
+def make_turn_aggregators(turn: TurnModels | None = None, pause_listener: PauseListener | None = None) -> Any:
     """A new ``LLMContextAggregatorPair`` with our turn-taking: Silero VAD and Smart Turn v3.
 
     Both models are the ONNX files inside pipecat-ai (no download), run on
@@ -37,6 +38,7 @@ def make_turn_aggregators(turn: TurnModels | None = None) -> Any:
     alone); a user turn that starts while the bot talks broadcasts an
     interruption. The context starts empty: the system prompt lives on the LLM
     service (:func:`realtime.conversation.brains.make_brain`). One pair per pipeline.
+    ``pause_listener`` hears the user's pauses (:mod:`realtime.conversation.pause`).
     """
     from pipecat.processors.aggregators.llm_context import LLMContext
     from pipecat.processors.aggregators.llm_response_universal import (
@@ -50,7 +52,7 @@ def make_turn_aggregators(turn: TurnModels | None = None) -> Any:
     return LLMContextAggregatorPair(
         LLMContext(),
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=models.vad_analyzer(PIPELINE_SAMPLE_RATE),
+            vad_analyzer=models.vad_analyzer(PIPELINE_SAMPLE_RATE, listener=pause_listener),
             user_turn_strategies=UserTurnStrategies(
                 stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=models.turn_analyzer())]
             ),
@@ -90,7 +92,8 @@ def build_pipeline(
     """
     from pipecat.pipeline.pipeline import Pipeline
 
-    aggregators = make_turn_aggregators(models.turn)
+    stt = SharedWhisperSTTService(models.stt)
+    aggregators = make_turn_aggregators(models.turn, pause_listener=stt)  # Whisper starts at the pause
     user_aggregator = aggregators.user()
     if on_user_turn is not None:
         handler = on_user_turn
@@ -101,7 +104,6 @@ def build_pipeline(
             if text:
                 await handler(text)
 
-    stt = SharedWhisperSTTService(models.stt)
     brain = brain if brain is not None else make_brain(settings)
     tts = AlignedPiperTTSService(models)
     stages: list[Any] = [stt, user_aggregator, brain, tts, avatar]

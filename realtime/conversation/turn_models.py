@@ -18,8 +18,10 @@ from typing import Any
 
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.silero import SileroOnnxModel
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+
+from realtime.conversation.pause import PauseListener, PauseSileroVAD
 
 
 def _options(optimize: bool) -> Any:
@@ -63,18 +65,26 @@ class TurnModels:
             smart_turn=ort.InferenceSession(str(smart_turn()), sess_options=_options(True), providers=cpu),
         )
 
-    def vad_analyzer(self, sample_rate: int, params: VADParams | None = None) -> SileroVADAnalyzer:
-        """A new Silero VAD analyzer (its own recurrent state) on the shared session."""
-        return _SharedSileroVAD(self.vad, sample_rate=sample_rate, params=params)
+    def vad_analyzer(
+        self, sample_rate: int, params: VADParams | None = None, listener: PauseListener | None = None
+    ) -> PauseSileroVAD:
+        """A new Silero VAD analyzer (its own recurrent state) on the shared session; ``listener``
+        hears the user's pauses (:mod:`realtime.conversation.pause`)."""
+        return _SharedSileroVAD(self.vad, sample_rate=sample_rate, params=params, listener=listener)
 
     def turn_analyzer(self) -> LocalSmartTurnAnalyzerV3:
         """A new Smart Turn v3 analyzer (its own audio buffer) on the shared session."""
         return _SharedSmartTurn(self.smart_turn)
 
 
-class _SharedSileroVAD(SileroVADAnalyzer):
+class _SharedSileroVAD(PauseSileroVAD):
     def __init__(
-        self, session: Any, *, sample_rate: int | None = None, params: VADParams | None = None
+        self,
+        session: Any,
+        *,
+        sample_rate: int | None = None,
+        params: VADParams | None = None,
+        listener: PauseListener | None = None,
     ) -> None:
         VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)  # skips the parent's model load
         model = SileroOnnxModel.__new__(SileroOnnxModel)
@@ -84,6 +94,7 @@ class _SharedSileroVAD(SileroVADAnalyzer):
         self._model = model
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
+        self.listen_for_pauses(listener)
 
 
 class _SharedSmartTurn(LocalSmartTurnAnalyzerV3):
