@@ -21,6 +21,7 @@ from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFram
 from realtime.conversation.pause import PAUSE_S, PauseSileroVAD
 from realtime.conversation.pipeline import build_pipeline, make_turn_aggregators
 from realtime.conversation.services import SharedWhisperSTTService, SpeechModels
+from realtime.conversation.turn_models import TurnModels
 from realtime.settings import Settings
 
 RATE = 16_000
@@ -43,11 +44,15 @@ class Heard:
 
 
 def scripted_vad(
-    monkeypatch: pytest.MonkeyPatch, listener: Heard, confidences: list[float]
+    monkeypatch: pytest.MonkeyPatch, listener: Heard, confidences: list[float], shared: bool = False
 ) -> PauseSileroVAD:
-    """A PauseSileroVAD whose model answers ``confidences`` window by window (then 0), after
-    ``WARM`` quiet windows (Pipecat's volume gate measures loudness over 400 ms before it opens)."""
-    vad = PauseSileroVAD(sample_rate=RATE, listener=listener)
+    """A PauseSileroVAD (``shared``: the pipelines' one, on the process's shared Silero session) whose
+    model answers ``confidences`` window by window (then 0), after ``WARM`` quiet windows (Pipecat's
+    volume gate measures loudness over 400 ms before it opens)."""
+    if shared:
+        vad = TurnModels.load().vad_analyzer(RATE, listener=listener)
+    else:
+        vad = PauseSileroVAD(sample_rate=RATE, listener=listener)
     vad.set_sample_rate(RATE)
     script = iter([0.0] * WARM + confidences)
     monkeypatch.setattr(vad, "voice_confidence", lambda _buffer: next(script, 0.0))
@@ -66,9 +71,12 @@ async def feed(vad: PauseSileroVAD, windows: int, listener: Heard) -> list[tuple
     return out
 
 
-async def test_a_stop_is_preceded_by_one_pause_and_no_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["own-session", "shared-session"])
+async def test_a_stop_is_preceded_by_one_pause_and_no_resume(
+    monkeypatch: pytest.MonkeyPatch, shared: bool
+) -> None:
     heard = Heard()
-    vad = scripted_vad(monkeypatch, heard, [1.0] * 20)
+    vad = scripted_vad(monkeypatch, heard, [1.0] * 20, shared)
     trace = await feed(vad, 40, heard)
     states = [s for s, _ in trace]
     assert VADState.SPEAKING in states and states[-1] == VADState.QUIET
@@ -91,9 +99,10 @@ async def test_a_dip_shorter_than_a_pause_is_not_one(monkeypatch: pytest.MonkeyP
     assert heard.calls == []
 
 
-async def test_speech_after_a_pause_resumes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("shared", [False, True], ids=["own-session", "shared-session"])
+async def test_speech_after_a_pause_resumes_it(monkeypatch: pytest.MonkeyPatch, shared: bool) -> None:
     heard = Heard()
-    vad = scripted_vad(monkeypatch, heard, [1.0] * 10 + [0.0] * 4 + [1.0] * 10)
+    vad = scripted_vad(monkeypatch, heard, [1.0] * 10 + [0.0] * 4 + [1.0] * 10, shared)
     trace = await feed(vad, 24, heard)
     assert heard.calls == ["paused", "resumed"]
     assert trace[-1][0] == VADState.SPEAKING
