@@ -97,6 +97,9 @@ class _FastRenderer:
 
         return VideoFrame.from_ndarray(image, format="rgb24")
 
+    def render_frames(self, params: np.ndarray, level: int) -> list[Any]:
+        return [self.to_video_frame(image) for image in self.render(params, level)]
+
 
 async def test_render_worker_keeps_nothing_of_its_last_job_while_it_waits() -> None:
     """The worker thread's locals held the last batch (its owner, params, frame) until the next job

@@ -73,6 +73,9 @@ class _SlowRenderer:
 
         return VideoFrame.from_ndarray(image, format="rgb24")
 
+    def render_frames(self, params, level):  # type: ignore[no-untyped-def]
+        return [self.to_video_frame(image) for image in self.render(params, level)]
+
 
 async def test_a_job_superseded_by_its_sessions_newer_frame_is_skipped() -> None:
     import asyncio

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -671,15 +671,31 @@ def rasterize_cpu_i420(
     :func:`backdrop_i420`, cached by the caller) lets tiles that no Gaussian
     touches be copied rather than converted.
     """
-    b = g.batch
     h, w = camera.height, camera.width
-    out = np.empty((b, *i420_shape(h, w)), dtype=np.uint8)
+    out = np.empty((g.batch, *i420_shape(h, w)), dtype=np.uint8)
+    rasterize_cpu_i420_into(
+        g, camera, background, [i420_planes(out[f], h, w) for f in range(g.batch)], plate, backdrop_i420
+    )
+    return out
+
+
+def rasterize_cpu_i420_into(
+    g: PosedGaussians,
+    camera: Camera,
+    background: np.ndarray,  # [3] float in [0, 1]
+    planes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],  # per frame: Y [H, W], U, V [H/2, W/2]
+    plate: tuple[np.ndarray, np.ndarray] | None = None,
+    backdrop_i420: np.ndarray | None = None,
+) -> None:
+    """:func:`rasterize_cpu_i420` writing frame ``f`` into ``planes[f]`` (uint8, C-contiguous: e.g. a
+    video frame's own planes, so the picture needs no copy afterwards). Every pixel is written."""
+    h, w = camera.height, camera.width
     bg_rgb, _ = _backdrop(camera, background, plate)
     if backdrop_i420 is None:
         bg_planes = (np.zeros((0, 0), np.uint8),) * 3
     else:
         bg_planes = i420_planes(backdrop_i420, h, w)
-    for f in range(b):
+    for f in range(g.batch):
         t = _tile_lists(g, f, camera)
         with _small_chunks():
             _composite_i420(
@@ -691,9 +707,8 @@ def rasterize_cpu_i420(
                 bg_rgb,
                 *bg_planes,
                 t.tiles_x,
-                *i420_planes(out[f], h, w),
+                *planes[f],
             )
-    return out
 
 
 def backdrop_i420(

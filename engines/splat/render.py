@@ -16,6 +16,7 @@ video encoder takes (BT.601 limited range), written by the rasteriser itself.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Literal, overload
 
 import numpy as np
@@ -280,28 +281,84 @@ class Renderer:
         plate's own I420 into tiles no moving Gaussian touches; otherwise the RGB
         render is converted with :func:`engines.splat.yuv.rgb_to_i420`.
         """
-        from engines.splat.yuv import YUVError, i420_shape, rgb_to_i420
+        from engines.splat.yuv import i420_planes, i420_shape
 
-        avatar = self.avatar
-        params, (h, w), lod = _check_call(avatar, params, size, self.backend, lod)
+        params, (h, w), lod = self._check_i420(params, size, lod)
+        out = np.empty((params.shape[0], *i420_shape(h, w)), dtype=np.uint8)
+        self._draw_i420(params, (h, w), lod, [i420_planes(out[f], h, w) for f in range(params.shape[0])])
+        return out
+
+    def render_i420_into(
+        self,
+        params: np.ndarray,  # [B, C] float32
+        planes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],  # per frame: Y [H, W], U, V [H/2, W/2]
+        size: tuple[int, int] = (512, 512),  # (H, W), both even
+        lod: int = 0,
+    ) -> None:
+        """:meth:`render_i420` writing frame ``b`` into ``planes[b]`` (writable C-contiguous uint8
+        arrays, e.g. views of a video frame's own planes: the picture is not copied again)."""
+        params, (h, w), lod = self._check_i420(params, size, lod)
+        shapes = ((h, w), (h // 2, w // 2), (h // 2, w // 2))
+        if len(planes) != params.shape[0] or not all(
+            len(frame) == 3
+            and all(
+                isinstance(p, np.ndarray)
+                and p.dtype == np.uint8
+                and p.shape == shape
+                and p.flags.c_contiguous
+                and p.flags.writeable
+                for p, shape in zip(frame, shapes, strict=True)
+            )
+            for frame in planes
+        ):
+            raise RenderError(
+                f"planes must hold {params.shape[0]} (Y, U, V) triples of writable C-contiguous uint8 arrays "
+                f"of shapes {shapes}"
+            )
+        self._draw_i420(params, (h, w), lod, planes)
+
+    def _check_i420(
+        self, params: np.ndarray, size: tuple[int, int], lod: int
+    ) -> tuple[np.ndarray, tuple[int, int], int]:
+        from engines.splat.yuv import YUVError, i420_shape
+
+        params, (h, w), lod = _check_call(self.avatar, params, size, self.backend, lod)
         try:
             i420_shape(h, w)
         except YUVError as exc:
             raise RenderError(str(exc)) from exc
+        return params, (h, w), lod
+
+    def _draw_i420(
+        self,
+        params: np.ndarray,
+        size: tuple[int, int],
+        lod: int,
+        planes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ) -> None:
+        """The frames of checked ``params`` into ``planes`` (one (Y, U, V) per frame)."""
+        from engines.splat.yuv import i420_planes, rgb_to_i420
+
+        avatar = self.avatar
+        h, w = size
         posed = self._posed_front(params, lod)
         if posed is None:
-            return rgb_to_i420(render(avatar, params, (h, w), self.backend, lod))
-        from engines.splat.raster_cpu import rasterize_cpu_i420
+            full = rgb_to_i420(render(avatar, params, (h, w), self.backend, lod))
+            for f, (y, u, v) in enumerate(planes):
+                fy, fu, fv = i420_planes(full[f], h, w)
+                y[...], u[...], v[...] = fy, fu, fv
+            return
+        from engines.splat.raster_cpu import rasterize_cpu_i420_into
 
-        out = rasterize_cpu_i420(
+        rasterize_cpu_i420_into(
             posed,
             avatar.camera.scaled(h, w),
             np.asarray(avatar.background, np.float32),
+            planes,
             plate=self._plate(h, w, lod),
             backdrop_i420=self._plate_i420(h, w, lod),
         )
         self.plate_frames += params.shape[0]
-        return out
 
     def _plate_i420(self, h: int, w: int, lod: int) -> np.ndarray:
         key = (h, w, lod)

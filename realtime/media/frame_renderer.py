@@ -90,6 +90,23 @@ class FrameRenderer:
             return self._splat.render_i420(params, size=size, lod=lvl.lod)
         return np.asarray(self._splat.render(params, size=size, lod=lvl.lod))
 
+    def render_frames(self, params: np.ndarray, level: int) -> list[VideoFrame]:
+        """params [B, C] float32 → B frames at the output size: :meth:`render` + :meth:`to_video_frame`.
+
+        At full size in ``yuv420p`` the rasteriser draws straight into each new frame's own planes (no
+        image array, no copy into the frame); each call hands out new frames, so a frame handed out
+        never changes afterwards."""
+        lvl = self.levels[level]
+        size = self.level_size(level)
+        if self.pixel_format == "yuv420p" and size == self.size:
+            h, w = size
+            frames = [VideoFrame(w, h, "yuv420p") for _ in range(params.shape[0])]
+            planes = [views for frame in frames if (views := _i420_plane_views(frame)) is not None]
+            if len(planes) == len(frames):
+                self._splat.render_i420_into(params, planes, size=size, lod=lvl.lod)
+                return frames
+        return [self.to_video_frame(image) for image in self.render(params, level)]
+
     def to_video_frame(self, image: np.ndarray) -> VideoFrame:
         """One image of :meth:`render` → a frame at the output size (scaled up when rendered smaller)."""
         h, w = self.size
@@ -103,5 +120,21 @@ class FrameRenderer:
         t = time.perf_counter()
         neutral = np.asarray(self.avatar.neutral(1), np.float32)
         for level in range(len(self.levels)):
-            self.to_video_frame(self.render(neutral, level)[0])
+            self.render_frames(neutral, level)
         return time.perf_counter() - t
+
+
+def _i420_plane_views(frame: VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Writable views (Y [H, W], U, V [H/2, W/2]) of a new yuv420p frame's planes, or None when a plane's
+    rows are padded (line size > width: the views would not be contiguous)."""
+    views = []
+    for plane in frame.planes:
+        if plane.line_size != plane.width:
+            return None
+        views.append(
+            np.frombuffer(memoryview(plane), np.uint8, count=plane.width * plane.height).reshape(
+                plane.height, plane.width
+            )
+        )
+    y, u, v = views
+    return y, u, v

@@ -281,7 +281,9 @@ class FramePacer:
 
     async def _first_frame(self, job: FrameJob) -> VideoFrame:
         loop = asyncio.get_running_loop()
-        images = await loop.run_in_executor(None, self.renderer.render, job.params[None], self.ladder.level)
-        frame = self.renderer.to_video_frame(images[0])
+        frames = await loop.run_in_executor(
+            None, self.renderer.render_frames, job.params[None], self.ladder.level
+        )
+        frame = frames[0]
         self._newest, self._newest_k = frame, job.index
         return frame

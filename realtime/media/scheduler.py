@@ -202,8 +202,7 @@ class Scheduler:
             return
         try:
             t, cpu = time.perf_counter(), time.thread_time()
-            images = live[0].renderer.render(np.stack([j.params for j in live]), live[0].level)
-            frames = [live[0].renderer.to_video_frame(img) for img in images]
+            frames = live[0].renderer.render_frames(np.stack([j.params for j in live]), live[0].level)
             ms = (time.perf_counter() - t) * 1000.0
             cpu_ms = (time.thread_time() - cpu) * 1000.0
         except Exception:
