@@ -158,8 +158,9 @@ def _cpu_per_frame(
 ) -> dict[str, float | None]:
     """Where the server's CPU per rendered frame goes: the render (+ conversion) and the encoder by their
     own threads' CPU time; the event loop by its thread's CPU time (pacing, motion, RTP, SRTP, the
-    Pipecat pipelines; motion alone by its time there); the rest of the process (aiortc's pool
-    threads' Opus, Piper for the talking clients, numba's own threads) as the remainder."""
+    Pipecat pipelines; motion alone by its time there); speech synthesis (Piper and each chunk's prosody)
+    by its threads' CPU time; the rest of the process (aiortc's pool threads' Opus and hand-offs, numba's
+    own threads) as the remainder."""
 
     def per_frame(name: str) -> float | None:
         stage = stages.get(name, {})
@@ -171,6 +172,7 @@ def _cpu_per_frame(
         "render": per_frame("render_cpu"),
         "encode": per_frame("encode_cpu"),
         "event_loop": loop_ms_per_frame,
+        "tts": per_frame("tts_cpu"),  # Piper (+ prosody) of what the sessions say, on the TTS threads
     }
     known = [v for v in parts.values() if v is not None]
     rest = cpu_ms_per_frame - sum(known) if cpu_ms_per_frame is not None and known else None
@@ -377,7 +379,8 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
             f"video {_num(step['video_kbps_mean'], '.0f')} kb/s at PSNR ≥ {_num(step['video_psnr_db_min'], '.1f')} dB; "
             f"server CPU per frame {_num(cpu['total'], '.1f')} ms = render {_num(cpu['render'], '.1f')} + encode "
             f"{_num(cpu['encode'], '.1f')} + event loop {_num(cpu['event_loop'], '.1f')} (motion "
-            f"{_num(cpu['motion_on_the_loop'], '.1f')}) + rest {_num(cpu['rest'], '.1f')}"
+            f"{_num(cpu['motion_on_the_loop'], '.1f')}) + TTS {_num(cpu.get('tts'), '.1f')} + rest "
+            f"{_num(cpu['rest'], '.1f')}"
         )
     print(f"stopped: {body['stop_reason']}")
     b = body["bottleneck"]

@@ -314,3 +314,19 @@ async def test_tts_service_starts_a_new_reply_short_and_continues_one_whole(tts:
 
     assert lead(replies[0][0]) <= keep + 1 and lead(replies[2][0]) <= keep + 1
     assert lead(replies[1][0]) > 2 * keep
+
+
+async def test_tts_service_reports_each_chunks_cpu_time(tts: PiperTTS) -> None:
+    """The server's tts_cpu stage: the TTS thread's CPU time of every chunk it synthesised, one report each."""
+    from typing import cast
+
+    from engines.stt import WhisperSTT
+    from realtime.conversation.services import AlignedPiperTTSService, SpeechModels
+
+    reports: list[float] = []
+    service = AlignedPiperTTSService(
+        SpeechModels(stt=cast(WhisperSTT, None), tts=tts, tts_cpu=reports.append)
+    )
+    frames = [f async for f in service.run_tts(LONG, "reply-1")]
+    assert len(reports) == len(frames) == len(split_text(LONG))
+    assert all(ms > 0.0 for ms in reports)  # Piper's work is CPU work: never reported as nothing

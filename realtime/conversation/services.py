@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncGenerator, Iterator
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -79,6 +80,9 @@ class SpeechModels:
     tts_lock: threading.Lock = field(default_factory=threading.Lock)
     # Silero VAD and Smart Turn, shared by every pipeline (None: each pipeline loads its own)
     turn: TurnModels | None = None
+    # told the CPU time (ms) of each synthesised chunk, Piper and its prosody, on the TTS thread
+    # (the server's stage tts_cpu; None: not reported)
+    tts_cpu: Callable[[float], None] | None = None
 
     @classmethod
     def load(cls, voice: Voice | None = None) -> SpeechModels:
@@ -202,13 +206,18 @@ def _next_chunk(chunks: Iterator[SpeechChunk], lock: threading.Lock) -> SpeechCh
 
 
 def _next_chunk_with_emphasis(
-    chunks: Iterator[SpeechChunk], lock: threading.Lock
+    chunks: Iterator[SpeechChunk], lock: threading.Lock, report: Callable[[float], None] | None = None
 ) -> tuple[SpeechChunk, ChunkEmphasis] | None:
-    """The next chunk and its emphasis (prosody + stress beats), both in the TTS worker thread."""
+    """The next chunk and its emphasis (prosody + stress beats), both in the TTS worker thread;
+    ``report(ms)`` is told this thread's CPU time for them (waiting for ``lock`` costs none)."""
+    start = time.thread_time()
     chunk = _next_chunk(chunks, lock)
     if chunk is None:
         return None
-    return chunk, chunk_emphasis(chunk.pcm, chunk.sample_rate, chunk.alignments)
+    emphasis = chunk_emphasis(chunk.pcm, chunk.sample_rate, chunk.alignments)
+    if report is not None:
+        report((time.thread_time() - start) * 1000.0)
+    return chunk, emphasis
 
 
 class AlignedPiperTTSService(TTSService):
@@ -270,7 +279,9 @@ class AlignedPiperTTSService(TTSService):
         piece: tuple[int, int] | None = None
         try:
             while True:
-                got = await asyncio.to_thread(_next_chunk_with_emphasis, chunks, self._models.tts_lock)
+                got = await asyncio.to_thread(
+                    _next_chunk_with_emphasis, chunks, self._models.tts_lock, self._models.tts_cpu
+                )
                 if got is None:
                     break
                 chunk, emphasis = got

@@ -84,6 +84,7 @@ class StageTimings:
     # encode: wall time the WebRTC sender spends between two frames (hand-offs, encoding, sending, waiting
     # for the event loop); encode_cpu: the encoder's own CPU time per frame.
     # tts_to_frame: once per reply, first TTS audio in AvatarStream → its first frame released to the tracks
+    # tts_cpu: per synthesised speech chunk, the TTS thread's CPU time (Piper + the chunk's prosody)
     STAGES = (
         "lipsync",
         "motion",
@@ -93,6 +94,7 @@ class StageTimings:
         "encode_cpu",
         "frame_lateness",
         "tts_to_frame",
+        "tts_cpu",
     )
 
     def __init__(self, metric: str = "splatcast_stage_ms") -> None:

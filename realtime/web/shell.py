@@ -11,11 +11,12 @@ Pipecat pipeline per call) and in what draining means.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -34,7 +35,7 @@ class Shared:
 
     settings: Settings
     engine: Engine  # avatar, frame renderer (warmed up), render scheduler, a2v
-    models: SpeechModels  # Whisper, Piper (Silero VAD and Smart Turn load per pipeline, from pipecat-ai)
+    models: SpeechModels  # Whisper, Piper, Silero VAD, Smart Turn (one copy each, shared by the sessions)
     voices: VoiceCatalog | None = None  # the Piper voices on disk (`--voices`); models.tts is the default one
 
     @classmethod
@@ -47,6 +48,7 @@ class Shared:
         except BaseException:
             engine.close()
             raise
+        models = replace(models, tts_cpu=functools.partial(engine.scheduler.timings.observe, "tts_cpu"))
         return cls(settings, engine, models, voices)
 
     def close(self) -> None:
