@@ -45,6 +45,8 @@ from engines.splat.yuv import block_to_i420, i420_planes, i420_shape
 logger = logging.getLogger(__name__)
 
 TILE = 16
+_TILE_SHIFT = TILE.bit_length() - 1  # pixel → tile index by a shift (TILE is a power of two)
+assert 1 << _TILE_SHIFT == TILE
 # Tile pixels are stored as two 8-column halves, each row-major: pixel (row r,
 # col c) of a tile lives at (c // 8)·128 + r·8 + c % 8. A Gaussian's rows inside
 # one half are then one contiguous run of whole 8-pixel (one AVX2 vector) rows.
@@ -190,30 +192,36 @@ def _bin(
     visible = 0
     for r in range(order.shape[0]):
         k = order[r]
-        if rect[k, 0] > rect[k, 1]:
+        j0 = rect[k, 0]
+        j1 = rect[k, 1]
+        if j0 > j1:
             break  # culled ones sort last (depth +inf)
-        tx0 = rect[k, 0] // TILE
-        tx1 = rect[k, 1] // TILE
-        ty0 = rect[k, 2] // TILE
-        ty1 = rect[k, 3] // TILE
+        # boxes of visible ones lie inside the image (≥ 0): a shift is the floor division, without the
+        # sign fix-up numba emits for //
+        tx0 = j0 >> _TILE_SHIFT
+        tx1 = j1 >> _TILE_SHIFT
+        ty0 = rect[k, 2] >> _TILE_SHIFT
+        ty1 = rect[k, 3] >> _TILE_SHIFT
         span[r, 0] = tx0
         span[r, 1] = tx1
         span[r, 2] = ty0
         span[r, 3] = ty1
         visible += 1
         for ty in range(ty0, ty1 + 1):
+            row = ty * tiles_x + 1
             for tx in range(tx0, tx1 + 1):
-                counts[ty * tiles_x + tx + 1] += 1
+                counts[row + tx] += 1
     for t in range(n_tiles):
         counts[t + 1] += counts[t]
     starts = counts.copy()
     ids = np.empty(counts[n_tiles], dtype=np.int32)
     fill = counts[:n_tiles].copy()
     for r in range(visible):
-        k = order[r]
+        k = np.int32(order[r])
         for ty in range(span[r, 2], span[r, 3] + 1):
+            row = ty * tiles_x
             for tx in range(span[r, 0], span[r, 1] + 1):
-                t = ty * tiles_x + tx
+                t = row + tx
                 ids[fill[t]] = k
                 fill[t] += 1
     return starts, ids
