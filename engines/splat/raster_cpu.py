@@ -51,6 +51,8 @@ assert 1 << _TILE_SHIFT == TILE
 # col c) of a tile lives at (c // 8)·128 + r·8 + c % 8. A Gaussian's rows inside
 # one half are then one contiguous run of whole 8-pixel (one AVX2 vector) rows.
 HALF = 8
+_HALF_SHIFT = HALF.bit_length() - 1  # run pixel q → its row offset by a shift
+assert 1 << _HALF_SHIFT == HALF
 # offsets of a tile's planes in its one float32 buffer [4·TILE·TILE]: premultiplied r, g, b, transmittance
 _TILE_R = 0
 _TILE_G = TILE * TILE
@@ -268,7 +270,7 @@ def _blend_rows(
         # 32-bit int → float (a 64-bit one made LLVM pick narrower vectors)
         qi = np.int32(q)
         du = np.float32(du0) + np.float32(qi & np.int32(HALF - 1))
-        dv = np.float32(dv0) + np.float32(qi >> np.int32(3))
+        dv = np.float32(dv0) + np.float32(qi >> np.int32(_HALF_SHIFT))
         d = (ca * du + two_cb * dv) * du + cc * dv * dv
         # exp(-d/2) = exp(-d/32)^16, exp(-y) by its degree-6 Taylor polynomial on
         # y = d/32 ≤ 0.29: relative error < 3e-7 over d ≤ 9
