@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
 from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
@@ -30,34 +33,31 @@ def buffer_of(receiver: object) -> JitterBuffer:
     return found
 
 
-async def test_an_audio_receiver_hands_each_packet_on_once_the_next_is_in() -> None:
-    pc = RTCPeerConnection()
+@pytest.fixture
+async def pc() -> AsyncIterator[RTCPeerConnection]:
+    connection = RTCPeerConnection()
     try:
-        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
-        assert frames_out(buffer_of(receiver), [1, 2, 3, 4, 5, 6]) == [None, None, None, None, 1, 2]
-        assert listen_promptly(receiver)
-        assert frames_out(buffer_of(receiver), [1, 2, 3, 4, 5, 6]) == [None, 1, 2, 3, 4, 5]
+        yield connection
     finally:
-        await pc.close()
+        await connection.close()
 
 
-async def test_out_of_order_packets_still_come_out_in_order() -> None:
-    pc = RTCPeerConnection()
-    try:
-        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
-        listen_promptly(receiver)
-        # packet 3 is late: 2 waits at the gap until 3 is in, then 3 and 4 follow
-        assert frames_out(buffer_of(receiver), [1, 2, 4, 3, 5, 6]) == [None, 1, None, 2, 3, 4]
-    finally:
-        await pc.close()
+async def test_an_audio_receiver_hands_each_packet_on_once_the_next_is_in(pc: RTCPeerConnection) -> None:
+    receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+    assert frames_out(buffer_of(receiver), [1, 2, 3, 4, 5, 6]) == [None, None, None, None, 1, 2]
+    assert listen_promptly(receiver)
+    assert frames_out(buffer_of(receiver), [1, 2, 3, 4, 5, 6]) == [None, 1, 2, 3, 4, 5]
 
 
-async def test_a_video_receiver_is_left_alone() -> None:
-    pc = RTCPeerConnection()
-    try:
-        receiver = pc.addTransceiver("video", direction="recvonly").receiver
-        before = buffer_of(receiver)
-        assert not listen_promptly(receiver)
-        assert buffer_of(receiver) is before
-    finally:
-        await pc.close()
+async def test_out_of_order_packets_still_come_out_in_order(pc: RTCPeerConnection) -> None:
+    receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+    listen_promptly(receiver)
+    # packet 3 is late: 2 waits at the gap until 3 is in, then 3 and 4 follow
+    assert frames_out(buffer_of(receiver), [1, 2, 4, 3, 5, 6]) == [None, 1, None, 2, 3, 4]
+
+
+async def test_a_video_receiver_is_left_alone(pc: RTCPeerConnection) -> None:
+    receiver = pc.addTransceiver("video", direction="recvonly").receiver
+    before = buffer_of(receiver)
+    assert not listen_promptly(receiver)
+    assert buffer_of(receiver) is before
