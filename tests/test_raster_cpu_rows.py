@@ -5,13 +5,26 @@ reached T < 1e-4 at the last check (see :mod:`engines.splat.raster_cpu`). These 
 stacks in front of parts of tiles, so that many runs behind them are cut, and compare the result
 with the reference rasteriser (same tolerances as tests/test_raster_backends.py): a cut that left
 out a row with a live pixel would lose that Gaussian's colour there.
+
+A run is blended as 16-lane pairs of half-rows, an odd last row as a pair whose second row is
+masked; the kernel-level test checks that a run changes exactly its own pixels.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engines.splat.raster_cpu import HALF, TILE, _finished_rows
+from engines.splat.raster_cpu import (
+    _TILE_B,
+    _TILE_BUF,
+    _TILE_G,
+    _TILE_R,
+    _TILE_T,
+    HALF,
+    TILE,
+    _blend_rows,
+    _finished_rows,
+)
 from engines.splat.raster_reference import rasterize_reference
 from engines.splat.rasterize import rasterize
 from engines.splat.types import Camera, PosedGaussians
@@ -31,6 +44,40 @@ def test_finished_rows_marks_half_rows_whose_pixels_all_stopped() -> None:
     trans[:] = 9e-5
     assert _finished_rows(trans, done)
     assert done.all()
+
+
+def test_a_run_blends_exactly_its_own_rows() -> None:
+    """Runs of 1-5 half-rows (odd ones end in a masked pair), in both halves and at the tile's last row
+    (whose masked partner lies in the padding): every pixel of the run is blended as the Gaussian's
+    α says, every other value in the buffer (all four planes, the padding) stays bit for bit."""
+    rng = np.random.default_rng(7)
+    f32 = np.float32
+    ca, cb, cc, opacity = 0.05, 0.01, 0.04, 0.9  # a wide, slightly tilted Gaussian: α ≥ 1/255 over the run
+    colour = (f32(0.2), f32(0.5), f32(0.9))
+    for rows in range(1, 6):
+        for first in (0, 3, TILE - rows, TILE + 2, 2 * TILE - rows):  # half-row index (half·TILE + row)
+            buf = rng.uniform(0.2, 1.0, _TILE_BUF).astype(np.float32)
+            before = buf.copy()
+            du0, dv0 = -3.5, -1.25
+            _blend_rows(
+                buf, first * HALF, rows, f32(du0), f32(dv0), f32(ca), f32(cb), f32(cc), f32(opacity), *colour
+            )
+            run = np.arange(first * HALF, (first + rows) * HALF)
+            du = du0 + run % HALF
+            dv = dv0 + (run // HALF - first)
+            d = ca * du * du + 2 * cb * du * dv + cc * dv * dv
+            alpha = np.minimum(opacity * np.exp(-d / 2), 0.99)
+            assert (d <= 9).all() and (alpha >= 1 / 255).all()
+            t_old = before[_TILE_T + run]
+            np.testing.assert_allclose(buf[_TILE_T + run], t_old * (1 - alpha), rtol=1e-5)
+            for plane, c in zip((_TILE_R, _TILE_G, _TILE_B), colour, strict=True):
+                np.testing.assert_allclose(
+                    buf[plane + run], before[plane + run] + c * alpha * t_old, rtol=1e-5
+                )
+            untouched = np.ones(_TILE_BUF, dtype=bool)
+            for plane in (_TILE_R, _TILE_G, _TILE_B, _TILE_T):
+                untouched[plane + run] = False
+            assert np.array_equal(buf[untouched], before[untouched]), (rows, first)
 
 
 def _stack_scene(seed: int) -> PosedGaussians:
