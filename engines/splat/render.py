@@ -195,6 +195,7 @@ class Renderer:
         self.plate_frames = 0  # frames drawn over a plate (the rest fell back to render())
         self._plates: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._plates_i420: dict[tuple[int, int, int], np.ndarray] = {}  # the plates as I420 [H·3/2, W]
+        self._plates_tiled: dict[tuple[int, int, int], np.ndarray] = {}  # the plates in the tile layout
         # the plate holds static-layer Gaussians that no rig channel moves
         moved = np.zeros(avatar.count, dtype=bool)
         moved[avatar.rig.delta_index] = True
@@ -357,6 +358,7 @@ class Renderer:
             planes,
             plate=self._plate(h, w, lod),
             backdrop_i420=self._plate_i420(h, w, lod),
+            backdrop_tiles=self._plate_tiled(h, w, lod),
         )
         self.plate_frames += params.shape[0]
 
@@ -371,3 +373,15 @@ class Renderer:
                 self._plate(h, w, lod),
             )
         return self._plates_i420[key]
+
+    def _plate_tiled(self, h: int, w: int, lod: int) -> np.ndarray:
+        key = (h, w, lod)
+        if key not in self._plates_tiled:
+            from engines.splat.raster_cpu import tile_backdrop
+
+            self._plates_tiled[key] = tile_backdrop(
+                self.avatar.camera.scaled(h, w),
+                np.asarray(self.avatar.background, np.float32),
+                self._plate(h, w, lod),
+            )
+        return self._plates_tiled[key]
