@@ -33,6 +33,7 @@ import logging
 import os
 import shlex
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,13 @@ def _session_window(c: Client, t0: float, t1: float) -> dict[str, Any]:
     vt = np.asarray(c.rx.video_t)
     sel = vt[(vt >= t0) & (vt <= t1)]
     if sel.size < 2:
-        return {"received_fps": 0.0, "effective_fps": 0.0, "frame_interval_p95_ms": None, "repeated": None}
+        return {
+            "received_fps": 0.0,
+            "effective_fps": 0.0,
+            "frame_interval_p95_ms": None,
+            "repeated": None,
+            "frames_received": int(sel.size),
+        }
     iv = analysis.interval_stats(sel)
     a, b = _last_stats(c.rx.events, before=t0), _last_stats(c.rx.events, before=t1)
     frames = b.get("frames", 0) - a.get("frames", 0)
@@ -119,6 +126,7 @@ def _session_window(c: Client, t0: float, t1: float) -> dict[str, Any]:
     return {
         "received_fps": iv.fps,
         "effective_fps": iv.fps * (1.0 - share),
+        "frames_received": int(sel.size),
         "frame_interval_p95_ms": iv.p95_ms,
         "frame_interval_p99_ms": iv.p99_ms,
         "repeated": repeated,
@@ -132,6 +140,35 @@ def _session_window(c: Client, t0: float, t1: float) -> dict[str, Any]:
         "video_psnr_db_min": float(np.min(psnr)) if psnr else None,
         "video_kbps": float(np.mean(kbps)) if kbps else None,
         "video_keyframes": (b.get("video_keyframes") or 0) - (a.get("video_keyframes") or 0),
+    }
+
+
+def _bench_cpu_s() -> dict[str, float]:
+    """CPU seconds this bench process (its aiortc clients) has used so far: in all, on its event loop's
+    thread (RTP, SRTP, jitter buffers, the websocket events) and on aiortc's video decoder threads."""
+    import psutil
+
+    proc = psutil.Process()
+    times = proc.cpu_times()
+    by_thread = {t.id: t.user_time + t.system_time for t in proc.threads()}
+    decoders = {t.native_id for t in threading.enumerate() if t.name == "video-decoder"}
+    return {
+        "total": times.user + times.system,
+        "loop": by_thread.get(threading.main_thread().native_id or -1, 0.0),
+        "video_decode": sum(v for k, v in by_thread.items() if k in decoders),
+    }
+
+
+def _bench_cost(
+    before: dict[str, float], after: dict[str, float], seconds: float, frames: int
+) -> dict[str, float | None]:
+    """The clients' own CPU over a step: % of one core, and ms per video frame received (all sessions)."""
+    used = {k: after[k] - before[k] for k in after}
+    return {
+        "bench_cpu_percent": 100.0 * used["total"] / seconds,
+        "bench_cpu_ms_per_frame": 1000.0 * used["total"] / frames if frames else None,
+        "bench_loop_cpu_percent": 100.0 * used["loop"] / seconds,
+        "bench_video_decode_cpu_percent": 100.0 * used["video_decode"] / seconds,
     }
 
 
@@ -204,7 +241,8 @@ async def measure_load(
     bar = tqdm(total=max_sessions, unit="session", desc="bench load", disable=not progress, file=sys.stderr)
     try:
         for n in range(1, max_sessions + 1):
-            c = Client(target.base, api_token=target.api_token)
+            # arrival times are all it reads of the video: no per-frame image analysis on the shared cores
+            c = Client(target.base, api_token=target.api_token, analyse_video=False)
             try:
                 await c.connect()
             except RuntimeError as exc:  # admission control said no (503) or another refusal
@@ -220,9 +258,9 @@ async def measure_load(
             talker.task = asyncio.create_task(_talk(talker))
             await asyncio.sleep(WARM_S)
             before = Replicas.merged(await replicas.scrape())
-            t0 = time.monotonic()
+            t0, own0 = time.monotonic(), _bench_cpu_s()
             await asyncio.sleep(step_s)
-            t1 = time.monotonic()
+            t1, own1 = time.monotonic(), _bench_cpu_s()
             after = Replicas.merged(await replicas.scrape())
             await asyncio.sleep(1.2)  # the stats event that covers t1 arrives within a second
             sessions = [_session_window(t.client, t0, t1) for t in talkers]
@@ -249,6 +287,9 @@ async def measure_load(
                 "server_cpu_percent_mean": res.get("cpu_percent_mean"),
                 "server_rss_mb_max": res.get("rss_mb_max"),
                 **cost,
+                # what the bench's own clients cost on the same cores (they receive, decrypt and decode
+                # every session's video: a browser would do that on the viewer's machine)
+                **_bench_cost(own0, own1, t1 - t0, sum(s["frames_received"] for s in sessions)),
                 "cpu_ms_per_frame_by_stage": _cpu_per_frame(
                     stages, cost["server_cpu_ms_per_frame"], _loop_ms_per_frame(res, cost)
                 ),
@@ -380,7 +421,9 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
             f"server CPU per frame {_num(cpu['total'], '.1f')} ms = render {_num(cpu['render'], '.1f')} + encode "
             f"{_num(cpu['encode'], '.1f')} + event loop {_num(cpu['event_loop'], '.1f')} (motion "
             f"{_num(cpu['motion_on_the_loop'], '.1f')}) + TTS {_num(cpu.get('tts'), '.1f')} + rest "
-            f"{_num(cpu['rest'], '.1f')}"
+            f"{_num(cpu['rest'], '.1f')}; the bench's own clients {_num(step.get('bench_cpu_percent'), '.0f')} % "
+            f"of a core ({_num(step.get('bench_cpu_ms_per_frame'), '.1f')} ms per received frame; video decode "
+            f"{_num(step.get('bench_video_decode_cpu_percent'), '.0f')} %)"
         )
     print(f"stopped: {body['stop_reason']}")
     b = body["bottleneck"]

@@ -107,13 +107,17 @@ class Client:
         mic: MediaStreamTrack | None = None,
         source_address: str | None = None,
         avatar: str | None = None,
+        analyse_video: bool = True,
     ) -> None:
         """``protocol``: ``splatcast`` (``splatcast serve``) or ``smallwebrtc`` (Pipecat's SmallWebRTC
         signalling, as ``splatcast bot`` and Pipecat's prebuilt client speak it: ``POST /start``, then
         ``POST /sessions/{id}/api/offer``; audio transceiver first). ``mic``: the user's voice, sent on
         the audio transceiver (e.g. a :class:`MicTrack`); without it audio is receive-only.
         ``source_address``: the local address its HTTP requests come from (e.g. 127.0.0.7: one more
-        client address to the server's per-address limits)."""
+        client address to the server's per-address limits). ``analyse_video=False``: keep only each
+        decoded frame's arrival time and pts (``rx.video_t``, ``rx.video_pts``, ``last_frame``), not the
+        gray-image work behind ``rx.mouth`` and ``rx.video_diff``: for a benchmark that shares the machine
+        with the server and reads neither (``bench load``)."""
         if protocol not in ("splatcast", "smallwebrtc"):
             raise ValueError(f"protocol must be splatcast or smallwebrtc, got {protocol!r}")
         self.protocol = protocol
@@ -123,6 +127,7 @@ class Client:
         self.base = base.rstrip("/")
         self.api_token = api_token  # the server's token, when it has one
         self.mouth_box = mouth_box
+        self.analyse_video = analyse_video
         self.pc = RTCPeerConnection()
         self.rx = Received()
         self.session_id: str | None = None
@@ -203,6 +208,8 @@ class Client:
                 self.last_frame = frame
                 self.rx.video_t.append(t)
                 self.rx.video_pts.append(int(frame.pts or 0))
+                if not self.analyse_video:
+                    continue
                 gray = frame.to_ndarray(format="gray")
                 if self.mouth_box is not None:
                     x0, y0, x1, y1 = self.mouth_box
