@@ -349,6 +349,9 @@ async def measure_load(
         "effective_fps_min_at_capacity": cap_step["effective_fps_min"] if cap_step else None,
         "frame_interval_p95_ms_at_capacity": cap_step["frame_interval_p95_ms"] if cap_step else None,
         "server_cpu_percent_at_capacity": cap_step["server_cpu_percent_mean"] if cap_step else None,
+        # the bench's own clients on the same cores (% of one core), at the capacity and at the last step
+        "bench_cpu_percent_at_capacity": cap_step.get("bench_cpu_percent") if cap_step else None,
+        "bench_cpu_percent_last": last.get("bench_cpu_percent"),
         "effective_fps_min_at_failure": None if last["passed"] else last["effective_fps_min"],
         "server_cpu_ms_per_frame_first_step": steps[0].get("server_cpu_ms_per_frame"),
         # from CPU time at one session, when that step held 25 FPS at full quality (else it did less work)
