@@ -24,6 +24,11 @@ Two ways to synthesise:
   the first chunk's leading silence is trimmed too (that is latency).
   Alignments are trimmed with the audio: each chunk's ``num_samples`` still
   sum to its own PCM, so sample offsets stay exact across chunks.
+  The first piece itself comes in decoder windows (:func:`decode_windows`,
+  :mod:`engines.tts_windows`): Piper's decoder is ~70 % of a sentence's
+  synthesis, and its first ``FIRST_WINDOW_S`` of audio is out once the latent
+  and one window are made; the windows' samples are the whole sentence's, cut
+  at phoneme boundaries, so the alignments stay whole and nothing joins audibly.
 
 Example::
 
@@ -38,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -45,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from engines.tts_windows import TwoPartSession, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,8 @@ MIN_WORDS = 3  # a clause mark splits only pieces at least this long; forced cut
 LONG_WORD_CHARS = 40  # a "word" this long (a URL, a number string) is a piece of its own
 KEEP_SILENCE_S = 0.005  # silence kept before the voice onset (after its end) at a trimmed edge
 SILENCE_LEVEL = 1e-3  # |sample| at or below this is silence (-60 dBFS); Piper's ^/$ spans sit near 0
+FIRST_WINDOW_S = 0.4  # the reply's first audio: Piper's decoder makes this much of it before handing it on
+MAX_GAIN = 4.0  # a windowed sentence is scaled up at most this much (Piper's raw peaks here: 0.41-0.72)
 FADE_S = 0.003  # linear fade over the first/last samples of a trimmed edge (no click)
 
 _CLAUSE_MARKS = ",;:\u2013\u2014"  # , ; : en dash, em dash
@@ -308,7 +318,7 @@ class PiperTTS:
         (kind to a shared CPU); None keeps onnxruntime's default.
         """
         try:
-            from piper import PiperVoice
+            from piper import PiperConfig, PiperVoice
         except ImportError as exc:  # pragma: no cover - piper-tts is a core dependency
             raise TTSError("piper-tts is not installed: pip install piper-tts==1.8.0") from exc
         if model is None or config is None:
@@ -317,9 +327,11 @@ class PiperTTS:
             default_model, default_config = piper_voice()
             model = model or default_model
             config = config or default_config
-        voice = PiperVoice.load(str(model), config_path=str(config), include_alignments=True)
-        if threads is not None:
-            voice.session = _session_with_threads(Path(model), threads)
+        with open(config, encoding="utf-8") as f:
+            piper_config = PiperConfig.from_dict(json.load(f))
+        voice = PiperVoice(
+            session=_voice_session(Path(model), piper_config.hop_length, threads), config=piper_config
+        )
         logger.info("PiperTTS: loaded %s (%d Hz)", Path(model).name, voice.config.sample_rate)
         return cls(voice, name=Path(model).name.removesuffix(".onnx"))
 
@@ -366,7 +378,9 @@ class PiperTTS:
 
         Each piece of :func:`split_text` is one Piper call, made only when the
         previous chunk has been taken (a consumer that stops early pays for no
-        more synthesis). The first chunk's leading silence is trimmed when
+        more synthesis). With ``first_max_words`` (a reply's start) the first
+        piece is decoded window by window, each window when the chunk before it
+        has been taken: the first chunk is ~``FIRST_WINDOW_S`` of audio. The first chunk's leading silence is trimmed when
         ``trim_lead`` (keep it for a text that follows another one, it is the
         pause between them); at a cut that is not a sentence end, the silence
         on both sides of the join is trimmed too.
@@ -376,15 +390,96 @@ class PiperTTS:
         for p, piece in enumerate(pieces):
             span = (word, word + len(piece.split()))
             word = span[1]
-            chunks = list(self.synthesize(piece, options))
-            for c, chunk in enumerate(chunks):
+            # the reply's first piece is decoded in windows: its first audio needs no more than its first window
+            windowed = p == 0 and first_max_words is not None
+            for c, (chunk, last) in enumerate(self._piece_chunks(piece, options, windowed)):
                 head = c == 0 and (trim_lead if p == 0 else not ends_sentence(pieces[p - 1]))
-                tail = c == len(chunks) - 1 and p < len(pieces) - 1 and not ends_sentence(piece)
+                tail = last and p < len(pieces) - 1 and not ends_sentence(piece)
                 yield replace(trim_silence(chunk, head=head, tail=tail), words=span)
 
+    def _piece_chunks(
+        self, piece: str, options: SynthesisOptions | None, windowed: bool
+    ) -> Iterator[tuple[SpeechChunk, bool]]:
+        """``piece``'s chunks, each with whether it is the piece's last (known before it is made)."""
+        session = self._voice.session
+        if not windowed or not isinstance(session, TwoPartSession):
+            chunks = list(self.synthesize(piece, options))
+            for c, chunk in enumerate(chunks):
+                yield chunk, c == len(chunks) - 1
+            return
+        with session.latents() as latents:
+            sentences = list(self.synthesize(piece, options))  # alignments; audio not decoded yet
+        volume = (options or SynthesisOptions()).volume
+        first = max(1, round(FIRST_WINDOW_S * self.sample_rate / session.hop_length))
+        for s, (sentence, latent) in enumerate(zip(sentences, latents, strict=True)):
+            windows = decode_windows(session, sentence, latent, first, volume)
+            for w, chunk in enumerate(windows):
+                yield chunk, s == len(sentences) - 1 and w == windows.count - 1
 
-def _session_with_threads(model: Path, threads: int) -> Any:
-    """The voice's onnxruntime session again (patched for alignments), with a fixed thread count."""
+
+class _Windows:
+    """One sentence's chunks, decoded window by window as they are taken (see :func:`decode_windows`)."""
+
+    def __init__(self, count: int, chunks: Iterator[SpeechChunk]) -> None:
+        self.count = count
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[SpeechChunk]:
+        return self._chunks
+
+
+def decode_windows(
+    session: TwoPartSession, sentence: SpeechChunk, latent: np.ndarray, first_frames: int, volume: float = 1.0
+) -> _Windows:
+    """A sentence's audio decoded from its latent in windows that end at phoneme boundaries.
+
+    ``sentence`` carries the alignments (its audio is not used). Each window's
+    audio is what the whole-latent decode gives there (see
+    :mod:`engines.tts_windows`); its alignments are the sentence's own for
+    those samples. Loudness: Piper scales a sentence so that its peak is full
+    scale, which needs the whole sentence; here the first window's peak sets
+    the gain (at most ``MAX_GAIN``); a later window louder than that glides the
+    gain down from its start to its first sample that would clip, so nothing
+    clips and the step is spread over up to a window. When the first
+    window holds the sentence's peak (most sentences) the audio equals Piper's.
+    """
+    hop = session.hop_length
+    frames = latent.shape[-1]
+    edges = np.cumsum([a.num_samples for a in sentence.alignments])  # [phonemes] sample after each
+    if len(edges) == 0 or int(edges[-1]) != frames * hop:
+        raise TTSError(
+            f"alignments cover {int(edges[-1]) if len(edges) else 0} samples, the latent {frames * hop}"
+        )
+    bounds = [int(e) // hop for e in edges if e % hop == 0]
+    windows = plan_windows(bounds, first_frames, frames)
+
+    def chunks() -> Iterator[SpeechChunk]:
+        gain: float | None = None
+        done = 0  # alignments already handed out
+        for start, end in windows:
+            raw = session.decode(latent, start, end)  # [(end - start) * hop]
+            peak = float(np.max(np.abs(raw)))
+            new = min(
+                MAX_GAIN, 1.0 / peak if peak >= 1e-8 else MAX_GAIN, gain if gain is not None else MAX_GAIN
+            )
+            curve = np.full(len(raw), new, np.float32)  # [samples]
+            if gain is not None and new < gain:  # glide down until the first sample the old gain would clip
+                ramp = max(1, int(np.argmax(np.abs(raw) * gain > 1.0)))
+                curve[:ramp] = np.linspace(gain, new, ramp, dtype=np.float32)
+            gain = new
+            pcm = np.clip(raw * curve * volume, -1.0, 1.0).astype(np.float32)
+            taken = int(np.searchsorted(edges, end * hop, side="right"))
+            alignments = sentence.alignments[done:taken]
+            done = taken
+            yield SpeechChunk(pcm=pcm, sample_rate=sentence.sample_rate, alignments=alignments)
+
+    return _Windows(len(windows), chunks())
+
+
+def _voice_session(model: Path, hop_length: int, threads: int | None) -> Any:
+    """The voice's onnxruntime session, patched for alignments, as a :class:`TwoPartSession` when its
+    graph splits at the decoder (any VITS voice), else whole; ``threads`` intra-op threads without
+    spin-waiting (None: onnxruntime's defaults)."""
     import onnx
     import onnxruntime
     from piper.patch_voice_with_alignment import add_alignment_output
@@ -395,9 +490,18 @@ def _session_with_threads(model: Path, threads: int) -> Any:
     except ValueError:  # already patched on disk
         pass
     opts = onnxruntime.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return TwoPartSession(graph, hop_length, opts)
+    except ValueError as exc:
+        logger.info(
+            "PiperTTS: %s does not split at its decoder (%s); its first audio waits for whole pieces",
+            model.name,
+            exc,
+        )
     return onnxruntime.InferenceSession(
         graph.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
     )

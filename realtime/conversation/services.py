@@ -229,8 +229,9 @@ class AlignedPiperTTSService(TTSService):
     while the rest is still being generated. Within a text, :meth:`PiperTTS.stream`
     synthesises clause by clause; the first text of a reply (a new
     ``context_id``: a ``say()`` or the first sentence of an LLM turn) starts
-    with a short piece (at most ``FIRST_MAX_WORDS`` words), so its first audio
-    is ready after a few words' worth of synthesis. Later sentences of the
+    with a short piece (at most ``FIRST_MAX_WORDS`` words), decoded in windows,
+    so its first audio is ready after the piece's latent and one decoder window
+    (~0.4 s of audio) rather than the whole piece's synthesis. Later sentences of the
     same reply are synthesised while earlier ones play and are not cut short.
     """
 

@@ -1,0 +1,145 @@
+"""Piper decoded window by window (engines/tts_windows.py, PiperTTS.stream's first piece)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from engines.tts import FIRST_WINDOW_S, PiperTTS, SpeechChunk, SynthesisOptions, decode_windows
+from engines.tts_windows import TwoPartSession, plan_windows, split_voice
+
+QUIET = SynthesisOptions(noise_scale=0.0, noise_w_scale=0.0)  # no noise: the same latent every run
+
+
+def _contiguous(windows: list[tuple[int, int]], frames: int) -> bool:
+    return (
+        windows[0][0] == 0
+        and windows[-1][1] == frames
+        and all(a[1] == b[0] for a, b in itertools.pairwise(windows))
+    )
+
+
+def test_windows_end_at_bounds_start_short_and_grow_at_most_twice() -> None:
+    bounds = list(range(0, 200, 7))
+    windows = plan_windows(bounds, first=30, frames=200)
+    assert _contiguous(windows, 200)
+    assert windows[0] == (0, 35)  # the first bound at or after 30 frames
+    for start, end in windows[1:]:
+        assert end in bounds or end == 200
+        assert end - start <= 2 * start or end == 200
+    assert len(windows) >= 3
+
+
+def test_a_short_rest_joins_the_window_before_and_no_bounds_is_one_window() -> None:
+    assert plan_windows([10, 40, 45], first=30, frames=50) == [(0, 50)]
+    assert plan_windows([], first=30, frames=120) == [(0, 120)]
+    assert plan_windows([35, 100], first=30, frames=120) == [(0, 35), (35, 120)]
+
+
+def test_a_graph_without_a_decoder_does_not_split() -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["x"], ["y"], name="/enc/Identity")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    with pytest.raises(ValueError, match="no /dec/ nodes"):
+        split_voice(helper.make_model(graph))
+    assert onnx.checker.check_model(helper.make_model(graph)) is None
+
+
+@pytest.fixture(scope="module")
+def tts() -> PiperTTS:
+    return PiperTTS.load(threads=1)
+
+
+def _session(tts: PiperTTS) -> TwoPartSession:
+    session = tts._voice.session
+    assert isinstance(session, TwoPartSession)  # the bundled voice splits at its decoder
+    return session
+
+
+def _latent(
+    tts: PiperTTS, text: str, options: SynthesisOptions | None = None
+) -> tuple[SpeechChunk, np.ndarray]:
+    with _session(tts).latents() as latents:
+        (sentence,) = tts.synthesize(text, options)
+    return sentence, latents[0]
+
+
+def test_windowed_decode_gives_the_whole_decode_samples(tts: PiperTTS) -> None:
+    session = _session(tts)
+    _, latent = _latent(tts, "Please tell me what the weather will be like tomorrow.")  # with noise
+    frames = latent.shape[-1]
+    whole = session.decode(latent, 0, frames)
+    assert len(whole) == frames * session.hop_length
+    parts = [session.decode(latent, s, e) for s, e in plan_windows(list(range(0, frames, 5)), 20, frames)]
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-4)
+    with pytest.raises(ValueError):
+        session.decode(latent, 5, frames + 1)
+
+
+def test_windowed_sentence_equals_pipers_one_shot_when_its_first_window_is_loudest(tts: PiperTTS) -> None:
+    text = "I would like to book a table for two people."
+    one_shot = next(iter(tts.synthesize(text, QUIET)))  # Piper's own path: latent + decoder, normalised
+    sentence, latent = _latent(tts, text, QUIET)
+    assert not sentence.pcm.any()  # inside latents() the decoder did not run
+    first = round(FIRST_WINDOW_S * tts.sample_rate / _session(tts).hop_length)
+    chunks = list(decode_windows(_session(tts), sentence, latent, first))
+    assert len(chunks) >= 2
+    for c in chunks:
+        assert sum(a.num_samples for a in c.alignments) == len(c.pcm)
+    assert sum((c.alignments for c in chunks), ()) == one_shot.alignments
+    np.testing.assert_allclose(np.concatenate([c.pcm for c in chunks]), one_shot.pcm, atol=1e-4)
+
+
+def test_a_louder_later_window_glides_the_gain_down_and_nothing_clips(tts: PiperTTS) -> None:
+    session = _session(tts)
+    sentence, latent = _latent(tts, "Sure, I can help with that.", QUIET)
+    raw = session.decode(latent, 0, latent.shape[-1])
+    first = 12  # a short first window, so that a later one is louder
+    chunks = list(decode_windows(session, sentence, latent, first))
+    pcm = np.concatenate([c.pcm for c in chunks])
+    assert np.abs(pcm).max() <= 1.0
+    voiced = np.abs(raw) > 1e-2
+    gain = pcm[voiced] / raw[voiced]  # the gain each voiced sample got
+    assert np.all(np.diff(gain) <= 1e-3 * gain[1:])  # it never rises (beyond the windows' 1e-6 decode noise)
+    assert gain[0] > gain[-1]  # it fell: the first window was quieter than the sentence's peak
+    np.testing.assert_allclose(gain[-1], 1.0 / np.abs(raw).max(), rtol=1e-4)  # Piper's gain from the peak on
+
+
+def test_stream_hands_out_the_first_window_before_decoding_the_rest(tts: PiperTTS) -> None:
+    session = _session(tts)
+    calls: list[tuple[int, int]] = []
+    decode = session.decode
+
+    def counting(latent: np.ndarray, start: int, end: int, context: int = 16) -> np.ndarray:
+        calls.append((start, end))
+        return decode(latent, start, end, context)
+
+    session.decode = counting  # type: ignore[method-assign]
+    try:
+        chunks = tts.stream("Please tell me what the weather will be like tomorrow.", QUIET)
+        first = next(chunks)
+        assert len(calls) == 1 and calls[0][0] == 0
+        assert first.duration_s < 2 * FIRST_WINDOW_S
+        rest = list(chunks)
+    finally:
+        del session.decode
+    assert len(calls) == 1 + len(rest) >= 2
+    # a later sentence of the reply (no first-piece limit) is synthesised whole, as before
+    calls.clear()
+    session.decode = counting  # type: ignore[method-assign]
+    try:
+        later = list(
+            tts.stream("Please tell me what the weather will be like tomorrow.", QUIET, first_max_words=None)
+        )
+    finally:
+        del session.decode
+    assert len(later) == 1 and calls == []
