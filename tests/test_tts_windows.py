@@ -143,3 +143,18 @@ def test_stream_hands_out_the_first_window_before_decoding_the_rest(tts: PiperTT
     finally:
         del session.decode
     assert len(later) == 1 and calls == []
+
+
+def test_the_two_part_session_synthesises_what_pipers_one_part_graph_does(tts: PiperTTS) -> None:
+    from piper import PiperVoice, SynthesisConfig
+
+    from engines.assets import piper_voice
+
+    model, config = piper_voice()
+    whole = PiperVoice.load(str(model), config_path=str(config), include_alignments=True)  # Piper's own load
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    text = "Please tell me what the weather will be like tomorrow."
+    a = next(iter(whole.synthesize(text, quiet, include_alignments=True)))
+    b = next(iter(tts._voice.synthesize(text, quiet, include_alignments=True)))
+    np.testing.assert_array_equal(a.audio_float_array, b.audio_float_array)
+    assert a.phoneme_alignments == b.phoneme_alignments
