@@ -26,8 +26,8 @@ Two ways to synthesise:
   sum to its own PCM, so sample offsets stay exact across chunks.
   The first piece itself comes in decoder windows (:func:`decode_windows`,
   :mod:`engines.tts_windows`): Piper's decoder is ~70 % of a sentence's
-  synthesis, and its first ``FIRST_WINDOW_S`` of audio is out once the latent
-  and one window are made; the windows' samples are the whole sentence's, cut
+  synthesis, the flow most of the rest, and its first ``FIRST_WINDOW_S`` of
+  audio is out once the encoder has run and the flow and decoder have made one window; the windows' samples are the whole sentence's, cut
   at phoneme boundaries, so the alignments stay whole and nothing joins audibly.
 
 Example::
@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.tts_windows import TwoPartSession, plan_windows
+from engines.tts_windows import Prior, SplitVoiceSession, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -402,17 +402,17 @@ class PiperTTS:
     ) -> Iterator[tuple[SpeechChunk, bool]]:
         """``piece``'s chunks, each with whether it is the piece's last (known before it is made)."""
         session = self._voice.session
-        if not windowed or not isinstance(session, TwoPartSession):
+        if not windowed or not isinstance(session, SplitVoiceSession):
             chunks = list(self.synthesize(piece, options))
             for c, chunk in enumerate(chunks):
                 yield chunk, c == len(chunks) - 1
             return
-        with session.latents() as latents:
+        with session.priors() as priors:
             sentences = list(self.synthesize(piece, options))  # alignments; audio not decoded yet
         volume = (options or SynthesisOptions()).volume
         first = max(1, round(FIRST_WINDOW_S * self.sample_rate / session.hop_length))
-        for s, (sentence, latent) in enumerate(zip(sentences, latents, strict=True)):
-            windows = decode_windows(session, sentence, latent, first, volume)
+        for s, (sentence, prior) in enumerate(zip(sentences, priors, strict=True)):
+            windows = decode_windows(session, sentence, prior, first, volume)
             for w, chunk in enumerate(windows):
                 yield chunk, s == len(sentences) - 1 and w == windows.count - 1
 
@@ -429,12 +429,12 @@ class _Windows:
 
 
 def decode_windows(
-    session: TwoPartSession, sentence: SpeechChunk, latent: np.ndarray, first_frames: int, volume: float = 1.0
+    session: SplitVoiceSession, sentence: SpeechChunk, prior: Prior, first_frames: int, volume: float = 1.0
 ) -> _Windows:
-    """A sentence's audio decoded from its latent in windows that end at phoneme boundaries.
+    """A sentence's audio made from its ``prior`` in windows that end at phoneme boundaries.
 
     ``sentence`` carries the alignments (its audio is not used). Each window's
-    audio is what the whole-latent decode gives there (see
+    audio is what the whole sentence's run gives there (see
     :mod:`engines.tts_windows`); its alignments are the sentence's own for
     those samples. Loudness: Piper scales a sentence so that its peak is full
     scale, which needs the whole sentence; here the first window's peak sets
@@ -444,11 +444,11 @@ def decode_windows(
     window holds the sentence's peak (most sentences) the audio equals Piper's.
     """
     hop = session.hop_length
-    frames = latent.shape[-1]
+    frames = prior.frames
     edges = np.cumsum([a.num_samples for a in sentence.alignments])  # [phonemes] sample after each
     if len(edges) == 0 or int(edges[-1]) != frames * hop:
         raise TTSError(
-            f"alignments cover {int(edges[-1]) if len(edges) else 0} samples, the latent {frames * hop}"
+            f"alignments cover {int(edges[-1]) if len(edges) else 0} samples, the sentence {frames * hop}"
         )
     bounds = [int(e) // hop for e in edges if e % hop == 0]
     windows = plan_windows(bounds, first_frames, frames)
@@ -457,7 +457,7 @@ def decode_windows(
         gain: float | None = None
         done = 0  # alignments already handed out
         for start, end in windows:
-            raw = session.decode(latent, start, end)  # [(end - start) * hop]
+            raw = session.decode(prior, start, end)  # [(end - start) * hop]
             peak = float(np.max(np.abs(raw)))
             new = min(
                 MAX_GAIN, 1.0 / peak if peak >= 1e-8 else MAX_GAIN, gain if gain is not None else MAX_GAIN
@@ -477,7 +477,7 @@ def decode_windows(
 
 
 def _voice_session(model: Path, hop_length: int, threads: int | None) -> Any:
-    """The voice's onnxruntime session, patched for alignments, as a :class:`TwoPartSession` when its
+    """The voice's onnxruntime session, patched for alignments, as a :class:`SplitVoiceSession` when its
     graph splits at the decoder (any VITS voice), else whole; ``threads`` intra-op threads without
     spin-waiting (None: onnxruntime's defaults)."""
     import onnx
@@ -495,7 +495,7 @@ def _voice_session(model: Path, hop_length: int, threads: int | None) -> Any:
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return TwoPartSession(graph, hop_length, opts)
+        return SplitVoiceSession(graph, hop_length, opts)
     except ValueError as exc:
         logger.info(
             "PiperTTS: %s does not split at its decoder (%s); its first audio waits for whole pieces",

@@ -1,27 +1,30 @@
-"""A Piper voice run in two parts, so a sentence's audio can be decoded a window at a time.
+"""A Piper voice run in parts, so a sentence's audio can be made a window at a time.
 
-A Piper voice is a VITS network. Its text encoder, stochastic duration
-predictor and flow turn a sentence's phoneme ids into a latent ``z``
+A Piper voice is a VITS network. Its text encoder and stochastic duration
+predictor turn a sentence's phoneme ids into per-frame prior ``z_p``
 [1, C, frames] (one frame per ``hop_length`` samples; the random noise of
-``noise_scale`` / ``noise_w`` is drawn here, once per sentence). Its
-HiFi-GAN-style decoder turns ``z`` into audio, and that is where most of the
-time goes: ~70 % of a 2.7 s sentence's synthesis here (joe-medium, one
-thread: latent 66-73 ms, decoder 153-176 ms of thread CPU).
+``noise_scale`` / ``noise_w`` is drawn here, once per sentence); its flow
+turns ``z_p`` into the latent ``z``, and its HiFi-GAN-style decoder turns
+``z`` into audio. For a 2.7 s sentence here (joe-medium, one thread):
+encoder + durations 26-28 ms, flow 32-35 ms, decoder 153-176 ms of thread CPU.
 
-The decoder's receptive field is short. Decoding frames ``[s, e)`` with
-:data:`CONTEXT_FRAMES` frames of ``z`` on either side gives the samples the
-whole-``z`` decode gives (max |diff| 1.1e-6 on joe-medium from 12 frames of
-context on, 0.0 from 32). So a sentence can be decoded window by window and
-its first window played while the rest is decoded, with no join to hear.
+The flow and the decoder are convolutions along the frames with a short
+reach: the flow's output at a frame depends on ``z_p`` within
+:data:`FLOW_CONTEXT_FRAMES` of it (max |diff| 1.9e-6 from 32 frames on), the
+decoder's on ``z`` within :data:`CONTEXT_FRAMES` (1.1e-6 from 12 on). So a
+window of frames ``[s, e)`` can be made from ``z_p`` around it and gives the
+samples the whole-sentence run gives: a sentence is decoded window by window
+and its first window played while the rest is made, with no join to hear.
 
-:class:`TwoPartSession` stands in for the voice's onnxruntime session:
-``run()`` does latent then decoder, returning what the one-part graph returns
+:class:`SplitVoiceSession` stands in for the voice's onnxruntime session:
+``run()`` does all three parts, returning what the one-part graph returns
 (audio, and the per-phoneme-id frame counts the alignments come from), so
 Piper's own code phonemises, maps ids and builds alignments as always. Inside
-:meth:`TwoPartSession.latents` it skips the decoder and hands the latents out
-instead, for :meth:`TwoPartSession.decode` to decode in windows.
+:meth:`SplitVoiceSession.priors` it stops after the first part and hands out
+the :class:`Prior` instead, for :meth:`SplitVoiceSession.decode` to turn into
+audio window by window.
 
-Both parts are cut from the voice's graph in memory when it loads
+The parts are cut from the voice's graph in memory when it loads
 (:func:`split_voice`); nothing is written or fetched.
 """
 
@@ -30,21 +33,59 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-CONTEXT_FRAMES = 16  # latent frames decoded on each side of a window (exact from 12 on joe-medium)
+CONTEXT_FRAMES = 16  # z frames decoded on each side of a window (exact from 12 on joe-medium)
+FLOW_CONTEXT_FRAMES = 40  # z_p frames run through the flow on each side of those (exact from 32)
 DECODER_PREFIX = "/dec/"  # node names of the decoder in Piper's (VITS) exported graphs
+FLOW_PREFIX = "/flow/"  # ... and of the flow
 
 
-def split_voice(model: Any) -> tuple[Any, Any, str]:
-    """``model`` (an onnx ModelProto with the alignment output) cut at the decoder's input.
+@dataclass(frozen=True)
+class VoiceParts:
+    """A voice graph in three (onnx ModelProtos) and the tensors between them."""
 
-    Returns (latent part, decoder part, latent tensor name). The latent part
-    keeps every output but the audio; the decoder part maps the latent to the
-    audio. Raises ValueError for a graph whose decoder cannot be found (not a
-    VITS export): the caller keeps the whole graph then.
+    prior: Any  # graph inputs -> flow inputs, the graph's other outputs (alignments)
+    flow: Any  # flow inputs (z_p and its frame mask) -> z
+    decoder: Any  # z -> audio
+    flow_inputs: tuple[str, ...]
+    z: str
+
+
+@dataclass(frozen=True)
+class Prior:
+    """One sentence's flow inputs (``z_p`` [1, C, frames] and its frame mask [1, 1, frames]), frames last."""
+
+    inputs: tuple[np.ndarray, ...]
+
+    @property
+    def frames(self) -> int:
+        return int(self.inputs[0].shape[-1])
+
+    def window(self, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+        return tuple(a[..., lo:hi] for a in self.inputs)
+
+
+def _outside_inputs(graph: Any, nodes: list[Any]) -> set[str]:
+    """Tensors ``nodes`` read that none of them makes (weights and constants left out)."""
+    made = {o for n in nodes for o in n.output}
+    weights = {i.name for i in graph.initializer}
+    constants = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return {
+        i for n in nodes for i in n.input if i and i not in made and i not in weights and i not in constants
+    }
+
+
+def split_voice(model: Any) -> VoiceParts:
+    """``model`` (an onnx ModelProto with the alignment output) cut before its flow and its decoder.
+
+    The decoder is the ``/dec/`` nodes, reading one tensor ``z``; the flow is
+    every node from the ``/flow/`` nodes on that ``z`` depends on, reading
+    ``z_p`` and the frame mask. Raises ValueError for a graph where these
+    cannot be found (not a VITS export): the caller keeps the whole graph then.
     """
     from onnx.utils import Extractor
 
@@ -52,73 +93,104 @@ def split_voice(model: Any) -> tuple[Any, Any, str]:
     decoder = [n for n in graph.node if n.name.startswith(DECODER_PREFIX)]
     if not decoder:
         raise ValueError(f"no {DECODER_PREFIX} nodes in the voice graph")
-    made = {o for n in decoder for o in n.output}
-    weights = {i.name for i in graph.initializer}
-    inputs = {i for n in decoder for i in n.input if i and i not in made and i not in weights}
-    constants = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    inputs -= constants
-    if len(inputs) != 1:
-        raise ValueError(f"the decoder takes {sorted(inputs)}, not one latent")
-    latent = inputs.pop()
+    z_in = _outside_inputs(graph, decoder)
+    if len(z_in) != 1:
+        raise ValueError(f"the decoder takes {sorted(z_in)}, not one latent")
+    z = z_in.pop()
+    producer = {o: n for n in graph.node for o in n.output}
+    feeds_z: list[Any] = []  # the nodes z depends on
+    seen: set[str] = set()
+    todo = [z]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        feeds_z.append(node)
+        todo.extend(node.input)
+    after_flow: set[str] = {o for n in graph.node if n.name.startswith(FLOW_PREFIX) for o in n.output}
+    for node in graph.node:  # graph order is topological: a node reading a flow tensor is flow
+        if any(i in after_flow for i in node.input):
+            after_flow.update(node.output)
+    flow = [n for n in feeds_z if n.name.startswith(FLOW_PREFIX) or any(o in after_flow for o in n.output)]
+    flow_in = sorted(_outside_inputs(graph, flow))
+    if len(flow_in) != 2:
+        raise ValueError(f"the flow takes {flow_in}, not z_p and a mask")
     audio = graph.output[0].name
     others = [o.name for o in graph.output[1:]]
     if not others:
         raise ValueError("the voice graph has no alignment output")
     extractor = Extractor(model)
-    encoder_part = extractor.extract_model([i.name for i in graph.input], [latent, *others])
-    decoder_part = extractor.extract_model([latent], [audio])
-    return encoder_part, decoder_part, latent
+    return VoiceParts(
+        prior=extractor.extract_model([i.name for i in graph.input], [*flow_in, *others]),
+        flow=extractor.extract_model(flow_in, [z]),
+        decoder=extractor.extract_model([z], [audio]),
+        flow_inputs=tuple(flow_in),
+        z=z,
+    )
 
 
-class TwoPartSession:
-    """A Piper voice's onnxruntime session as two: phoneme ids → latent, latent → audio."""
+class SplitVoiceSession:
+    """A Piper voice's onnxruntime session as three: phoneme ids → ``z_p``, → ``z`` (flow), → audio."""
 
     def __init__(self, model: Any, hop_length: int, options: Any = None) -> None:
         import onnxruntime
 
-        encoder_part, decoder_part, self.latent_name = split_voice(model)
-        providers = ["CPUExecutionProvider"]
-        self._encoder = onnxruntime.InferenceSession(
-            encoder_part.SerializeToString(), sess_options=options, providers=providers
-        )
-        self._decoder = onnxruntime.InferenceSession(
-            decoder_part.SerializeToString(), sess_options=options, providers=providers
+        parts = split_voice(model)
+        self._names = parts
+
+        def session(part: Any) -> Any:
+            return onnxruntime.InferenceSession(
+                part.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+
+        self._prior, self._flow, self._decoder = (
+            session(parts.prior),
+            session(parts.flow),
+            session(parts.decoder),
         )
         self.hop_length = hop_length
-        self._capture = threading.local()  # .latents: the list latents() hands out, in its thread
+        self._capture = threading.local()  # .priors: the list priors() hands out, in its thread
 
     def run(self, output_names: Sequence[str] | None, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """What the one-part graph returns: [audio [1, 1, 1, frames * hop], frame counts per id, ...].
 
-        Inside :meth:`latents` the audio is zeros of the right length and the
-        latent goes to the caller's list instead.
+        Inside :meth:`priors` the audio is zeros of the right length and the
+        sentence's :class:`Prior` goes to the caller's list instead.
         """
-        latent, *others = self._encoder.run(None, feed)
-        captured: list[np.ndarray] | None = getattr(self._capture, "latents", None)
+        outputs = self._prior.run(None, feed)
+        count = len(self._names.flow_inputs)
+        prior, others = Prior(tuple(outputs[:count])), outputs[count:]
+        captured: list[Prior] | None = getattr(self._capture, "priors", None)
         if captured is not None:
-            captured.append(latent)
-            audio = np.zeros((1, 1, 1, latent.shape[-1] * self.hop_length), np.float32)
-        else:
-            audio = self._decoder.run(None, {self.latent_name: latent})[0]
-        return [audio, *others]
+            captured.append(prior)
+            return [np.zeros((1, 1, 1, prior.frames * self.hop_length), np.float32), *others]
+        return [self._audio(prior, 0, prior.frames), *others]
 
     @contextmanager
-    def latents(self) -> Iterator[list[np.ndarray]]:
-        """Within this block :meth:`run` (in this thread) skips the decoder; the latents gather in the list."""
-        captured: list[np.ndarray] = []
-        self._capture.latents = captured
+    def priors(self) -> Iterator[list[Prior]]:
+        """Within this block :meth:`run` (in this thread) stops before the flow; the priors gather in the list."""
+        captured: list[Prior] = []
+        self._capture.priors = captured
         try:
             yield captured
         finally:
-            self._capture.latents = None
+            self._capture.priors = None
 
-    def decode(self, latent: np.ndarray, start: int, end: int, context: int = CONTEXT_FRAMES) -> np.ndarray:
-        """Audio [(end - start) * hop] float32 of latent frames ``[start, end)`` (``latent`` [1, C, frames])."""
-        frames = latent.shape[-1]
-        if not 0 <= start < end <= frames:
-            raise ValueError(f"window [{start}, {end}) outside the latent's {frames} frames")
-        lo, hi = max(0, start - context), min(frames, end + context)
-        audio = self._decoder.run(None, {self.latent_name: latent[..., lo:hi]})[0].reshape(-1)
+    def _audio(self, prior: Prior, lo: int, hi: int) -> np.ndarray:
+        """The decoder's output [1, 1, 1, (hi - lo) * hop] for z frames ``[lo, hi)``, edges included."""
+        flo, fhi = max(0, lo - FLOW_CONTEXT_FRAMES), min(prior.frames, hi + FLOW_CONTEXT_FRAMES)
+        names = self._names
+        z = self._flow.run(None, dict(zip(names.flow_inputs, prior.window(flo, fhi), strict=True)))[0]
+        result: np.ndarray = self._decoder.run(None, {names.z: z[..., lo - flo : hi - flo]})[0]
+        return result
+
+    def decode(self, prior: Prior, start: int, end: int, context: int = CONTEXT_FRAMES) -> np.ndarray:
+        """Audio [(end - start) * hop] float32 of frames ``[start, end)`` of a sentence's ``prior``."""
+        if not 0 <= start < end <= prior.frames:
+            raise ValueError(f"window [{start}, {end}) outside the sentence's {prior.frames} frames")
+        lo, hi = max(0, start - context), min(prior.frames, end + context)
+        audio = self._audio(prior, lo, hi).reshape(-1)
         skip = (start - lo) * self.hop_length
         return audio[skip : skip + (end - start) * self.hop_length]
 

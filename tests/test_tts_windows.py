@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from engines.tts import FIRST_WINDOW_S, PiperTTS, SpeechChunk, SynthesisOptions, decode_windows
-from engines.tts_windows import TwoPartSession, plan_windows, split_voice
+from engines.tts_windows import Prior, SplitVoiceSession, plan_windows, split_voice
 
-QUIET = SynthesisOptions(noise_scale=0.0, noise_w_scale=0.0)  # no noise: the same latent every run
+QUIET = SynthesisOptions(noise_scale=0.0, noise_w_scale=0.0)  # no noise: the same prior every run
 
 
 def _contiguous(windows: list[tuple[int, int]], frames: int) -> bool:
@@ -59,39 +59,39 @@ def tts() -> PiperTTS:
     return PiperTTS.load(threads=1)
 
 
-def _session(tts: PiperTTS) -> TwoPartSession:
+def _session(tts: PiperTTS) -> SplitVoiceSession:
     session = tts._voice.session
-    assert isinstance(session, TwoPartSession)  # the bundled voice splits at its decoder
+    assert isinstance(session, SplitVoiceSession)  # the bundled voice splits at its decoder
     return session
 
 
-def _latent(
+def _prior(
     tts: PiperTTS, text: str, options: SynthesisOptions | None = None
 ) -> tuple[SpeechChunk, np.ndarray]:
-    with _session(tts).latents() as latents:
+    with _session(tts).priors() as priors:
         (sentence,) = tts.synthesize(text, options)
-    return sentence, latents[0]
+    return sentence, priors[0]
 
 
 def test_windowed_decode_gives_the_whole_decode_samples(tts: PiperTTS) -> None:
     session = _session(tts)
-    _, latent = _latent(tts, "Please tell me what the weather will be like tomorrow.")  # with noise
-    frames = latent.shape[-1]
-    whole = session.decode(latent, 0, frames)
+    _, prior = _prior(tts, "Please tell me what the weather will be like tomorrow.")  # with noise
+    frames = prior.frames
+    whole = session.decode(prior, 0, frames)
     assert len(whole) == frames * session.hop_length
-    parts = [session.decode(latent, s, e) for s, e in plan_windows(list(range(0, frames, 5)), 20, frames)]
+    parts = [session.decode(prior, s, e) for s, e in plan_windows(list(range(0, frames, 5)), 20, frames)]
     np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-4)
     with pytest.raises(ValueError):
-        session.decode(latent, 5, frames + 1)
+        session.decode(prior, 5, frames + 1)
 
 
 def test_windowed_sentence_equals_pipers_one_shot_when_its_first_window_is_loudest(tts: PiperTTS) -> None:
     text = "I would like to book a table for two people."
-    one_shot = next(iter(tts.synthesize(text, QUIET)))  # Piper's own path: latent + decoder, normalised
-    sentence, latent = _latent(tts, text, QUIET)
-    assert not sentence.pcm.any()  # inside latents() the decoder did not run
+    one_shot = next(iter(tts.synthesize(text, QUIET)))  # Piper's own path: all three parts, normalised
+    sentence, prior = _prior(tts, text, QUIET)
+    assert not sentence.pcm.any()  # inside priors() the flow and decoder did not run
     first = round(FIRST_WINDOW_S * tts.sample_rate / _session(tts).hop_length)
-    chunks = list(decode_windows(_session(tts), sentence, latent, first))
+    chunks = list(decode_windows(_session(tts), sentence, prior, first))
     assert len(chunks) >= 2
     for c in chunks:
         assert sum(a.num_samples for a in c.alignments) == len(c.pcm)
@@ -101,10 +101,10 @@ def test_windowed_sentence_equals_pipers_one_shot_when_its_first_window_is_loude
 
 def test_a_louder_later_window_glides_the_gain_down_and_nothing_clips(tts: PiperTTS) -> None:
     session = _session(tts)
-    sentence, latent = _latent(tts, "Sure, I can help with that.", QUIET)
-    raw = session.decode(latent, 0, latent.shape[-1])
+    sentence, prior = _prior(tts, "Sure, I can help with that.", QUIET)
+    raw = session.decode(prior, 0, prior.frames)
     first = 12  # a short first window, so that a later one is louder
-    chunks = list(decode_windows(session, sentence, latent, first))
+    chunks = list(decode_windows(session, sentence, prior, first))
     pcm = np.concatenate([c.pcm for c in chunks])
     assert np.abs(pcm).max() <= 1.0
     voiced = np.abs(raw) > 1e-2
@@ -119,9 +119,9 @@ def test_stream_hands_out_the_first_window_before_decoding_the_rest(tts: PiperTT
     calls: list[tuple[int, int]] = []
     decode = session.decode
 
-    def counting(latent: np.ndarray, start: int, end: int, context: int = 16) -> np.ndarray:
+    def counting(prior: Prior, start: int, end: int, context: int = 16) -> np.ndarray:
         calls.append((start, end))
-        return decode(latent, start, end, context)
+        return decode(prior, start, end, context)
 
     session.decode = counting  # type: ignore[method-assign]
     try:
