@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import analysis
+from benchmarks.arrival_video import ArrivalCounts, arrival_only_vp8
 from benchmarks.latency import LOUD, SENTENCES, _last_stats
 from benchmarks.machine import git_info, machine_info
 from benchmarks.metrics_scrape import cpu_cost, stage_summaries
@@ -227,8 +228,14 @@ def _stage_load(stages: dict[str, dict[str, float | None]], seconds: float) -> d
 
 
 async def measure_load(
-    target: Target, max_sessions: int, step_s: float, progress: bool = True
+    target: Target,
+    max_sessions: int,
+    step_s: float,
+    progress: bool = True,
+    arrivals: ArrivalCounts | None = None,
 ) -> dict[str, Any]:
+    """``arrivals``: the clients check VP8 frames instead of decoding them (:mod:`benchmarks.arrival_video`)
+    and these are their counts; None: they decode."""
     from tqdm import tqdm
 
     talkers: list[Talker] = []
@@ -375,6 +382,9 @@ async def measure_load(
         # behind a balancer: how many replicas took sessions, and the capacity they report (agent check)
         "replicas": float(len(replicas.by_name)),
         "replica_capacity_total": float(sum(r.capacity for r in replicas.by_name.values())),
+        # the clients' video, when they checked each complete VP8 frame's header instead of decoding it
+        "client_video_frames_checked": None if arrivals is None else float(arrivals.frames),
+        "client_video_frames_malformed": None if arrivals is None else float(arrivals.malformed),
     }
     at_capacity = _per_replica(talkers[:capacity])
     per_replica = [
@@ -398,14 +408,18 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = {**machine_info(), "git": git_info()}  # before the run: load average and the code measured
     try:
-        with Target(settings, args.url, args.replicas) as target:
-            body = asyncio.run(measure_load(target, max_sessions, args.duration))
+        with contextlib.ExitStack() as stack:
+            target = stack.enter_context(Target(settings, args.url, args.replicas))
+            arrivals = None if args.decode_video else stack.enter_context(arrival_only_vp8())
+            body = asyncio.run(measure_load(target, max_sessions, args.duration, arrivals=arrivals))
             config = {
                 **target.info,
                 "max_sessions": max_sessions,
                 "step_s": args.duration,
                 "warm_s": WARM_S,
                 "criteria": f"unique FPS >= {MIN_FPS} and p95 frame interval <= {MAX_P95_MS:g} ms",
+                # False: each complete VP8 frame's header checked and its arrival timed, not decoded
+                "client_decodes_video": bool(args.decode_video),
             }
         report = new_report("load", command, config, machine)
         report.update(body)
@@ -428,6 +442,13 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
             f"of a core ({_num(step.get('bench_cpu_ms_per_frame'), '.1f')} ms per received frame; video decode "
             f"{_num(step.get('bench_video_decode_cpu_percent'), '.0f')} %)"
         )
+    checked = body["summary"]["client_video_frames_checked"]
+    print(
+        "the clients decoded every video frame"
+        if checked is None
+        else f"the clients timed {checked:.0f} VP8 frames without decoding them (header checked: "
+        f"{body['summary']['client_video_frames_malformed']:.0f} malformed; --decode-video to decode)"
+    )
     print(f"stopped: {body['stop_reason']}")
     b = body["bottleneck"]
     print(

@@ -390,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
                 default=1,
                 help="start N local replicas behind a local HAProxy and measure through it (needs haproxy)",
             )
+        if name == "load":
+            p.add_argument(
+                "--decode-video",
+                dest="decode_video",
+                action="store_true",
+                help="the clients decode every VP8 frame (default: they check each complete frame's header "
+                "and time its arrival, without libvpx's decode on the machine being measured)",
+            )
         _settings_flags(p)  # the local server's avatar, size, fps, backend (ignored with --url but --avatar)
 
     p = command(
