@@ -146,17 +146,22 @@ def _session_window(c: Client, t0: float, t1: float) -> dict[str, Any]:
 
 def _bench_cpu_s() -> dict[str, float]:
     """CPU seconds this bench process (its aiortc clients) has used so far: in all, on its event loop's
-    thread (RTP, SRTP, jitter buffers, the websocket events) and on aiortc's video decoder threads."""
+    thread (RTP, SRTP, jitter buffers, the websocket events) and on aiortc's video and audio decoder threads."""
     import psutil
 
     proc = psutil.Process()
     times = proc.cpu_times()
     by_thread = {t.id: t.user_time + t.system_time for t in proc.threads()}
-    decoders = {t.native_id for t in threading.enumerate() if t.name == "video-decoder"}
+    named = {t.native_id: t.name for t in threading.enumerate()}
+
+    def threads(name: str) -> float:
+        return sum(v for k, v in by_thread.items() if named.get(k) == name)
+
     return {
         "total": times.user + times.system,
         "loop": by_thread.get(threading.main_thread().native_id or -1, 0.0),
-        "video_decode": sum(v for k, v in by_thread.items() if k in decoders),
+        "video_decode": threads("video-decoder"),
+        "audio_decode": threads("audio-decoder"),  # Opus → PCM: the talkers' ears (when speech ends)
     }
 
 
@@ -170,6 +175,7 @@ def _bench_cost(
         "bench_cpu_ms_per_frame": 1000.0 * used["total"] / frames if frames else None,
         "bench_loop_cpu_percent": 100.0 * used["loop"] / seconds,
         "bench_video_decode_cpu_percent": 100.0 * used["video_decode"] / seconds,
+        "bench_audio_decode_cpu_percent": 100.0 * used["audio_decode"] / seconds,
     }
 
 
@@ -440,7 +446,8 @@ def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
             f"{_num(cpu['motion_on_the_loop'], '.1f')}) + TTS {_num(cpu.get('tts'), '.1f')} + rest "
             f"{_num(cpu['rest'], '.1f')}; the bench's own clients {_num(step.get('bench_cpu_percent'), '.0f')} % "
             f"of a core ({_num(step.get('bench_cpu_ms_per_frame'), '.1f')} ms per received frame; video decode "
-            f"{_num(step.get('bench_video_decode_cpu_percent'), '.0f')} %)"
+            f"{_num(step.get('bench_video_decode_cpu_percent'), '.0f')} %, audio decode "
+            f"{_num(step.get('bench_audio_decode_cpu_percent'), '.0f')} %)"
         )
     checked = body["summary"]["client_video_frames_checked"]
     print(

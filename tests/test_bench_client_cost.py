@@ -61,16 +61,18 @@ def test_bench_cpu_counts_this_process() -> None:
     assert after["total"] > before["total"]
     assert after["loop"] > before["loop"]  # the main thread: where the clients' event loop runs
     assert after["video_decode"] == before["video_decode"] == 0.0  # no aiortc decoder threads here
+    assert after["audio_decode"] == before["audio_decode"] == 0.0
 
 
 def test_bench_cost_per_second_and_per_received_frame() -> None:
-    before = {"total": 10.0, "loop": 4.0, "video_decode": 1.0}
-    after = {"total": 12.0, "loop": 5.0, "video_decode": 1.5}
+    before = {"total": 10.0, "loop": 4.0, "video_decode": 1.0, "audio_decode": 0.5}
+    after = {"total": 12.0, "loop": 5.0, "video_decode": 1.5, "audio_decode": 0.75}
     cost = _bench_cost(before, after, seconds=20.0, frames=1000)
     assert cost == {
         "bench_cpu_percent": 10.0,  # 2 s of CPU in 20 s: a tenth of one core
         "bench_cpu_ms_per_frame": 2.0,
         "bench_loop_cpu_percent": 5.0,
         "bench_video_decode_cpu_percent": 2.5,
+        "bench_audio_decode_cpu_percent": 1.25,
     }
     assert _bench_cost(before, after, seconds=20.0, frames=0)["bench_cpu_ms_per_frame"] is None
