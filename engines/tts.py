@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.tts_windows import Prior, SplitVoiceSession, plan_windows
+from engines.tts_windows import Prior, SplitVoiceSession, WindowDecoder, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -454,10 +454,11 @@ def decode_windows(
     windows = plan_windows(bounds, first_frames, frames)
 
     def chunks() -> Iterator[SpeechChunk]:
+        decoder = WindowDecoder(session, prior)
         gain: float | None = None
         done = 0  # alignments already handed out
         for start, end in windows:
-            raw = session.decode(prior, start, end)  # [(end - start) * hop]
+            raw = decoder.decode(start, end)  # [(end - start) * hop]
             peak = float(np.max(np.abs(raw)))
             new = min(
                 MAX_GAIN, 1.0 / peak if peak >= 1e-8 else MAX_GAIN, gain if gain is not None else MAX_GAIN

@@ -165,7 +165,7 @@ class SplitVoiceSession:
         if captured is not None:
             captured.append(prior)
             return [np.zeros((1, 1, 1, prior.frames * self.hop_length), np.float32), *others]
-        return [self._audio(prior, 0, prior.frames), *others]
+        return [self._audio(prior), *others]
 
     @contextmanager
     def priors(self) -> Iterator[list[Prior]]:
@@ -177,22 +177,57 @@ class SplitVoiceSession:
         finally:
             self._capture.priors = None
 
-    def _audio(self, prior: Prior, lo: int, hi: int) -> np.ndarray:
-        """The decoder's output [1, 1, 1, (hi - lo) * hop] for z frames ``[lo, hi)``, edges included."""
+    def _audio(self, prior: Prior) -> np.ndarray:
+        """The decoder's output [1, 1, 1, frames * hop] for the whole sentence."""
+        names = self._names
+        z = self._flow.run(None, dict(zip(names.flow_inputs, prior.inputs, strict=True)))[0]
+        result: np.ndarray = self._decoder.run(None, {names.z: z})[0]
+        return result
+
+    def flow(self, prior: Prior, lo: int, hi: int) -> np.ndarray:
+        """z [1, C, hi - lo] of frames ``[lo, hi)``, as the whole sentence's flow gives them."""
         flo, fhi = max(0, lo - FLOW_CONTEXT_FRAMES), min(prior.frames, hi + FLOW_CONTEXT_FRAMES)
         names = self._names
         z = self._flow.run(None, dict(zip(names.flow_inputs, prior.window(flo, fhi), strict=True)))[0]
-        result: np.ndarray = self._decoder.run(None, {names.z: z[..., lo - flo : hi - flo]})[0]
-        return result
+        return np.asarray(z[..., lo - flo : hi - flo])
 
-    def decode(self, prior: Prior, start: int, end: int, context: int = CONTEXT_FRAMES) -> np.ndarray:
-        """Audio [(end - start) * hop] float32 of frames ``[start, end)`` of a sentence's ``prior``."""
-        if not 0 <= start < end <= prior.frames:
-            raise ValueError(f"window [{start}, {end}) outside the sentence's {prior.frames} frames")
-        lo, hi = max(0, start - context), min(prior.frames, end + context)
-        audio = self._audio(prior, lo, hi).reshape(-1)
-        skip = (start - lo) * self.hop_length
-        return audio[skip : skip + (end - start) * self.hop_length]
+    def decode_z(self, z: np.ndarray) -> np.ndarray:
+        """The decoder's output [frames * hop] float32 for ``z`` [1, C, frames]."""
+        return np.asarray(self._decoder.run(None, {self._names.z: z})[0]).reshape(-1)
+
+    def decode(self, prior: Prior, start: int, end: int) -> np.ndarray:
+        """Audio [(end - start) * hop] float32 of frames ``[start, end)`` of a sentence (one-off: see :class:`WindowDecoder`)."""
+        return WindowDecoder(self, prior).decode(start, end)
+
+
+class WindowDecoder:
+    """One sentence's audio, a window of frames at a time, each as the whole sentence's run gives it.
+
+    The decoder runs on each window plus :data:`CONTEXT_FRAMES` on either
+    side. The flow runs twice: up to the first window's reach (that is the
+    first audio's wait), then over the rest of the sentence at the second
+    window, so it adds only 2 × :data:`FLOW_CONTEXT_FRAMES` frames of work.
+    """
+
+    def __init__(self, session: SplitVoiceSession, prior: Prior) -> None:
+        self._session = session
+        self._prior = prior
+        self._z: np.ndarray | None = None  # [1, C, n]: z of the sentence's first n frames
+
+    def decode(self, start: int, end: int) -> np.ndarray:
+        frames = self._prior.frames
+        if not 0 <= start < end <= frames:
+            raise ValueError(f"window [{start}, {end}) outside the sentence's {frames} frames")
+        lo, hi = max(0, start - CONTEXT_FRAMES), min(frames, end + CONTEXT_FRAMES)
+        have = 0 if self._z is None else self._z.shape[-1]
+        if have < hi:
+            upto = hi if self._z is None else frames  # the first window's reach, then everything
+            more = self._session.flow(self._prior, have, upto)
+            self._z = more if self._z is None else np.concatenate([self._z, more], axis=-1)
+        assert self._z is not None
+        audio = self._session.decode_z(self._z[..., lo:hi])
+        skip = (start - lo) * self._session.hop_length
+        return audio[skip : skip + (end - start) * self._session.hop_length]
 
 
 def plan_windows(bounds: Sequence[int], first: int, frames: int) -> list[tuple[int, int]]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engines.tts import FIRST_WINDOW_S, PiperTTS, SpeechChunk, SynthesisOptions, decode_windows
-from engines.tts_windows import Prior, SplitVoiceSession, plan_windows, split_voice
+from engines.tts_windows import Prior, SplitVoiceSession, WindowDecoder, plan_windows, split_voice
 
 QUIET = SynthesisOptions(noise_scale=0.0, noise_w_scale=0.0)  # no noise: the same prior every run
 
@@ -79,7 +79,8 @@ def test_windowed_decode_gives_the_whole_decode_samples(tts: PiperTTS) -> None:
     frames = prior.frames
     whole = session.decode(prior, 0, frames)
     assert len(whole) == frames * session.hop_length
-    parts = [session.decode(prior, s, e) for s, e in plan_windows(list(range(0, frames, 5)), 20, frames)]
+    decoder = WindowDecoder(session, prior)
+    parts = [decoder.decode(s, e) for s, e in plan_windows(list(range(0, frames, 5)), 20, frames)]
     np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-4)
     with pytest.raises(ValueError):
         session.decode(prior, 5, frames + 1)
@@ -116,32 +117,33 @@ def test_a_louder_later_window_glides_the_gain_down_and_nothing_clips(tts: Piper
 
 def test_stream_hands_out_the_first_window_before_decoding_the_rest(tts: PiperTTS) -> None:
     session = _session(tts)
-    calls: list[tuple[int, int]] = []
-    decode = session.decode
+    calls: list[str] = []
+    flow, decode_z = session.flow, session.decode_z
 
-    def counting(prior: Prior, start: int, end: int, context: int = 16) -> np.ndarray:
-        calls.append((start, end))
-        return decode(prior, start, end, context)
+    def counting_flow(prior: Prior, lo: int, hi: int) -> np.ndarray:
+        calls.append("flow")
+        return flow(prior, lo, hi)
 
-    session.decode = counting  # type: ignore[method-assign]
+    def counting_decoder(z: np.ndarray) -> np.ndarray:
+        calls.append("decoder")
+        return decode_z(z)
+
+    session.flow, session.decode_z = counting_flow, counting_decoder  # type: ignore[method-assign]
     try:
         chunks = tts.stream("Please tell me what the weather will be like tomorrow.", QUIET)
         first = next(chunks)
-        assert len(calls) == 1 and calls[0][0] == 0
+        assert calls == ["flow", "decoder"]
         assert first.duration_s < 2 * FIRST_WINDOW_S
         rest = list(chunks)
-    finally:
-        del session.decode
-    assert len(calls) == 1 + len(rest) >= 2
-    # a later sentence of the reply (no first-piece limit) is synthesised whole, as before
-    calls.clear()
-    session.decode = counting  # type: ignore[method-assign]
-    try:
+        # the flow runs once more, over the rest of the sentence; the decoder once per window
+        assert len(rest) >= 1 and calls == ["flow", "decoder", "flow"] + ["decoder"] * len(rest)
+        # a later sentence of the reply (no first-piece limit) is synthesised whole, as before
+        calls.clear()
         later = list(
             tts.stream("Please tell me what the weather will be like tomorrow.", QUIET, first_max_words=None)
         )
     finally:
-        del session.decode
+        del session.flow, session.decode_z
     assert len(later) == 1 and calls == []
 
 
