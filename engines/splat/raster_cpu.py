@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -458,6 +459,12 @@ def _composite(
                 out_alpha[i, j] = one - tr * bg_trans[bi, bj]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_sum(buf: np.ndarray, i: int) -> Any:  # a float32 (numba), as buf[i] is
+    """The sum of the 2×2 block of tile-buffer levels whose top-left is at ``buf[i]`` (rows are HALF apart)."""
+    return buf[i] + buf[i + 1] + buf[i + HALF] + buf[i + HALF + 1]
+
+
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
 def _composite_i420(
     starts: np.ndarray,  # [T + 1] int64
@@ -526,24 +533,9 @@ def _composite_i420(
             for a in range(rows // 2):
                 for bq in range(cols // 2):
                     i = h * TILE * HALF + 2 * a * HALF + 2 * bq
-                    mr = (
-                        buf[_TILE_R + i]
-                        + buf[_TILE_R + i + 1]
-                        + buf[_TILE_R + i + HALF]
-                        + buf[_TILE_R + i + HALF + 1]
-                    ) * quarter
-                    mg = (
-                        buf[_TILE_G + i]
-                        + buf[_TILE_G + i + 1]
-                        + buf[_TILE_G + i + HALF]
-                        + buf[_TILE_G + i + HALF + 1]
-                    ) * quarter
-                    mb = (
-                        buf[_TILE_B + i]
-                        + buf[_TILE_B + i + 1]
-                        + buf[_TILE_B + i + HALF]
-                        + buf[_TILE_B + i + HALF + 1]
-                    ) * quarter
+                    mr = _block_sum(buf, _TILE_R + i) * quarter
+                    mg = _block_sum(buf, _TILE_G + i) * quarter
+                    mb = _block_sum(buf, _TILE_B + i) * quarter
                     bi = y0 // 2 + a
                     bj = x0 // 2 + h * (HALF // 2) + bq
                     out_u[bi, bj] = _u8(np.float32(128.0) + ur * mr + ug * mg + ub * mb)

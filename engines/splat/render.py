@@ -16,7 +16,7 @@ video encoder takes (BT.601 limited range), written by the rasteriser itself.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, overload
 
 import numpy as np
@@ -24,7 +24,7 @@ import numpy as np
 from engines.splat.avatar import LAYER_STATIC, Avatar, LodLevel
 from engines.splat.rasterize import BACKENDS, RasterizeError, RenderBackend, rasterize
 from engines.splat.rig import RigError, pose
-from engines.splat.types import PosedGaussians
+from engines.splat.types import Camera, PosedGaussians
 
 MIN_SIDE = 8
 MAX_SIDE = 4096
@@ -363,25 +363,29 @@ class Renderer:
         self.plate_frames += params.shape[0]
 
     def _plate_i420(self, h: int, w: int, lod: int) -> np.ndarray:
-        key = (h, w, lod)
-        if key not in self._plates_i420:
-            from engines.splat.raster_cpu import backdrop_i420
+        from engines.splat.raster_cpu import backdrop_i420
 
-            self._plates_i420[key] = backdrop_i420(
-                self.avatar.camera.scaled(h, w),
-                np.asarray(self.avatar.background, np.float32),
-                self._plate(h, w, lod),
-            )
-        return self._plates_i420[key]
+        return self._plate_as(self._plates_i420, backdrop_i420, h, w, lod)
 
     def _plate_tiled(self, h: int, w: int, lod: int) -> np.ndarray:
-        key = (h, w, lod)
-        if key not in self._plates_tiled:
-            from engines.splat.raster_cpu import tile_backdrop
+        from engines.splat.raster_cpu import tile_backdrop
 
-            self._plates_tiled[key] = tile_backdrop(
+        return self._plate_as(self._plates_tiled, tile_backdrop, h, w, lod)
+
+    def _plate_as(
+        self,
+        cache: dict[tuple[int, int, int], np.ndarray],
+        build: Callable[[Camera, np.ndarray, tuple[np.ndarray, np.ndarray] | None], np.ndarray],
+        h: int,
+        w: int,
+        lod: int,
+    ) -> np.ndarray:
+        """The plate of (h, w, lod) in another layout (``build`` of camera, background, plate), made once."""
+        key = (h, w, lod)
+        if key not in cache:
+            cache[key] = build(
                 self.avatar.camera.scaled(h, w),
                 np.asarray(self.avatar.background, np.float32),
                 self._plate(h, w, lod),
             )
-        return self._plates_tiled[key]
+        return cache[key]
