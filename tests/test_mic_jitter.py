@@ -61,3 +61,31 @@ async def test_a_video_receiver_is_left_alone(pc: RTCPeerConnection) -> None:
     before = buffer_of(receiver)
     assert not listen_promptly(receiver)
     assert buffer_of(receiver) is before
+
+
+async def test_the_bots_smallwebrtc_connection_listens_without_the_prefetch() -> None:
+    """``splatcast bot``: Pipecat's SmallWebRTCConnection, given a browser-like offer (audio sendrecv
+    first), gets the prompt jitter buffer on its audio receiver; its video receiver is left alone."""
+    from aiortc.mediastreams import AudioStreamTrack
+    from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+
+    from realtime.pipecat.bot import listen_to_mic_promptly
+
+    browser = RTCPeerConnection()
+    connection = SmallWebRTCConnection()
+    try:
+        browser.addTransceiver(AudioStreamTrack(), direction="sendrecv")
+        browser.addTransceiver("video", direction="recvonly")
+        await browser.setLocalDescription(await browser.createOffer())
+        await connection.initialize(sdp=browser.localDescription.sdp, type="offer")
+        assert buffer_of(_audio_receiver(connection.pc))._prefetch == 4  # aiortc's own, before
+        assert listen_to_mic_promptly(connection) == 1
+        assert buffer_of(_audio_receiver(connection.pc))._prefetch == 1
+    finally:
+        await connection.disconnect()
+        await browser.close()
+
+
+def _audio_receiver(pc: RTCPeerConnection) -> object:
+    (receiver,) = [t.receiver for t in pc.getTransceivers() if t.kind == "audio"]
+    return receiver
