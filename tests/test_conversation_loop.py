@@ -189,7 +189,10 @@ async def test_say_streams_each_sentence_with_alignments_then_ends(speech_models
         await asyncio.sleep(0.1)
 
     names = avatar.names()
-    assert names.count("push_tts_audio") == 3  # one chunk per sentence, streamed
+    # one chunk per sentence, streamed; the reply's first piece ("Hello there.", ~0.7-1 s: its length follows
+    # Piper's random durations) comes in decoder windows of >= 0.4 s each (engines.tts_windows), so 1 or 2
+    chunks = names.count("push_tts_audio")
+    assert chunks in (3, 4), chunks
     assert names[-1] == "end_utterance" and names.count("end_utterance") == 1
     assert "set_user_speaking" not in names  # no STT, no user turn
     assert_aligned(avatar)
@@ -365,7 +368,8 @@ async def test_openai_brain_speaks_the_first_sentence_while_the_rest_streams(
     assert request["body"]["messages"][-1] == {"role": "user", "content": "Say hello."}
     spoken = [e["text"] for e in events if e["type"] == "transcript" and e["role"] == "assistant"]
     assert [normalise(t) for t in spoken] == ["hello there", "i am the second sentence"]
-    assert avatar.names().count("push_tts_audio") == 2
+    # one chunk per sentence; the first ("Hello there.") in 1 or 2 decoder windows (engines.tts_windows)
+    assert avatar.names().count("push_tts_audio") in (2, 3)
     assert_aligned(avatar)
     logs = logs_as_cli.text
     assert "Conversation: started" in logs and "OpenAILLMService" in logs  # ours and Pipecat's, at DEBUG
