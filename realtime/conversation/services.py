@@ -22,10 +22,12 @@ the alignments:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -53,7 +55,7 @@ from engines.tts import FIRST_MAX_WORDS, Alignment, PiperTTS, SpeechChunk, Synth
 from engines.voices import Voice
 from realtime.conversation.first_words import FirstWordsAggregator
 from realtime.conversation.turn_models import TurnModels
-from realtime.media.cpu_priority import RENDER_PRIORITY
+from realtime.media.cpu_priority import RENDER_PRIORITY, built_in_foreground
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,9 @@ class SpeechModels:
     # told the CPU time (ms) of each synthesised chunk, Piper and its prosody, on the TTS thread
     # (the server's stage tts_cpu; None: not reported)
     tts_cpu: Callable[[float], None] | None = None
+    # the block every transcription runs in, given by whoever tuned the process's allocator (the server:
+    # realtime.web.memory.heap_allocations keeps Whisper's buffers off fresh mappings); None: none
+    stt_memory: Callable[[], AbstractContextManager[None]] | None = None
 
     @classmethod
     def load(cls, voice: Voice | None = None) -> SpeechModels:
@@ -91,9 +96,15 @@ class SpeechModels:
         Piper runs on one onnxruntime thread without spin-waiting: beside the render threads it
         synthesised a clause in 220 ms median (p90 320-340) against 320-345 ms (p90 450-570) with
         onnxruntime's default spinning threads (2-core box, interleaved A/B, load 3.5-3.8).
+
+        Whisper runs on one CTranslate2 thread, made at load at the foreground priority
+        (:func:`realtime.media.cpu_priority.built_in_foreground`): the user waits for every
+        transcript, while the call's event loop, encoders and render workers share the same two
+        cores. One thread, because it keeps ~90 % of a core at that priority and the event loop
+        must keep the other; two threads were no faster even alone (216 vs 219 ms per bench sentence).
         """
         return cls(
-            stt=WhisperSTT.load(),
+            stt=built_in_foreground(_load_whisper),
             tts=load_voice(voice),
             text_emotion=TextEmotionClassifier().load(),
             turn=TurnModels.load(),
@@ -102,6 +113,10 @@ class SpeechModels:
     def with_voice(self, tts: PiperTTS) -> SpeechModels:
         """The same models speaking with another voice (Whisper and the synthesis lock stay shared)."""
         return replace(self, tts=tts)
+
+
+def _load_whisper() -> WhisperSTT:
+    return WhisperSTT.load(cpu_threads=1)
 
 
 def load_voice(voice: Voice | None) -> PiperTTS:
@@ -120,7 +135,13 @@ class SharedWhisperSTTService(SegmentedSTTService):
     ready ~0.1 s sooner; speech that resumes drops it and the segment is transcribed as usual.
     """
 
-    def __init__(self, stt: WhisperSTT, **kwargs: object) -> None:
+    def __init__(
+        self,
+        stt: WhisperSTT,
+        memory: Callable[[], AbstractContextManager[None]] | None = None,
+        **kwargs: object,
+    ) -> None:
+        """``memory``: the block each transcription runs in (:attr:`SpeechModels.stt_memory`)."""
         super().__init__(
             sample_rate=STT_SAMPLE_RATE,
             # speech end → transcript on a busy 2-core CPU (bench conversation): the turn waits this long
@@ -130,6 +151,7 @@ class SharedWhisperSTTService(SegmentedSTTService):
             **kwargs,  # type: ignore[arg-type]
         )
         self._stt = stt
+        self._memory = memory or contextlib.nullcontext
         self._early: asyncio.Task[str] | None = None  # Whisper on the speech before the current pause
         self._dropped: set[asyncio.Task[str]] = set()  # early transcripts speech made stale, still running
         self.early_transcripts = 0  # segments whose transcript was started at the pause (tests, logs)
@@ -190,13 +212,17 @@ class SharedWhisperSTTService(SegmentedSTTService):
 
     async def _transcribe(self, audio: bytes) -> str:
         pcm = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0  # [N] 16 kHz
-        return await asyncio.to_thread(_transcribe_first, self._stt, pcm)
+        return await asyncio.to_thread(_transcribe_first, self._stt, pcm, self._memory)
 
 
-def _transcribe_first(stt: WhisperSTT, pcm: np.ndarray) -> str:
+def _transcribe_first(
+    stt: WhisperSTT,
+    pcm: np.ndarray,
+    memory: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+) -> str:
     """Whisper, with the render threads of the live calls stepped back meanwhile: the user waits for
     this transcript, while a late render only costs a repeated frame (realtime.media.cpu_priority)."""
-    with RENDER_PRIORITY.foreground():
+    with RENDER_PRIORITY.foreground(), memory():
         return stt.transcribe(pcm)
 
 

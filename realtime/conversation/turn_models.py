@@ -16,12 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+from pipecat.metrics.metrics import MetricsData
 
 from realtime.conversation.pause import PauseListener, PauseSileroVAD
+from realtime.media.cpu_priority import foreground_thread
 
 
 def _options(optimize: bool) -> Any:
@@ -102,3 +105,9 @@ class _SharedSmartTurn(LocalSmartTurnAnalyzerV3):
         BaseSmartTurn.__init__(self)  # skips the parent's model load
         self._log_data = False
         self._session = session
+
+    def _process_speech_segment(self, audio_buffer: Any) -> tuple[EndOfTurnState, MetricsData | None]:
+        """Pipecat's decision, on its executor thread raised to the foreground priority meanwhile: the
+        turn closes when both this and Whisper are done (realtime.media.cpu_priority)."""
+        with foreground_thread():
+            return super()._process_speech_segment(audio_buffer)

@@ -19,20 +19,37 @@ allows it): where the process may not, the first :meth:`foreground` finds out
 :attr:`RenderPriority.version` changes whenever the render threads' priority
 does, so the frame pacer can tell that a render lost its core on purpose (the
 ladder does not step down for it).
+
+The latency-critical work itself runs *above* the other threads:
+:func:`built_in_foreground` builds a model on a thread at
+:data:`FOREGROUND_NICE`, so the worker threads the model starts (CTranslate2
+runs Whisper on its own thread, made when the model loads) inherit that
+priority, and :func:`foreground_thread` raises the calling thread for a block
+(Smart Turn's decision). On a 2-core machine the render workers are not the
+only competition: the event loop, the encoders and the other sessions' threads
+run at the same nice value as Whisper, and autogroup scheduling shares the cores
+evenly between them. Raising needs the same permission as lowering again; where
+the process lacks it, both run at the thread's own priority.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STEP = 10  # CFS weight 1024 → 110: a render gets ~10 % of a core another thread wants
+# CFS weight 9548 against the event loop's and the encoders' 1024: the thread keeps ~90 % of a core it shares
+FOREGROUND_NICE = -10
+
+T = TypeVar("T")
 
 
 class RenderPriority:
@@ -130,6 +147,66 @@ def _probe_lowering() -> bool:
     t.start()
     t.join()
     return bool(result and result[0])
+
+
+def built_in_foreground(build: Callable[[], T], nice: int = FOREGROUND_NICE) -> T:
+    """``build()`` on a thread of its own at ``nice`` (module docstring): the threads it starts keep that
+    priority for good, so a model whose worker threads are made at load runs every call there.
+
+    Only for work that runs when someone waits for it (one thread of it: it must leave a core to the
+    event loop). Where the process may not raise a thread's priority, ``build`` runs at the caller's.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            _raise_own(nice)
+            result.append(build())
+        except BaseException as exc:  # handed to the caller below
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name="splatcast-foreground-build")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+@contextlib.contextmanager
+def foreground_thread(nice: int = FOREGROUND_NICE) -> Iterator[None]:
+    """The calling thread runs at ``nice`` for the block, then at its own priority again (a no-op where
+    the process may not raise it, or off Linux)."""
+    tid = threading.get_native_id()
+    base = os.getpriority(os.PRIO_PROCESS, tid) if sys.platform == "linux" else None
+    raised = base is not None and nice < base and _raise_own(nice)
+    try:
+        yield
+    finally:
+        if raised and base is not None:
+            with contextlib.suppress(PermissionError):  # a higher nice value is always permitted
+                os.setpriority(os.PRIO_PROCESS, tid, base)
+
+
+def _raise_own(nice: int) -> bool:
+    """Set the calling thread's nice value to ``nice``; False where it is not permitted (or not Linux)."""
+    if sys.platform != "linux":
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(-20, min(19, nice)))
+    except PermissionError:
+        _tell_no_raise()
+        return False
+    return True
+
+
+@functools.cache
+def _tell_no_raise() -> None:
+    logger.info(
+        "cpu priority: this process may not raise a thread's priority (no CAP_SYS_NICE): speech "
+        "recognition and turn decisions run at the priority of the call's other threads"
+    )
 
 
 RENDER_PRIORITY = RenderPriority()
