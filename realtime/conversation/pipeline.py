@@ -92,7 +92,7 @@ def build_pipeline(
     """
     from pipecat.pipeline.pipeline import Pipeline
 
-    stt = SharedWhisperSTTService(models.stt)
+    stt = SharedWhisperSTTService(models.stt, memory=models.stt_memory)
     aggregators = make_turn_aggregators(models.turn, pause_listener=stt)  # Whisper starts at the pause
     user_aggregator = aggregators.user()
     if on_user_turn is not None:

@@ -25,6 +25,7 @@ from realtime.conversation.services import SpeechModels
 from realtime.media.engine import Engine
 from realtime.media.video_encoder import use_rendered_vp8
 from realtime.settings import Settings
+from realtime.web.memory import heap_allocations
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,11 @@ class Shared:
         except BaseException:
             engine.close()
             raise
-        models = replace(models, tts_cpu=functools.partial(engine.scheduler.timings.observe, "tts_cpu"))
+        models = replace(
+            models,
+            tts_cpu=functools.partial(engine.scheduler.timings.observe, "tts_cpu"),
+            stt_memory=heap_allocations,  # serve tuned the allocator (realtime.web.memory)
+        )
         return cls(settings, engine, models, voices)
 
     def close(self) -> None:
