@@ -27,9 +27,11 @@ def run_server(
 ) -> int:
     """Run ``main(settings)`` (a shell's serve loop) until it returns; the process exit code."""
     from engines.assets import AssetMissingError
+    from realtime.media.cpu_priority import single_threaded_blas
     from realtime.web.memory import tune_allocator
 
     tune_allocator()  # before models and threads allocate: see realtime/web/memory.py
+    single_threaded_blas()  # no spinning BLAS helper beside the calls (realtime/media/cpu_priority.py)
     try:
         asyncio.run(main(settings))
     except AssetMissingError as exc:

@@ -209,4 +209,20 @@ def _tell_no_raise() -> None:
     )
 
 
+def single_threaded_blas() -> bool:
+    """numpy's BLAS (OpenBLAS) on one thread for the rest of the process; False where it cannot be set.
+
+    A server's matrix work is small (Whisper's and Smart Turn's mel features, rig maths), yet OpenBLAS
+    splits it over both cores, and its helper thread then spins waiting for more: ~100 ms of CPU per
+    transcription here, on the core the call's event loop and Smart Turn need at that moment.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a core dependency
+        logger.info("cpu priority: threadpoolctl is not installed; numpy's BLAS keeps its threads")
+        return False
+    threadpool_limits(limits=1, user_api="blas")
+    return True
+
+
 RENDER_PRIORITY = RenderPriority()
