@@ -301,3 +301,13 @@ def test_transcripts_run_in_the_memory_block_the_models_carry(speech_models: obj
     )
     assert isinstance(built.stt, services.SharedWhisperSTTService)
     assert built.stt._memory is memory
+
+
+def test_numpy_blas_runs_on_one_thread_after_single_threaded_blas() -> None:
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    np.ones((4, 4)) @ np.ones((4, 4))  # numpy's BLAS is loaded
+    assert any(p["user_api"] == "blas" for p in threadpool_info())
+    assert cpu_priority.single_threaded_blas() is True
+    assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
