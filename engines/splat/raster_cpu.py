@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -182,18 +183,19 @@ def _preprocess(
 
 
 @numba.njit(cache=True, nogil=True)
-def _bin(
+def _bin_count(
     order: np.ndarray,  # [N] int64 depth order
     rect: np.ndarray,  # [N, 4] int32
     tiles_x: int,
     tiles_y: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-tile Gaussian lists in depth order: (starts [T + 1] int64, ids [E] int32)."""
+    span: np.ndarray,  # [N, 4] int32 out: the tile range of the r-th nearest Gaussian
+) -> tuple[np.ndarray, int]:
+    """How many Gaussians each tile lists: (starts [T + 1] int64, the tile lists' offsets; how many of
+    ``order`` are visible). :func:`_bin_fill` then fills the lists."""
     n_tiles = tiles_x * tiles_y
     counts = np.zeros(n_tiles + 1, dtype=np.int64)
     # the tile range of the r-th nearest Gaussian, kept from the counting pass: the filling pass then
     # reads it in order instead of reading rect at random again (~0.25 ms of ~1.2 per frame)
-    span = np.empty((order.shape[0], 4), dtype=np.int32)
     visible = 0
     for r in range(order.shape[0]):
         k = order[r]
@@ -218,9 +220,19 @@ def _bin(
                 counts[row + tx] += 1
     for t in range(n_tiles):
         counts[t + 1] += counts[t]
-    starts = counts.copy()
-    ids = np.empty(counts[n_tiles], dtype=np.int32)
-    fill = counts[:n_tiles].copy()
+    return counts, visible
+
+
+@numba.njit(cache=True, nogil=True)
+def _bin_fill(
+    order: np.ndarray,  # [N] int64 depth order
+    span: np.ndarray,  # [N, 4] int32 from _bin_count
+    visible: int,
+    starts: np.ndarray,  # [T + 1] int64 from _bin_count
+    tiles_x: int,
+    ids: np.ndarray,  # [starts[T]] int32 out: per tile in depth order
+) -> None:
+    fill = starts[:-1].copy()
     for r in range(visible):
         k = np.int32(order[r])
         for ty in range(span[r, 2], span[r, 3] + 1):
@@ -229,7 +241,6 @@ def _bin(
                 t = row + tx
                 ids[fill[t]] = k
                 fill[t] += 1
-    return starts, ids
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
@@ -573,18 +584,26 @@ def _store(out_rgb: np.ndarray, i: int, j: int, ch: int, value: float) -> None:
 
 @numba.njit(cache=True, nogil=True)
 def _depth_order(depth: np.ndarray) -> np.ndarray:
+    """Stable ascending order of ``depth`` (see :func:`_depth_order_into`), in new arrays."""
+    n = depth.shape[0]
+    return _depth_order_into(depth, np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _depth_order_into(depth: np.ndarray, order: np.ndarray, spare: np.ndarray) -> np.ndarray:
     """Stable ascending order (ties keep index order); culled (+inf) last.
 
     An LSD radix sort over the float32 bit patterns, three passes of 11 bits:
     every depth here is positive or +inf (preprocess culls z < 0.01), and the
     bit patterns of such floats sort like the floats. Each pass is stable, so
     the result is exactly ``np.argsort(depth, kind="stable")``, about five
-    times faster at the ~25k Gaussians of a head.
+    times faster at the ~25k Gaussians of a head. ``order`` and ``spare`` (int64 [N]) are its scratch;
+    the result is one of them.
     """
     n = depth.shape[0]
     keys = depth.view(np.uint32)
-    order = np.arange(n)
-    spare = np.empty(n, dtype=np.int64)
+    for r in range(n):
+        order[r] = r
     counts = np.empty(2049, dtype=np.int64)
     for shift in (0, 11, 22):
         counts[:] = 0
@@ -613,21 +632,58 @@ class _TileLists:
     tiles_x: int
 
 
+class _Workspace:
+    """One thread's buffers for the per-frame projection and binning, reused frame after frame.
+
+    A 512 px frame of a head needs ~2.5 MB of them (feat, rect, depth, the sort's two index arrays, the
+    tile ranges, the tile lists). Freshly allocated per frame, each is over the server's fixed glibc
+    mmap threshold (256 kB, :func:`realtime.web.memory.tune_allocator`), so every frame mapped and
+    page-faulted them in again: ~500 minor faults and ~1 ms of kernel CPU per frame on the render
+    worker (plus the cold pages' cache misses).
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
+        """A C-contiguous array of ``shape`` (contents undefined), valid until ``take(name)`` again."""
+        size = math.prod(shape)
+        buf = self._arrays.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            # a little room to spare: the tile lists' length changes from frame to frame
+            buf = np.empty(size + size // 8, dtype=dtype)
+            self._arrays[name] = buf
+        return buf[:size].reshape(shape)
+
+
+_workspaces = threading.local()
+
+
+def _thread_workspace() -> _Workspace:
+    work: _Workspace | None = getattr(_workspaces, "work", None)
+    if work is None:
+        work = _workspaces.work = _Workspace()
+    return work
+
+
 def project_and_bin(
     means: np.ndarray,  # [N, 3]
     quats: np.ndarray,  # [N, 4]
     scales: np.ndarray,  # [N, 3]
     opacities: np.ndarray,  # [N] (0 culls a Gaussian)
     camera: Camera,
+    work: _Workspace | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """One frame's Gaussians projected, depth-sorted and binned to ``TILE``² tiles, exactly as the
     composite kernels take them: ``(feat [N, 6], rect [N, 4], starts [T + 1], ids [E], tiles_x)``.
     The replica builder's colour fit (:mod:`engines.create.color_fit`) bins with it too, so that it draws
-    what this rasteriser draws."""
+    what this rasteriser draws. With ``work`` the arrays are its buffers (valid until its next frame),
+    else new ones."""
     n = means.shape[0]
-    feat = np.empty((n, 6), dtype=np.float32)
-    rect = np.empty((n, 4), dtype=np.int32)
-    depth = np.empty(n, dtype=np.float32)
+    work = work or _Workspace()
+    feat = work.take("feat", (n, 6), np.float32)
+    rect = work.take("rect", (n, 4), np.int32)
+    depth = work.take("depth", (n,), np.float32)
     _preprocess(
         np.ascontiguousarray(means),
         np.ascontiguousarray(quats),
@@ -643,17 +699,21 @@ def project_and_bin(
         rect,
         depth,
     )
-    order = _depth_order(depth)
+    order = _depth_order_into(depth, work.take("order", (n,), np.int64), work.take("spare", (n,), np.int64))
     tiles_x = (camera.width + TILE - 1) // TILE
     tiles_y = (camera.height + TILE - 1) // TILE
-    starts, ids = _bin(order, rect, tiles_x, tiles_y)
+    span = work.take("span", (n, 4), np.int32)
+    starts, visible = _bin_count(order, rect, tiles_x, tiles_y, span)
+    ids = work.take("ids", (int(starts[-1]),), np.int32)
+    _bin_fill(order, span, visible, starts, tiles_x, ids)
     return feat, rect, starts, ids, tiles_x
 
 
 def _tile_lists(g: PosedGaussians, f: int, camera: Camera) -> _TileLists:
-    """Project, sort and bin frame ``f`` of ``g``."""
+    """Project, sort and bin frame ``f`` of ``g``, in this thread's workspace (valid until the thread's
+    next frame)."""
     feat, rect, starts, ids, tiles_x = project_and_bin(
-        g.means[f], g.quats[f], g.scales[f], g.opacities[f], camera
+        g.means[f], g.quats[f], g.scales[f], g.opacities[f], camera, _thread_workspace()
     )
     return _TileLists(starts, ids, feat, rect, np.ascontiguousarray(g.colors[f]), tiles_x)
 
