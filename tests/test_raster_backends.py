@@ -199,7 +199,7 @@ def test_empty_gaussian_set_draws_the_background(backend: str) -> None:
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 3000])
 def test_cpu_depth_order_is_a_stable_sort(n: int) -> None:
     """The radix sort gives np.argsort(kind='stable'): ties keep index order, culled (+inf) last."""
-    from engines.splat.raster_cpu import _depth_order
+    from engines.splat.raster_cpu import _depth_order_into
 
     rng = np.random.default_rng(n)
     depth = rng.uniform(0.01, 40.0, n).astype(np.float32)
@@ -207,7 +207,7 @@ def test_cpu_depth_order_is_a_stable_sort(n: int) -> None:
         depth[rng.integers(0, n, n // 3)] = np.inf
         depth[rng.integers(0, n, n // 3)] = np.float32(1.5)  # many exact ties
         depth[rng.integers(0, n, n // 5)] = np.nextafter(np.float32(1.5), np.float32(2.0))
-    order = _depth_order(depth)
+    order = _depth_order_into(depth, np.empty(n, np.int64), np.empty(n, np.int64))
     assert order.dtype == np.int64
     np.testing.assert_array_equal(order, np.argsort(depth, kind="stable"))
 

@@ -583,13 +583,6 @@ def _store(out_rgb: np.ndarray, i: int, j: int, ch: int, value: float) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _depth_order(depth: np.ndarray) -> np.ndarray:
-    """Stable ascending order of ``depth`` (see :func:`_depth_order_into`), in new arrays."""
-    n = depth.shape[0]
-    return _depth_order_into(depth, np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64))
-
-
-@numba.njit(cache=True, nogil=True)
 def _depth_order_into(depth: np.ndarray, order: np.ndarray, spare: np.ndarray) -> np.ndarray:
     """Stable ascending order (ties keep index order); culled (+inf) last.
 
