@@ -643,8 +643,9 @@ class _Workspace:
         size = math.prod(shape)
         buf = self._arrays.get(name)
         if buf is None or buf.size < size or buf.dtype != dtype:
-            # a little room to spare: the tile lists' length changes from frame to frame
-            buf = np.empty(size + size // 8, dtype=dtype)
+            # a buffer that grows again gets a little room to spare (the tile lists' length changes from
+            # frame to frame); a first one is exact (a one-off workspace: project_and_bin without one)
+            buf = np.empty(size if buf is None else size + size // 8, dtype=dtype)
             self._arrays[name] = buf
         return buf[:size].reshape(shape)
 
