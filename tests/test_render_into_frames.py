@@ -1,7 +1,7 @@
 """Frames drawn straight into video frames' planes (Renderer.render_i420_into, FrameRenderer.render_frames).
 
-The server's render worker hands PyAV no array to copy: the rasteriser writes each frame's I420 into a
-new ``av.VideoFrame``'s own planes. The pictures must be the ones :meth:`Renderer.render_i420` returns,
+The server's render worker hands PyAV no array to copy: the rasteriser writes each frame's I420 into an
+``av.VideoFrame``'s own planes (a pooled frame that nothing holds any more, or a new one). The pictures must be the ones :meth:`Renderer.render_i420` returns,
 bit for bit, and a frame handed out must never change when the next one is drawn.
 """
 
@@ -96,6 +96,41 @@ def test_render_frames_draws_into_the_frames_it_hands_out(
         np.testing.assert_array_equal(_frame_i420(first[f]), kept[f])
         np.testing.assert_array_equal(_frame_i420(second[f]), expected[1 - f])
     assert not any(a is b for a in first for b in second)
+
+
+def test_render_frames_draws_again_only_into_frames_nobody_holds(avatar: Avatar) -> None:
+    """The frame pool: a frame dropped by everyone takes the next picture (no new 384 kB mapping to
+    page-fault in per frame); one still held, even by a single plane view, is never drawn into."""
+    fr = FrameRenderer(avatar, SIZE)
+    params = _params(avatar)
+    expected = fr._splat.render_i420(params, SIZE)
+    held = fr.render_frames(params[:1], 0)[0]
+    dropped = fr.render_frames(params[:1], 0)[0]
+    dropped_id = id(dropped)
+    del dropped
+    again = fr.render_frames(params[1:], 0)[0]
+    assert id(again) == dropped_id and again is not held
+    np.testing.assert_array_equal(_frame_i420(again), expected[1])
+    np.testing.assert_array_equal(_frame_i420(held), expected[0])
+    # a plane of a frame kept alone (the frame object itself dropped) still holds the frame
+    plane = again.planes[0]
+    del again
+    other = fr.render_frames(params[:1], 0)[0]
+    assert id(other) != dropped_id
+    np.testing.assert_array_equal(np.frombuffer(memoryview(plane), np.uint8)[:8], expected[1][0, :8])
+    assert fr._pool.reused == 1
+
+
+def test_render_frames_when_every_pooled_frame_is_held(avatar: Avatar) -> None:
+    """More frames held than the pool keeps: new frames, each with its own picture, none reused."""
+    fr = FrameRenderer(avatar, SIZE)
+    params = _params(avatar)
+    expected = fr._splat.render_i420(params, SIZE)
+    kept = [fr.render_frames(params[f % 2 : f % 2 + 1], 0)[0] for f in range(fr._pool.keep + 3)]
+    assert len({id(f) for f in kept}) == len(kept)
+    assert len(fr._pool._frames) == fr._pool.keep and fr._pool.reused == 0
+    for f, frame in enumerate(kept):
+        np.testing.assert_array_equal(_frame_i420(frame), expected[f % 2])
 
 
 def test_render_frames_scaled_levels_match_to_video_frame(avatar: Avatar) -> None:

@@ -9,6 +9,8 @@ avatar's level of detail together before it repeats frames.
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -74,6 +76,7 @@ class FrameRenderer:
         self.channels: tuple[str, ...] = tuple(avatar.channels)
         self.levels = ladder_for(len(getattr(avatar, "lods", ())))
         self.max_batch = 32 if backend == "torch" else 1
+        self._pool = _FramePool(size)
 
     def level_size(self, level: int) -> tuple[int, int]:
         s = self.levels[level].scale
@@ -93,17 +96,19 @@ class FrameRenderer:
     def render_frames(self, params: np.ndarray, level: int) -> list[VideoFrame]:
         """params [B, C] float32 → B frames at the output size: :meth:`render` + :meth:`to_video_frame`.
 
-        At full size in ``yuv420p`` the rasteriser draws straight into each new frame's own planes (no
-        image array, no copy into the frame); each call hands out new frames, so a frame handed out
-        never changes afterwards."""
+        At full size in ``yuv420p`` the rasteriser draws straight into each frame's own planes (no
+        image array, no copy into the frame). Those frames come from a small pool (:class:`_FramePool`):
+        a frame is drawn into again only once nothing else holds it, so a frame handed out never
+        changes while anyone can still see it."""
         lvl = self.levels[level]
         size = self.level_size(level)
         if self.pixel_format == "yuv420p" and size == self.size:
-            h, w = size
-            frames = [VideoFrame(w, h, "yuv420p") for _ in range(params.shape[0])]
-            planes = [views for frame in frames if (views := _i420_plane_views(frame)) is not None]
-            if len(planes) == len(frames):
-                self._splat.render_i420_into(params, planes, size=size, lod=lvl.lod)
+            taken = [self._pool.take() for _ in range(params.shape[0])]
+            if all(t is not None for t in taken):
+                frames = [t[0] for t in taken if t is not None]
+                self._splat.render_i420_into(
+                    params, [t[1] for t in taken if t is not None], size=size, lod=lvl.lod
+                )
                 return frames
         return [self.to_video_frame(image) for image in self.render(params, level)]
 
@@ -122,6 +127,57 @@ class FrameRenderer:
         for level in range(len(self.levels)):
             self.render_frames(neutral, level)
         return time.perf_counter() - t
+
+
+Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class _FramePool:
+    """Full-size yuv420p frames (with writable views of their planes) drawn into again once nobody holds them.
+
+    A new 512 px frame is 384 kB, over the server's fixed mmap threshold
+    (:func:`realtime.web.memory.tune_allocator`): each one was a fresh mapping that the rasteriser then
+    page-faulted in, ~96 minor faults and ~0.3 ms of kernel CPU per frame on the render worker. A
+    frame handed out is held by whoever uses it (the session's outlet, which may repeat it; the RTP
+    sender while it encodes it; a recorder); when the pool's own references are the only ones left
+    (CPython's reference count says so exactly), no one can read the frame any more and its planes
+    can take the next picture. When every pooled frame is held, :meth:`take` makes a new one (kept
+    while the pool has room, else handed out unpooled).
+    """
+
+    def __init__(self, size: tuple[int, int], keep: int = 8) -> None:
+        self.size = size
+        self.keep = keep
+        self._frames: list[VideoFrame] = []
+        self._planes: list[Planes] = []
+        self._unheld: list[int] = []  # per pooled frame: its reference count when only the pool holds it
+        self._lock = threading.Lock()  # render workers may draw two frames of one session at once
+        self.reused = 0  # frames handed out again (for tests and diagnostics)
+
+    def take(self) -> tuple[VideoFrame, Planes] | None:
+        """A frame nobody else holds and its plane views, or None when its rows are padded (no views)."""
+        with self._lock:
+            for i in range(len(self._frames)):
+                if _references(self._frames, i) == self._unheld[i]:
+                    self.reused += 1
+                    return self._frames[i], self._planes[i]
+            h, w = self.size
+            frame = VideoFrame(w, h, "yuv420p")
+            views = _i420_plane_views(frame)
+            if views is None:
+                return None
+            if len(self._frames) >= self.keep:
+                return frame, views
+            self._frames.append(frame)
+            self._planes.append(views)
+            del frame  # counted with no reference but the pool's own
+            self._unheld.append(_references(self._frames, -1))
+            return self._frames[-1], views
+
+
+def _references(frames: list[VideoFrame], i: int) -> int:
+    """``frames[i]``'s reference count, counted the same way for the baseline and every check."""
+    return sys.getrefcount(frames[i])
 
 
 def _i420_plane_views(frame: VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
