@@ -330,7 +330,10 @@ def measure_emphasis(
 
 
 def bench_expression_command(settings: Settings, args: argparse.Namespace) -> int:
-    count = args.sessions if args.sessions > 1 else 8  # --sessions doubles as the sentence count here
+    count = 8 if args.sessions is None else args.sessions  # --sessions doubles as the sentence count here
+    if count < 1:
+        print("splatcast bench expression: --sessions (sentences) must be >= 1", file=sys.stderr)
+        return 2
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = {**machine_info(), "git": git_info()}
 

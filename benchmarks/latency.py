@@ -449,6 +449,8 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
 
 
 def bench_latency_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.sessions is None:
+        args.sessions = 1
     if args.sessions < 1 or args.duration < 5:
         print("splatcast bench latency: need --sessions >= 1 and --duration >= 5", file=sys.stderr)
         return 2

@@ -115,7 +115,10 @@ def measure_sentence(
 
 
 def bench_lipsync_command(settings: Settings, args: argparse.Namespace) -> int:
-    count = args.sessions if args.sessions > 1 else 5  # --sessions doubles as the sentence count here
+    count = 5 if args.sessions is None else args.sessions  # --sessions doubles as the sentence count here
+    if count < 1:
+        print("splatcast bench lipsync: --sessions (sentences) must be >= 1", file=sys.stderr)
+        return 2
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = {**machine_info(), "git": git_info()}  # before the run: load average and the code measured
     try:

@@ -407,7 +407,10 @@ async def measure_load(
 
 
 def bench_load_command(settings: Settings, args: argparse.Namespace) -> int:
-    max_sessions = args.sessions if args.sessions > 1 else DEFAULT_MAX_SESSIONS
+    max_sessions = DEFAULT_MAX_SESSIONS if args.sessions is None else args.sessions
+    if max_sessions < 1:
+        print("splatcast bench load: --sessions (most sessions to try) must be >= 1", file=sys.stderr)
+        return 2
     if args.duration < 3:
         print("splatcast bench load: --duration (seconds measured per step) must be >= 3", file=sys.stderr)
         return 2

@@ -415,6 +415,8 @@ def bench_soak_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.minutes <= 0:
         print("splatcast bench soak: --minutes must be > 0", file=sys.stderr)
         return 2
+    if args.sessions is None:
+        args.sessions = 1
     if args.sessions < 1:
         print("splatcast bench soak: --sessions must be >= 1", file=sys.stderr)
         return 2

@@ -89,3 +89,12 @@ def test_serve_answers_healthz_and_page(tmp_path: Path) -> None:
         assert server.stop() == 0  # SIGTERM shuts down cleanly
     # the URL to open is printed for the person who started it
     assert any(f"{server.base}/" in line for line in server.log), server.log
+
+
+def test_bench_sessions_below_one_is_a_clear_usage_error() -> None:
+    """--sessions is passed on as given (1 included: bench load then measures one step); < 1 is refused
+    before anything starts."""
+    for bench in ("load", "latency", "soak", "lipsync", "expression"):
+        proc = run_cli("bench", bench, "--sessions", "0")
+        assert proc.returncode == 2, (bench, proc.stderr)
+        assert "--sessions" in proc.stderr and "Traceback" not in proc.stderr

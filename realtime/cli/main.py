@@ -372,9 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--sessions",
             type=int,
-            default=1,
-            help="latency: concurrent clients; load: most sessions to try (default 16); lipsync, expression: sentences; "
-            "soak: most sessions at once",
+            default=None,
+            help="latency: concurrent clients (default 1); load: most sessions to try (default 16); lipsync, "
+            "expression: sentences (default 5, 8); soak: most sessions at once (default 1)",
         )
         p.add_argument(
             "--duration", type=float, default=30.0, help="seconds measured (load: per step of sessions)"
