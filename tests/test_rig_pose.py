@@ -204,3 +204,76 @@ def test_head_pose_turns_each_gaussian_by_the_head_rotation(avatar: Avatar) -> N
         pivot = avatar.rig.head_pivot.astype(np.float64)
         expected = (avatar.means[moving] - pivot) @ head.T + pivot
         np.testing.assert_allclose(g.means[b, moving], expected, atol=2e-6)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_poser_poses_as_pose_does_bit_for_bit(avatar: Avatar, shuffled: bool) -> None:
+    """Poser (the Renderer's fused per-Gaussian kernel) against pose(): the same float32 bits for every
+    kind of frame: neutral, deltas only, jaw, head, all at once, mixed batches, every level of detail.
+    Shuffled (layers not contiguous: pose() rotates those rows with a numpy matmul, which rounds
+    differently), the Poser gives the bits of the sorted avatar's pose(), row for row."""
+    import dataclasses
+
+    from engines.splat.rig import Poser
+
+    perm = np.random.default_rng(3).permutation(avatar.count) if shuffled else np.arange(avatar.count)
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(perm.size)  # row perm[i] of the avatar is row i of the subject
+    idx = np.arange(1, avatar.count, 4, dtype=np.int32)
+    level = LodLevel(idx, avatar.scales[idx] * 2, avatar.opacities[idx] * 0.5, avatar.colors[idx] * 0.9)
+    subject = dataclasses.replace(
+        avatar,
+        **{
+            k: getattr(avatar, k)[perm] for k in ("means", "quats", "scales", "opacities", "colors", "layers")
+        },
+        rig=dataclasses.replace(avatar.rig, delta_index=inv[avatar.rig.delta_index].astype(np.int32)),
+        lods=[dataclasses.replace(level, index=inv[idx].astype(np.int32))],
+    )
+    poser = Poser(subject)
+    c = len(subject.channels)
+    head = [subject.channel_index(k) for k in ("headPitch", "headYaw", "headRoll")]
+    rigid_jaw = np.flatnonzero(
+        (subject.rig.jaw_angle != 0) | (np.abs(subject.rig.jaw_translation).sum(1) != 0)
+    )
+    rng = np.random.default_rng(7)
+    full = rng.normal(0.0, 0.3, (3, c)).astype(np.float32)
+    deltas_only = full.copy()
+    deltas_only[:, head] = 0.0
+    deltas_only[:, rigid_jaw] = 0.0
+    cases = {
+        "neutral": subject.neutral(2),
+        "deltas only": deltas_only,
+        "jaw": subject.params({"jawOpen": 0.5}),
+        "head": subject.params({"headYaw": 0.2, "headRoll": -0.1}),
+        "all": full,
+        "sparse batch": full * (rng.random((3, c)) < 0.2),  # channels and moves only some frames use
+        "one frame": full[1:2],
+    }
+    assert poser.count(0) == avatar.count and poser.count(1) == idx.size
+    lod_rows = [np.arange(avatar.count), idx]
+    for name, params in cases.items():
+        full_pose = pose(avatar, params)
+        for lod in (0, 1):
+            expected = pose(subject, params, lod=lod)
+            got = poser.pose(params, lod=lod)
+            for field in ("scales", "opacities", "colors"):
+                assert getattr(got, field).tobytes() == getattr(expected, field).tobytes(), (name, lod)
+            means = np.full((params.shape[0], poser.count(lod), 3), np.nan, np.float32)
+            quats = np.full((params.shape[0], poser.count(lod), 4), np.nan, np.float32)
+            zmax = poser.pose_into(params, lod, means, quats)
+            # the sorted avatar's pose(), in the subject's row order
+            want_means = full_pose.means[:, lod_rows[lod]] if not shuffled else full_pose.means[:, perm]
+            want_quats = full_pose.quats[:, lod_rows[lod]] if not shuffled else full_pose.quats[:, perm]
+            if shuffled and lod:
+                want_means, want_quats = want_means[:, inv[idx]], want_quats[:, inv[idx]]
+            for arr in (got.means, means):
+                assert arr.tobytes() == want_means.tobytes(), f"{name}, lod {lod}: means differ"
+            for arr in (got.quats, quats):
+                assert arr.tobytes() == want_quats.tobytes(), f"{name}, lod {lod}: quats differ"
+            np.testing.assert_allclose(got.means, expected.means, atol=1e-6)
+            np.testing.assert_allclose(got.quats, expected.quats, atol=1e-6)
+            if not shuffled:
+                assert got.means.tobytes() == expected.means.tobytes(), (name, lod)
+                assert got.quats.tobytes() == expected.quats.tobytes(), (name, lod)
+            assert zmax == float(want_means[..., 2].max()), (name, lod)
+    assert not np.array_equal(pose(subject, full).means, pose(subject, deltas_only).means)

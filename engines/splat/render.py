@@ -23,7 +23,7 @@ import numpy as np
 
 from engines.splat.avatar import LAYER_STATIC, Avatar, LodLevel
 from engines.splat.rasterize import BACKENDS, RasterizeError, RenderBackend, rasterize
-from engines.splat.rig import RigError, pose
+from engines.splat.rig import Poser, RigError, pose
 from engines.splat.types import Camera, PosedGaussians
 
 MIN_SIDE = 8
@@ -210,6 +210,7 @@ class Renderer:
             )
         ]
         self._front = _subset(avatar, ~in_plate) if in_plate.any() and not in_plate.all() else None
+        self._poser = Poser(self._front) if self._front is not None else None
 
     def _plate(self, h: int, w: int, lod: int) -> tuple[np.ndarray, np.ndarray]:
         key = (h, w, lod)
@@ -232,16 +233,20 @@ class Renderer:
 
     def _posed_front(self, params: np.ndarray, lod: int) -> PosedGaussians | None:
         """The moving Gaussians posed for ``params``, or None when this call must draw in full."""
-        front = self._front
-        if self.backend != "cpu" or front is None or not self._in_plate[lod].any():
+        poser = self._poser
+        if self.backend != "cpu" or poser is None or not self._in_plate[lod].any():
             return None
-        try:
-            posed = pose(front, params, lod=lod)
-        except RigError as exc:
-            raise RenderError(str(exc)) from exc
-        if posed.count and float(posed.means[..., 2].max()) >= self._plate_near[lod]:
+        from engines.splat.raster_cpu import _thread_workspace
+
+        # posed into this thread's buffers (used up by this call's rasterisation): a frame's ~0.7 MB of
+        # means and quats are not mapped and page-faulted in afresh every frame
+        work = _thread_workspace()
+        b, k = params.shape[0], poser.count(lod)
+        means = work.take("posed_means", (b, k, 3), np.float32)
+        quats = work.take("posed_quats", (b, k, 4), np.float32)
+        if k and poser.pose_into(params, lod, means, quats) >= self._plate_near[lod]:
             return None
-        return posed
+        return poser.posed(means, quats, lod)
 
     def render(
         self,
