@@ -277,3 +277,24 @@ def test_poser_poses_as_pose_does_bit_for_bit(avatar: Avatar, shuffled: bool) ->
                 assert got.quats.tobytes() == expected.quats.tobytes(), (name, lod)
             assert zmax == float(want_means[..., 2].max()), (name, lod)
     assert not np.array_equal(pose(subject, full).means, pose(subject, deltas_only).means)
+
+
+def test_poser_rotations_are_the_numpy_ones_bit_for_bit() -> None:
+    """The Poser's numba ports of axis_angle_matrix and matrix_to_quat give numpy's bits (pose() uses
+    numpy's), over random axes and angles."""
+    from engines.splat.rig import _axis_angle_into, _cross_matrices, _quats_into, euler_matrix, matrix_to_quat
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        axis = rng.normal(size=3)
+        axis = (axis / np.linalg.norm(axis)).astype(np.float32)
+        angle = rng.normal(0.0, 0.5, 500).astype(np.float32)
+        kx, kk = _cross_matrices(axis)
+        rot = np.empty((angle.size, 3, 3), np.float32)
+        _axis_angle_into(kx, kk, angle.astype(np.float64), rot)
+        assert rot.tobytes() == axis_angle_matrix(axis, angle).tobytes()
+        head = euler_matrix(*rng.normal(0.0, 0.3, (3, 500)).astype(np.float32))
+        for r in (rot, head):
+            q = np.empty((r.shape[0], 4), np.float32)
+            _quats_into(r, q)
+            assert q.tobytes() == matrix_to_quat(r).tobytes()

@@ -19,6 +19,8 @@ by the linear deltas of step 1 on the eye layer.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -60,6 +62,47 @@ def matrix_to_quat(r: np.ndarray) -> np.ndarray:
     z = np.copysign(z, r[:, 1, 0] - r[:, 0, 1])
     q = np.stack([w, x, y, z], axis=1)
     return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _cross_matrices(axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(kx, kx @ kx) float64 [3, 3] of ``axis``, as :func:`axis_angle_matrix` makes them."""
+    k = np.asarray(axis, dtype=np.float64)
+    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return kx, kx @ kx
+
+
+@numba.njit(cache=True, nogil=True)
+def _axis_angle_into(
+    kx: np.ndarray,  # [3, 3] float64, from _cross_matrices
+    kk: np.ndarray,  # [3, 3] float64
+    angle: np.ndarray,  # [B] float64
+    out: np.ndarray,  # [B, 3, 3] float32 out
+) -> None:
+    """:func:`axis_angle_matrix` (the same float64 operations in the same order, so the same bits)."""
+    for b in range(angle.shape[0]):
+        s = math.sin(angle[b])
+        c = 1.0 - math.cos(angle[b])
+        for i in range(3):
+            for j in range(3):
+                out[b, i, j] = np.float32(((1.0 if i == j else 0.0) + s * kx[i, j]) + c * kk[i, j])
+
+
+@numba.njit(cache=True, nogil=True)
+def _quats_into(rot: np.ndarray, q: np.ndarray) -> None:
+    """:func:`matrix_to_quat` of float32 ``rot`` [B, 3, 3] into float32 ``q`` [B, 4] (same operations)."""
+    for b in range(rot.shape[0]):
+        r00, r01, r02 = np.float64(rot[b, 0, 0]), np.float64(rot[b, 0, 1]), np.float64(rot[b, 0, 2])
+        r10, r11, r12 = np.float64(rot[b, 1, 0]), np.float64(rot[b, 1, 1]), np.float64(rot[b, 1, 2])
+        r20, r21, r22 = np.float64(rot[b, 2, 0]), np.float64(rot[b, 2, 1]), np.float64(rot[b, 2, 2])
+        w = math.sqrt(max(0.0, 1.0 + ((r00 + r11) + r22))) / 2.0
+        x = math.copysign(math.sqrt(max(0.0, 1.0 + r00 - r11 - r22)) / 2.0, r21 - r12)
+        y = math.copysign(math.sqrt(max(0.0, 1.0 - r00 + r11 - r22)) / 2.0, r02 - r20)
+        z = math.copysign(math.sqrt(max(0.0, 1.0 - r00 - r11 + r22)) / 2.0, r10 - r01)
+        norm = math.sqrt(((w * w + x * x) + y * y) + z * z)
+        q[b, 0] = np.float32(w / norm)
+        q[b, 1] = np.float32(x / norm)
+        q[b, 2] = np.float32(y / norm)
+        q[b, 3] = np.float32(z / norm)
 
 
 def _quat_left_matrix(q: np.ndarray) -> np.ndarray:
@@ -260,16 +303,16 @@ def _pose_rows(
     rows: np.ndarray,  # [K] int64, the Gaussian of each output row
     motion: np.ndarray,  # [N] uint8, bit 1: the rigid jaw moves it, bit 2: the head pose moves it
     row_starts: np.ndarray,  # [N + 1] int64, CSR over Gaussians of the deltas
-    row_channel: np.ndarray,  # [E] int32, channel of each delta (ascending within a Gaussian)
+    row_channel: np.ndarray,  # [E] uint8 (int32 past 256 channels), channel of each delta, ascending
     row_delta: np.ndarray,  # [E, 3] float32
     params: np.ndarray,  # [B, C] float32
     active: np.ndarray,  # [C] bool, the channels to apply
-    jaw_rot: np.ndarray,  # [B, 3, 3] float32 (unused when not jaw_on)
-    jaw_q: np.ndarray,  # [B, 4] float32
+    jaw_kx: np.ndarray,  # [3, 3] float64, _cross_matrices of the jaw axis
+    jaw_kk: np.ndarray,  # [3, 3] float64
+    jaw_angle: np.ndarray,  # [B] float64, radians
     jaw_pivot: np.ndarray,  # [3] float32
     jaw_shift: np.ndarray,  # [B, 3] float32
     head_rot: np.ndarray,  # [B, 3, 3] float32 (unused when not head_on)
-    head_q: np.ndarray,  # [B, 4] float32
     head_pivot: np.ndarray,  # [3] float32
     head_shift: np.ndarray,  # [B, 3] float32 (zeros: pose() adds them too)
     jaw_on: bool,
@@ -279,6 +322,15 @@ def _pose_rows(
 ) -> float:
     """:func:`pose`'s steps 1-4 fused per Gaussian, with the same float32 operations in the same order
     (so the same bits); returns the largest posed z (-inf when K = 0)."""
+    nb = params.shape[0]
+    jaw_rot = np.zeros((nb, 3, 3), np.float32)
+    jaw_q = np.zeros((nb, 4), np.float32)
+    head_q = np.zeros((nb, 4), np.float32)
+    if jaw_on:
+        _axis_angle_into(jaw_kx, jaw_kk, jaw_angle, jaw_rot)
+        _quats_into(jaw_rot, jaw_q)
+    if head_on:
+        _quats_into(head_rot, head_q)
     zmax = -np.inf
     for b in range(params.shape[0]):
         for i in range(rows.shape[0]):
@@ -338,7 +390,7 @@ class Poser:
         by_row = np.argsort(rig.delta_index, kind="stable")  # stable: channel order kept within a row
         self._row_starts = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(rig.delta_index, minlength=n), out=self._row_starts[1:])
-        self._row_channel = np.ascontiguousarray(channel[by_row])
+        self._row_channel = channel[by_row].astype(np.uint8 if c <= 256 else np.int32)  # less to stream
         self._row_delta = np.ascontiguousarray(rig.delta_means[by_row], dtype=np.float32)
         self._motion = ((avatar.layers == LAYER_JAW) * 1 + (avatar.layers != LAYER_STATIC) * 2).astype(
             np.uint8
@@ -348,6 +400,10 @@ class Poser:
         self._rest_quats = np.ascontiguousarray(avatar.quats, dtype=np.float32)
         self._jaw_pivot = np.asarray(rig.jaw_pivot, np.float32)
         self._head_pivot = np.asarray(rig.head_pivot, np.float32)
+        self._jaw_kx, self._jaw_kk = _cross_matrices(rig.jaw_axis)
+        crosses = [_cross_matrices(np.eye(3)[j]) for j in range(3)]  # the axes of Rx, Ry, Rz
+        self._head_kx = np.stack([kx for kx, _ in crosses])
+        self._head_kk = np.stack([kk for _, kk in crosses])
         self._head_cols = [
             avatar.channels.index(k) if k in avatar.channels else -1
             for k in ("headPitch", "headYaw", "headRoll")
@@ -368,22 +424,26 @@ class Poser:
         largest z (-inf when K = 0)."""
         rig = self.avatar.rig
         b = params.shape[0]
+        params = np.ascontiguousarray(params, dtype=np.float32)
         active = np.any(params != 0.0, axis=0)
         angle = params @ rig.jaw_angle  # [B]
-        shift = np.asarray(params @ rig.jaw_translation, np.float32)  # [B, 3]
+        shift = np.ascontiguousarray(params @ rig.jaw_translation, dtype=np.float32)  # [B, 3]
         jaw_on = bool(np.any(angle != 0.0) or np.any(shift != 0.0))
-        no_rot = np.zeros((b, 3, 3), np.float32)
-        no_q = np.zeros((b, 4), np.float32)
-        jaw_rot, jaw_q = no_rot, no_q
-        if jaw_on:
-            jaw_rot = np.ascontiguousarray(axis_angle_matrix(rig.jaw_axis, angle), dtype=np.float32)
-            jaw_q = matrix_to_quat(jaw_rot)
-        angles = [params[:, i] if i >= 0 else np.zeros(b, dtype=np.float32) for i in self._head_cols]
-        head_on = any(bool(np.any(a != 0.0)) for a in angles)
-        head_rot, head_q = no_rot, no_q
+        head = np.zeros((3, b), np.float64)  # pitch, -yaw, roll: the angles of Rx, Ry, Rz in euler_matrix
+        for j, col in enumerate(self._head_cols):
+            if col >= 0:
+                head[j] = params[:, col]
+        head[1] = -head[1]
+        head_on = bool(np.any(head != 0.0))
         if head_on:
-            head_rot = np.ascontiguousarray(euler_matrix(*angles), dtype=np.float32)
-            head_q = matrix_to_quat(head_rot)
+            parts = np.empty((3, b, 3, 3), np.float32)
+            for j in range(3):
+                _axis_angle_into(self._head_kx[j], self._head_kk[j], head[j], parts[j])
+            head_rot = np.ascontiguousarray(
+                (parts[2] @ parts[1] @ parts[0]).reshape(b, 3, 3)
+            )  # as euler_matrix
+        else:
+            head_rot = np.zeros((b, 3, 3), np.float32)
         return float(
             _pose_rows(
                 self._rest_means,
@@ -393,14 +453,14 @@ class Poser:
                 self._row_starts,
                 self._row_channel,
                 self._row_delta,
-                np.ascontiguousarray(params, dtype=np.float32),
+                params,
                 active,
-                jaw_rot,
-                jaw_q,
+                self._jaw_kx,
+                self._jaw_kk,
+                angle.astype(np.float64),
                 self._jaw_pivot,
-                np.ascontiguousarray(shift),
+                shift,
                 head_rot,
-                head_q,
                 self._head_pivot,
                 np.zeros((b, 3), np.float32),
                 jaw_on,
