@@ -595,20 +595,32 @@ def _depth_order_into(depth: np.ndarray, order: np.ndarray, spare: np.ndarray) -
     """
     n = depth.shape[0]
     keys = depth.view(np.uint32)
+    # a digit's counts do not depend on the order the keys are in: all three histograms in one
+    # sequential pass over the keys (not one gather through the previous pass's order each)
+    counts = np.zeros((3, 2048), dtype=np.int64)
     for r in range(n):
-        order[r] = r
-    counts = np.empty(2049, dtype=np.int64)
-    for shift in (0, 11, 22):
-        counts[:] = 0
-        for r in range(n):
-            counts[((keys[order[r]] >> shift) & 2047) + 1] += 1
+        key = keys[r]
+        counts[0, key & 2047] += 1
+        counts[1, (key >> 11) & 2047] += 1
+        counts[2, (key >> 22) & 2047] += 1
+    for p in range(3):  # counts → each bucket's first slot
+        total = 0
         for b in range(2048):
-            counts[b + 1] += counts[b]
+            c = counts[p, b]
+            counts[p, b] = total
+            total += c
+    for r in range(n):  # the first pass scatters the indices themselves
+        b = keys[r] & 2047
+        spare[counts[0, b]] = r
+        counts[0, b] += 1
+    order, spare = spare, order
+    for p in range(1, 3):
+        shift = 11 * p
         for r in range(n):
             k = order[r]
             b = (keys[k] >> shift) & 2047
-            spare[counts[b]] = k
-            counts[b] += 1
+            spare[counts[p, b]] = k
+            counts[p, b] += 1
         order, spare = spare, order
     return order
 
