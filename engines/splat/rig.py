@@ -404,6 +404,9 @@ class Poser:
         crosses = [_cross_matrices(np.eye(3)[j]) for j in range(3)]  # the axes of Rx, Ry, Rz
         self._head_kx = np.stack([kx for kx, _ in crosses])
         self._head_kk = np.stack([kk for _, kk in crosses])
+        # the head's rotations are made from Python only when a frame turns the head: compile (or load
+        # from numba's cache) that entry now, with the renderer, not in the first such frame of a call
+        _axis_angle_into(self._head_kx[0], self._head_kk[0], np.zeros(1), np.empty((1, 3, 3), np.float32))
         self._head_cols = [
             avatar.channels.index(k) if k in avatar.channels else -1
             for k in ("headPitch", "headYaw", "headRoll")
