@@ -248,7 +248,9 @@ def test_poser_poses_as_pose_does_bit_for_bit(avatar: Avatar, shuffled: bool) ->
         "all": full,
         "sparse batch": full * (rng.random((3, c)) < 0.2),  # channels and moves only some frames use
         "one frame": full[1:2],
+        "strided": np.repeat(full, 2, axis=1)[:, ::2],  # a non-contiguous view (numpy's matmul follows it)
     }
+    assert not cases["strided"].flags.c_contiguous
     assert poser.count(0) == avatar.count and poser.count(1) == idx.size
     lod_rows = [np.arange(avatar.count), idx]
     for name, params in cases.items():

@@ -427,10 +427,10 @@ class Poser:
         largest z (-inf when K = 0)."""
         rig = self.avatar.rig
         b = params.shape[0]
-        params = np.ascontiguousarray(params, dtype=np.float32)
+        params = params.astype(np.float32, copy=False)
         active = np.any(params != 0.0, axis=0)
-        angle = params @ rig.jaw_angle  # [B]
-        shift = np.ascontiguousarray(params @ rig.jaw_translation, dtype=np.float32)  # [B, 3]
+        angle = params @ rig.jaw_angle  # [B]; as pose() does it, before any copy (a matmul's rounding
+        shift = np.ascontiguousarray(params @ rig.jaw_translation, dtype=np.float32)  # may follow strides)
         jaw_on = bool(np.any(angle != 0.0) or np.any(shift != 0.0))
         head = np.zeros((3, b), np.float64)  # pitch, -yaw, roll: the angles of Rx, Ry, Rz in euler_matrix
         for j, col in enumerate(self._head_cols):
@@ -456,7 +456,7 @@ class Poser:
                 self._row_starts,
                 self._row_channel,
                 self._row_delta,
-                params,
+                np.ascontiguousarray(params),
                 active,
                 self._jaw_kx,
                 self._jaw_kk,
