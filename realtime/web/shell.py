@@ -22,6 +22,7 @@ from aiohttp import web
 
 from engines.voices import VoiceCatalog, default_voices_dir
 from realtime.conversation.services import SpeechModels
+from realtime.media.audio_level import use_numpy_audio_level
 from realtime.media.engine import Engine
 from realtime.media.video_encoder import use_rendered_vp8
 from realtime.settings import Settings
@@ -43,6 +44,7 @@ class Shared:
     def load(cls, settings: Settings) -> Shared:
         voices = VoiceCatalog(dirs=[settings.voices or default_voices_dir()], default=settings.voice)
         use_rendered_vp8()  # this process's VP8 senders: settings for rendered frames, per-frame reports
+        use_numpy_audio_level()  # aiortc's per-packet audio level off its Python loop (event loop CPU)
         engine = Engine.load(settings)
         try:
             models = SpeechModels.load(voices.get("default") if settings.voice else None)
