@@ -32,7 +32,9 @@ def _cases() -> list[tuple[str, np.ndarray, str]]:
         ("stereo interleaved", np.round(rng.standard_normal(1920) * 500), "stereo"),
     ]
     for amp in (0.3, 3.0, 30.0, 300.0, 3000.0, 30000.0):
-        cases.append((f"noise {amp}", np.clip(np.round(rng.standard_normal(960) * amp), -32768, 32767), "mono"))
+        cases.append(
+            (f"noise {amp}", np.clip(np.round(rng.standard_normal(960) * amp), -32768, 32767), "mono")
+        )
     return cases
 
 

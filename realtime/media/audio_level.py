@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from av import AudioFrame
@@ -31,7 +32,7 @@ MAX_SAMPLE_VALUE = 32767
 MIN_AUDIO_LEVEL = -127  # dBov of silence (RFC 6465 Appendix A, as aiortc)
 MAX_AUDIO_LEVEL = 0
 
-_aiortc_audio_level: Callable[[AudioFrame], int] | None = None
+_aiortc_audio_level: Callable[..., Any] | None = None  # aiortc's own, while ours is installed
 
 
 def audio_level_dbov(frame: AudioFrame) -> int:
@@ -39,7 +40,7 @@ def audio_level_dbov(frame: AudioFrame) -> int:
 
     Like aiortc's, it reads the first plane's bytes as int16 samples and divides by ``frame.samples``.
     """
-    samples = np.frombuffer(frame.planes[0], np.int16).astype(np.int64)
+    samples = np.frombuffer(memoryview(frame.planes[0]), np.int16).astype(np.int64)
     energy = float(np.dot(samples, samples))  # exact: a whole number below 2**53
     rms = math.sqrt(energy / (frame.samples * MAX_SAMPLE_VALUE * MAX_SAMPLE_VALUE))
     if rms > 0:
