@@ -11,7 +11,8 @@ encoder + durations 26-28 ms, flow 32-35 ms, decoder 153-176 ms of thread CPU.
 The flow and the decoder are convolutions along the frames with a short
 reach: the flow's output at a frame depends on ``z_p`` within
 :data:`FLOW_CONTEXT_FRAMES` of it (max |diff| 1.9e-6 from 32 frames on), the
-decoder's on ``z`` within :data:`CONTEXT_FRAMES` (1.1e-6 from 12 on). So a
+decoder's on ``z`` within its receptive field, read off its graph
+(:func:`decoder_reach`: 12.1 frames at most on joe-medium; 1.1e-6 from 12 on). So a
 window of frames ``[s, e)`` can be made from ``z_p`` around it and gives the
 samples the whole-sentence run gives: a sentence is decoded window by window
 and its first window played while the rest is made, with no join to hear.
@@ -35,6 +36,7 @@ decoder is ~70 % of a sentence. Same sums in another order: float rounding
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,7 +47,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-CONTEXT_FRAMES = 16  # z frames decoded on each side of a window (exact from 12 on joe-medium)
+CONTEXT_FRAMES = 16  # z frames decoded on each side of a window where decoder_reach cannot read the graph
 FLOW_CONTEXT_FRAMES = 40  # z_p frames run through the flow on each side of those (exact from 32)
 DECODER_PREFIX = "/dec/"  # node names of the decoder in Piper's (VITS) exported graphs
 FLOW_PREFIX = "/flow/"  # ... and of the flow
@@ -138,6 +140,53 @@ def split_voice(model: Any) -> VoiceParts:
     )
 
 
+def decoder_reach(decoder: Any) -> float:
+    """How many z frames on either side of an output sample ``decoder`` can read at most (an upper bound).
+
+    Walks the graph from z: a ``Conv`` (stride 1) of kernel k, dilation d and
+    pads (l, r) at s samples per frame reaches max(l, r, (k-1)d - l, (k-1)d - r) / s
+    frames further; a ``ConvTranspose`` of stride t reaches that over t (rounded
+    up a sample) and multiplies s by t; any other node reaches as far as its
+    furthest input (element-wise: the decoder has nothing else along time).
+    Raises ValueError for a strided ``Conv`` or a node that reshapes.
+    """
+    from onnx import helper
+
+    graph = decoder.graph
+    reach: dict[str, tuple[int, float]] = {
+        graph.input[0].name: (1, 0.0)
+    }  # tensor -> (samples per frame, frames)
+    for node in graph.node:
+        inputs = [reach[i] for i in node.input if i in reach]
+        if not inputs:
+            continue
+        scale, far = inputs[0][0], max(r for _, r in inputs)
+        if any(s != scale for s, _ in inputs):
+            raise ValueError(f"{node.name}: inputs at different rates")
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type in ("Conv", "ConvTranspose"):
+            (kernel,), (dilation,) = attrs["kernel_shape"], attrs.get("dilations", [1])
+            (stride,), pads = attrs.get("strides", [1]), attrs.get("pads", [0, 0])
+            span = (kernel - 1) * dilation
+            samples = max(pads[0], pads[1], span - pads[0], span - pads[1])
+            if node.op_type == "Conv":
+                if stride != 1:
+                    raise ValueError(f"{node.name}: a strided Conv")
+                far += samples / scale
+            else:
+                far += (samples + stride - 1) / stride / scale
+                scale *= stride
+        elif node.op_type not in _ELEMENTWISE and not (
+            node.op_type == "Unsqueeze" and node.output[0] == graph.output[0].name
+        ):
+            raise ValueError(f"{node.name}: {node.op_type} not handled")
+        for out in node.output:
+            reach[out] = (scale, far)
+    if graph.output[0].name not in reach:
+        raise ValueError("the decoder's output does not depend on z")
+    return reach[graph.output[0].name][1]
+
+
 def decoder_as_2d(decoder: Any) -> Any:
     """``decoder`` (z [B, C, frames] -> audio [B, 1, 1, samples]) with its convolutions made 2-D.
 
@@ -217,6 +266,15 @@ class SplitVoiceSession:
 
         parts = split_voice(model)
         self._names = parts
+        try:
+            self.context_frames = math.ceil(
+                decoder_reach(parts.decoder)
+            )  # z frames a window needs on each side
+        except ValueError as exc:
+            logger.info(
+                "SplitVoiceSession: decoder's reach unknown (%s); %d frames of context", exc, CONTEXT_FRAMES
+            )
+            self.context_frames = CONTEXT_FRAMES
         decoder = parts.decoder
         if decoder_2d:
             try:
@@ -288,7 +346,7 @@ class SplitVoiceSession:
 class WindowDecoder:
     """One sentence's audio, a window of frames at a time, each as the whole sentence's run gives it.
 
-    The decoder runs on each window plus :data:`CONTEXT_FRAMES` on either
+    The decoder runs on each window plus the session's ``context_frames`` on either
     side. The flow runs twice: up to the first window's reach (that is the
     first audio's wait), then over the rest of the sentence at the second
     window, so it adds only 2 × :data:`FLOW_CONTEXT_FRAMES` frames of work.
@@ -303,7 +361,8 @@ class WindowDecoder:
         frames = self._prior.frames
         if not 0 <= start < end <= frames:
             raise ValueError(f"window [{start}, {end}) outside the sentence's {frames} frames")
-        lo, hi = max(0, start - CONTEXT_FRAMES), min(frames, end + CONTEXT_FRAMES)
+        context = self._session.context_frames
+        lo, hi = max(0, start - context), min(frames, end + context)
         have = 0 if self._z is None else self._z.shape[-1]
         if have < hi:
             upto = hi if self._z is None else frames  # the first window's reach, then everything

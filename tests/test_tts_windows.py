@@ -13,6 +13,7 @@ from engines.tts_windows import (
     SplitVoiceSession,
     WindowDecoder,
     decoder_as_2d,
+    decoder_reach,
     plan_windows,
     split_voice,
 )
@@ -216,3 +217,47 @@ def test_a_decoder_node_it_does_not_know_keeps_the_decoder_1d() -> None:
     )
     with pytest.raises(ValueError, match="Softmax not handled"):
         decoder_as_2d(helper.make_model(graph))
+
+
+def test_the_decoders_reach_is_read_off_its_convolutions() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [
+        numpy_helper.from_array(np.zeros((2, 2, 3), np.float32), "w0"),
+        numpy_helper.from_array(np.zeros((2, 2, 4), np.float32), "w1"),
+        numpy_helper.from_array(np.zeros((2, 2, 3), np.float32), "w2"),
+    ]
+    nodes = [
+        # 2 samples either side at 1 sample per frame: 2 frames
+        helper.make_node("Conv", ["z", "w0"], ["a"], kernel_shape=[3], dilations=[2], pads=[2, 2]),
+        helper.make_node("LeakyRelu", ["a"], ["b"]),
+        # stride 2, kernel 4, pads 1: 2 samples, rounded up a sample, over 2: 1.5 frames; then 2 samples per frame
+        helper.make_node("ConvTranspose", ["b", "w1"], ["c"], kernel_shape=[4], strides=[2], pads=[1, 1]),
+        # 1 sample at 2 samples per frame: 0.5 frames
+        helper.make_node("Conv", ["c", "w2"], ["d"], kernel_shape=[3], pads=[1, 1]),
+        helper.make_node("Add", ["c", "d"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 10])],
+        initializer=weights,
+    )
+    assert decoder_reach(helper.make_model(graph)) == 4.0
+
+
+def test_the_bundled_voices_windows_take_the_decoders_reach_as_context(tts: PiperTTS) -> None:
+    session = _session(tts)
+    assert session.context_frames == 13  # reach 12.08 frames (measured: exact from 12 frames of context on)
+    _, prior = _prior(tts, "I would like to book a table for two people.")  # with noise
+    whole = session.decode(prior, 0, prior.frames)
+    windows = [(0, 30), (30, 31), (31, 90), (90, prior.frames)]
+    parts = [WindowDecoder(session, prior).decode(s, e) for s, e in windows]
+    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=0, atol=1e-5)
+    session.context_frames = 6  # inside the reach: the window's edges show
+    try:
+        short = WindowDecoder(session, prior).decode(30, 90)
+    finally:
+        session.context_frames = 13
+    assert np.max(np.abs(short - whole[30 * session.hop_length : 90 * session.hop_length])) > 1e-4
