@@ -121,7 +121,7 @@ class RenderPriority:
     @staticmethod
     def _set(tid: int, nice: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that ended meanwhile
-            os.setpriority(os.PRIO_PROCESS, tid, max(-20, min(19, nice)))
+            _set_nice(tid, nice)
 
 
 def _probe_lowering() -> bool:
@@ -189,12 +189,17 @@ def foreground_thread(nice: int = FOREGROUND_NICE) -> Iterator[None]:
                 os.setpriority(os.PRIO_PROCESS, tid, base)
 
 
+def _set_nice(tid: int, nice: int) -> None:
+    """Thread ``tid``'s nice value, clamped to Linux's range -20..19 (errors are the caller's)."""
+    os.setpriority(os.PRIO_PROCESS, tid, max(-20, min(19, nice)))
+
+
 def _raise_own(nice: int) -> bool:
     """Set the calling thread's nice value to ``nice``; False where it is not permitted (or not Linux)."""
     if sys.platform != "linux":
         return False
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(-20, min(19, nice)))
+        _set_nice(threading.get_native_id(), nice)
     except PermissionError:
         _tell_no_raise()
         return False
