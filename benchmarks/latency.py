@@ -449,17 +449,16 @@ async def measure(target: Target, sessions: int, duration_s: float, progress: bo
 
 
 def bench_latency_command(settings: Settings, args: argparse.Namespace) -> int:
-    if args.sessions is None:
-        args.sessions = 1
-    if args.sessions < 1 or args.duration < 5:
+    sessions = 1 if args.sessions is None else args.sessions
+    if sessions < 1 or args.duration < 5:
         print("splatcast bench latency: need --sessions >= 1 and --duration >= 5", file=sys.stderr)
         return 2
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = {**machine_info(), "git": git_info()}  # before the run: load average and the code measured
     try:
         with Target(settings, args.url, args.replicas) as target:
-            body = asyncio.run(measure(target, args.sessions, args.duration))
-            config = {**target.info, "sessions": args.sessions, "duration_s": args.duration}
+            body = asyncio.run(measure(target, sessions, args.duration))
+            config = {**target.info, "sessions": sessions, "duration_s": args.duration}
         report = new_report("latency", command, config, machine)
         report.update(body)
         report["targets"] = TARGETS

@@ -415,20 +415,19 @@ def bench_soak_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.minutes <= 0:
         print("splatcast bench soak: --minutes must be > 0", file=sys.stderr)
         return 2
-    if args.sessions is None:
-        args.sessions = 1
-    if args.sessions < 1:
+    sessions = 1 if args.sessions is None else args.sessions
+    if sessions < 1:
         print("splatcast bench soak: --sessions must be >= 1", file=sys.stderr)
         return 2
     command = "splatcast " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     machine = {**machine_info(), "git": git_info()}
     try:
         with Target(settings, args.url) as target:
-            body = asyncio.run(run_soak(target, args.minutes, args.sessions))
+            body = asyncio.run(run_soak(target, args.minutes, sessions))
             config = {
                 **target.info,
                 "minutes": args.minutes,
-                "max_sessions": args.sessions,
+                "max_sessions": sessions,
                 "stay_s": list(STAY_S),
                 "abrupt_share": ABRUPT_SHARE,
                 "sample_s": body.pop("sample_s"),

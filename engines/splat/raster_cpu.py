@@ -665,7 +665,9 @@ class _Workspace:
 _workspaces = threading.local()
 
 
-def _thread_workspace() -> _Workspace:
+def thread_workspace() -> _Workspace:
+    """This thread's reusable buffers (a render worker's projection, sort and binning scratch; posed
+    Gaussians for :class:`engines.splat.render.Renderer`): valid until the thread's next frame."""
     work: _Workspace | None = getattr(_workspaces, "work", None)
     if work is None:
         work = _workspaces.work = _Workspace()
@@ -719,7 +721,7 @@ def _tile_lists(g: PosedGaussians, f: int, camera: Camera) -> _TileLists:
     """Project, sort and bin frame ``f`` of ``g``, in this thread's workspace (valid until the thread's
     next frame)."""
     feat, rect, starts, ids, tiles_x = project_and_bin(
-        g.means[f], g.quats[f], g.scales[f], g.opacities[f], camera, _thread_workspace()
+        g.means[f], g.quats[f], g.scales[f], g.opacities[f], camera, thread_workspace()
     )
     return _TileLists(starts, ids, feat, rect, np.ascontiguousarray(g.colors[f]), tiles_x)
 

@@ -236,11 +236,11 @@ class Renderer:
         poser = self._poser
         if self.backend != "cpu" or poser is None or not self._in_plate[lod].any():
             return None
-        from engines.splat.raster_cpu import _thread_workspace
+        from engines.splat.raster_cpu import thread_workspace
 
         # posed into this thread's buffers (used up by this call's rasterisation): a frame's ~0.7 MB of
         # means and quats are not mapped and page-faulted in afresh every frame
-        work = _thread_workspace()
+        work = thread_workspace()
         b, k = params.shape[0], poser.count(lod)
         means = work.take("posed_means", (b, k, 3), np.float32)
         quats = work.take("posed_quats", (b, k, 4), np.float32)

@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def tune_allocator() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
+    _window.mallopt = mallopt
     arenas = 2 * (os.cpu_count() or 1)
     ok = (
         bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
@@ -68,6 +69,7 @@ class _HeapWindow:
 
     def __init__(self) -> None:
         self.tuned = False  # tune_allocator() applied: the values to go back to are known
+        self.mallopt: Callable[[int, int], int] | None = None  # glibc's, once tune_allocator() found it
         self.lock = threading.Lock()
         self.depth = 0
 
@@ -82,10 +84,10 @@ def heap_allocations() -> Iterator[None]:
     Only after :func:`tune_allocator` (elsewhere glibc's own dynamic threshold already keeps such buffers
     on the heap); concurrent blocks share one window.
     """
-    if not _window.tuned:
+    mallopt = _window.mallopt
+    if not _window.tuned or mallopt is None:
         yield
         return
-    mallopt = ctypes.CDLL(None).mallopt
     with _window.lock:
         _window.depth += 1
         if _window.depth == 1:
