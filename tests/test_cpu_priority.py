@@ -311,3 +311,37 @@ def test_numpy_blas_runs_on_one_thread_after_single_threaded_blas() -> None:
     assert any(p["user_api"] == "blas" for p in threadpool_info())
     assert cpu_priority.single_threaded_blas() is True
     assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def test_background_thread_lowers_the_caller_for_the_block_only() -> None:
+    if not cpu_priority._probe_lowering():
+        pytest.skip("this process may not lower a thread's nice value again (no CAP_SYS_NICE)")
+    seen: list[int] = []
+
+    def work() -> None:
+        tid = threading.get_native_id()
+        base = os.getpriority(os.PRIO_PROCESS, tid)
+        with cpu_priority.background_thread(step=3):
+            seen.append(os.getpriority(os.PRIO_PROCESS, tid) - base)
+        seen.append(os.getpriority(os.PRIO_PROCESS, tid) - base)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == [3, 0]
+
+
+def test_without_permission_to_return_background_work_keeps_the_threads_priority(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a pool thread lowered for good would run every later job (a transcription) in the background too
+    monkeypatch.setattr(cpu_priority, "_probe_lowering", lambda: False)
+    cpu_priority._lowering_allowed.cache_clear()
+    try:
+        tid = threading.get_native_id()
+        base = os.getpriority(os.PRIO_PROCESS, tid)
+        with cpu_priority.background_thread():
+            inside = os.getpriority(os.PRIO_PROCESS, tid)
+        assert inside == os.getpriority(os.PRIO_PROCESS, tid) == base
+    finally:
+        cpu_priority._lowering_allowed.cache_clear()

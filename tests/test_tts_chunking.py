@@ -335,3 +335,41 @@ async def test_tts_service_reports_each_chunks_cpu_time(tts: PiperTTS) -> None:
     frames = [f async for f in service.run_tts(LONG, "reply-1")]
     assert len(reports) == len(frames) > len(split_text(LONG))  # the first piece in decoder windows
     assert all(ms > 0.0 for ms in reports)  # Piper's work is CPU work: never reported as nothing
+
+
+async def test_a_replys_speech_ahead_of_what_plays_is_made_in_the_background(
+    tts: PiperTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new reply's first chunk at the TTS thread's own priority (the user waits for it); every chunk
+    after it, and a continuing sentence's chunks (made while the reply's earlier audio plays), in the
+    background (:func:`realtime.media.cpu_priority.background_thread`)."""
+    import os
+    import threading
+    from collections.abc import Iterator
+    from typing import cast
+
+    from engines.stt import WhisperSTT
+    from realtime.conversation.services import AlignedPiperTTSService, SpeechModels
+    from realtime.media import cpu_priority
+
+    if not cpu_priority._lowering_allowed():
+        pytest.skip("this process may not lower a thread's nice value again (no CAP_SYS_NICE)")
+    if os.getpriority(os.PRIO_PROCESS, 0) + cpu_priority.BACKGROUND_STEP > 19:
+        pytest.skip("the tests run too near the lowest priority to see a step down")
+    real = tts.stream
+    seen: list[int] = []  # the synthesising thread's nice value as each chunk is made
+
+    def stream(*args: object, **kwargs: object) -> Iterator[object]:
+        for chunk in real(*args, **kwargs):  # type: ignore[arg-type]
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            yield chunk
+
+    monkeypatch.setattr(tts, "stream", stream)
+    service = AlignedPiperTTSService(SpeechModels(stt=cast(WhisperSTT, None), tts=tts))
+    new = [f async for f in service.run_tts(LONG, "reply-1")]
+    first, *later = seen
+    assert len(new) == len(seen) > 1
+    assert later == [first + cpu_priority.BACKGROUND_STEP] * len(later)
+    seen.clear()
+    continued = [f async for f in service.run_tts(LONG, "reply-1")]
+    assert seen == [first + cpu_priority.BACKGROUND_STEP] * len(continued)

@@ -55,7 +55,7 @@ from engines.tts import FIRST_MAX_WORDS, Alignment, PiperTTS, SpeechChunk, Synth
 from engines.voices import Voice
 from realtime.conversation.first_words import FirstWordsAggregator
 from realtime.conversation.turn_models import TurnModels
-from realtime.media.cpu_priority import RENDER_PRIORITY, built_in_foreground
+from realtime.media.cpu_priority import RENDER_PRIORITY, background_thread, built_in_foreground
 
 logger = logging.getLogger(__name__)
 
@@ -232,15 +232,21 @@ def _next_chunk(chunks: Iterator[SpeechChunk], lock: threading.Lock) -> SpeechCh
 
 
 def _next_chunk_with_emphasis(
-    chunks: Iterator[SpeechChunk], lock: threading.Lock, report: Callable[[float], None] | None = None
+    chunks: Iterator[SpeechChunk],
+    lock: threading.Lock,
+    report: Callable[[float], None] | None = None,
+    ahead: bool = False,
 ) -> tuple[SpeechChunk, ChunkEmphasis] | None:
     """The next chunk and its emphasis (prosody + stress beats), both in the TTS worker thread;
-    ``report(ms)`` is told this thread's CPU time for them (waiting for ``lock`` costs none)."""
+    ``report(ms)`` is told this thread's CPU time for them (waiting for ``lock`` costs none).
+    ``ahead``: the chunk will play after audio already made, so it is made in the background
+    (:func:`realtime.media.cpu_priority.background_thread`): the calls' frames due meanwhile go first."""
     start = time.thread_time()
-    chunk = _next_chunk(chunks, lock)
-    if chunk is None:
-        return None
-    emphasis = chunk_emphasis(chunk.pcm, chunk.sample_rate, chunk.alignments)
+    with background_thread() if ahead else contextlib.nullcontext():
+        chunk = _next_chunk(chunks, lock)
+        if chunk is None:
+            return None
+        emphasis = chunk_emphasis(chunk.pcm, chunk.sample_rate, chunk.alignments)
     if report is not None:
         report((time.thread_time() - start) * 1000.0)
     return chunk, emphasis
@@ -258,7 +264,9 @@ class AlignedPiperTTSService(TTSService):
     with a short piece (at most ``FIRST_MAX_WORDS`` words), decoded in windows,
     so its first audio is ready after the piece's latent and one decoder window
     (~0.4 s of audio) rather than the whole piece's synthesis. Later sentences of the
-    same reply are synthesised while earlier ones play and are not cut short.
+    same reply are synthesised while earlier ones play and are not cut short. Every
+    chunk after a reply's first is made in the background (nice +5 for its
+    synthesis): the calls' frames due meanwhile take the cores first.
     """
 
     def __init__(
@@ -307,7 +315,11 @@ class AlignedPiperTTSService(TTSService):
         try:
             while True:
                 got = await asyncio.to_thread(
-                    _next_chunk_with_emphasis, chunks, self._models.tts_lock, self._models.tts_cpu
+                    _next_chunk_with_emphasis,
+                    chunks,
+                    self._models.tts_lock,
+                    self._models.tts_cpu,
+                    ahead=yielded_audio or not first_of_reply,
                 )
                 if got is None:
                     break

@@ -30,6 +30,12 @@ only competition: the event loop, the encoders and the other sessions' threads
 run at the same nice value as Whisper, and autogroup scheduling shares the cores
 evenly between them. Raising needs the same permission as lowering again; where
 the process lacks it, both run at the thread's own priority.
+
+Work that is ahead of its time goes the other way: :func:`background_thread`
+runs a block :data:`BACKGROUND_STEP` nice levels *below* the thread's own
+priority (a reply's later speech chunks, synthesised while its first ones play:
+a Piper chunk took one core for 100–200 ms at a time, when three talking sessions
+had frames due on both; those frames now go first and Piper takes what they leave).
 """
 
 from __future__ import annotations
@@ -48,6 +54,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_STEP = 10  # CFS weight 1024 → 110: a render gets ~10 % of a core another thread wants
 # CFS weight 9548 against the event loop's and the encoders' 1024: the thread keeps ~90 % of a core it shares
 FOREGROUND_NICE = -10
+# CFS weight 1024 → 335: while the cores are contended, a frame's work gets ~3/4 of what such a thread would
+# take; a sentence's later Piper chunks need ~6 % of a core per second of speech, which even a saturated
+# 2-core box leaves them (a step of 10 would leave ~5 %: audio could starve before the ladder helps)
+BACKGROUND_STEP = 5
 
 T = TypeVar("T")
 
@@ -187,6 +197,29 @@ def foreground_thread(nice: int = FOREGROUND_NICE) -> Iterator[None]:
         if raised and base is not None:
             with contextlib.suppress(PermissionError):  # a higher nice value is always permitted
                 os.setpriority(os.PRIO_PROCESS, tid, base)
+
+
+@contextlib.contextmanager
+def background_thread(step: int = BACKGROUND_STEP) -> Iterator[None]:
+    """The calling thread runs ``step`` nice levels below its own priority for the block, then at its own
+    again: work that is ahead of its time (a reply's later speech, synthesised while the first plays) gives
+    the cores to the frames due now and takes what they leave. A no-op where the process may not return a
+    thread to its own priority (it would stay low for good: a pool thread does other work after), or off Linux.
+    """
+    tid = threading.get_native_id()
+    base = os.getpriority(os.PRIO_PROCESS, tid) if sys.platform == "linux" and _lowering_allowed() else None
+    if base is not None:
+        _set_nice(tid, base + step)
+    try:
+        yield
+    finally:
+        if base is not None:
+            _set_nice(tid, base)
+
+
+@functools.cache
+def _lowering_allowed() -> bool:
+    return _probe_lowering()
 
 
 def _set_nice(tid: int, nice: int) -> None:
