@@ -52,7 +52,6 @@ def tune_allocator() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
-    _window.mallopt = mallopt
     arenas = 2 * (os.cpu_count() or 1)
     ok = (
         bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
@@ -60,7 +59,7 @@ def tune_allocator() -> bool:
         and bool(mallopt(_M_ARENA_MAX, arenas))
     )
     logger.debug("allocator: mmap threshold %d B, at most %d arenas (%s)", MMAP_THRESHOLD_BYTES, arenas, ok)
-    _window.tuned = ok
+    _window.mallopt = mallopt if ok else None
     return ok
 
 
@@ -68,8 +67,8 @@ class _HeapWindow:
     """Open heap_allocations() blocks across threads; the thresholds go back when the last one ends."""
 
     def __init__(self) -> None:
-        self.tuned = False  # tune_allocator() applied: the values to go back to are known
-        self.mallopt: Callable[[int, int], int] | None = None  # glibc's, once tune_allocator() found it
+        # glibc's mallopt once tune_allocator() applied its values (the ones to go back to); None: not tuned
+        self.mallopt: Callable[[int, int], int] | None = None
         self.lock = threading.Lock()
         self.depth = 0
 
@@ -85,7 +84,7 @@ def heap_allocations() -> Iterator[None]:
     on the heap); concurrent blocks share one window.
     """
     mallopt = _window.mallopt
-    if not _window.tuned or mallopt is None:
+    if mallopt is None:
         yield
         return
     with _window.lock:
