@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine import cpu_simd
 from engines.splat.rasterize import RenderBackend
 from realtime.settings import Settings
 
@@ -105,6 +106,9 @@ def _threads(backend: RenderBackend) -> int:
 
 def _machine(backend: RenderBackend) -> str:
     desc = f"{platform.machine()} {os.cpu_count()} CPUs, {platform.processor() or platform.system()}"
+    simd = cpu_simd()
+    if simd:
+        desc += f", {simd.upper()}"
     if backend == "torch":
         import torch
 

@@ -8,7 +8,7 @@ JSON schema ``splatcast-bench`` version 1 (one file per run)::
       "kind": "latency" | "load" | "lipsync" | "soak" | "expression",
       "created_utc": "2026-11-22T05:00:00Z",
       "command": "splatcast bench latency --sessions 1 --duration 60",
-      "machine": {cpu, cores, memory_gb, os, python, gpu, load_avg_1m_at_start, packages{...}},
+      "machine": {cpu, simd, cores, memory_gb, os, python, gpu, load_avg_1m_at_start, packages{...}},
       "git": {"commit": sha | null, "dirty": bool | null},
       "config": {...},            # what was measured: url, sessions, duration_s, size, avatar, fps
       "summary": {name: number | null},   # the headline figures; --compare and the table read these
@@ -240,6 +240,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _simd_note(machine: Mapping[str, Any]) -> str:
+    """`` (AVX2)`` after the CPU model where the report knows it (older reports do not)."""
+    simd = machine.get("simd")
+    return f" ({simd.upper()})" if simd else ""
+
+
 def markdown(report: Mapping[str, Any], regressions: Sequence[Regression] = ()) -> str:
     """One Markdown table of the summary figures, with targets and any regressions."""
     m, g = report["machine"], report["git"]
@@ -248,7 +254,7 @@ def markdown(report: Mapping[str, Any], regressions: Sequence[Regression] = ()) 
         f"### splatcast bench {report['kind']}",
         "",
         f"`{report['command']}` — {report['created_utc']}, commit {commit}",
-        f"machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gb')} GB"
+        f"machine: {m.get('cpu')}{_simd_note(m)}, {m.get('cores')} cores, {m.get('memory_gb')} GB"
         f", load average {m.get('load_avg_1m_at_start')} at start, {m.get('load_avg_1m_at_end')} at end",
         "",
         "| figure | value | target | |",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from benchmarks import report as rp
+from benchmarks.machine import widest_simd
 from benchmarks.metrics_scrape import cpu_cost, parse_metrics, stage_summaries
 
 
@@ -33,6 +34,28 @@ def test_a_complete_report_validates_and_carries_machine_and_git() -> None:
     assert r["machine"]["cores"] >= 1 and "numpy" in r["machine"]["packages"]
     assert set(r["git"]) == {"commit", "dirty"}
     assert r["git"]["commit"] is None or len(r["git"]["commit"]) == 40
+
+
+@pytest.mark.parametrize(
+    ("flags", "simd"),
+    [
+        ("fpu sse4_2 avx avx2 fma avx512f avx512bw", "avx512"),
+        ("fpu sse4_2 avx avx2 fma sha_ni vaes", "avx2"),  # Zen 4 under a hypervisor that hides AVX-512
+        ("fpu sse4_2", "sse4.2"),
+        ("fp asimd evtstrm aes", "neon"),
+        ("fpu", None),
+    ],
+)
+def test_the_machine_names_the_widest_vector_extension(flags: str, simd: str | None) -> None:
+    assert widest_simd(flags) == simd
+
+
+def test_the_markdown_machine_line_says_the_vector_extension_when_known() -> None:
+    r = crafted(received_fps_min=25.0, say_to_first_audio_ms_p50=300.0)
+    r["machine"].update(cpu="AMD EPYC", simd="avx2")
+    assert "machine: AMD EPYC (AVX2), " in rp.markdown(r)
+    del r["machine"]["simd"]  # a report from before the field
+    assert "machine: AMD EPYC, " in rp.markdown(r)
 
 
 @pytest.mark.parametrize(
