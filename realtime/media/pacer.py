@@ -6,7 +6,7 @@ and the Pipecat service (its frames become ``OutputImageRawFrame``s). They
 differ only in
 
 * a **lead policy**: how far ahead of its due time a frame is prepared
-  (:class:`FixedLead`: one and a half frames, the session's tracks pace the rest;
+  (:class:`FixedLead`: two frames, the session's tracks pace the rest;
   :class:`MeasuredLead`: the measured render cost with a margin, at most three
   frames, for Pipecat, whose transport paces nothing), and
 * an **on_frame** callback: where a finished frame goes.
@@ -60,13 +60,18 @@ class LeadPolicy(Protocol):
 class FixedLead:
     """A fixed number of frame periods (a server session: its tracks pace the frames once released).
 
-    1.5 by default: with one period (40 ms at 25 fps) a 512 px frame's render (~15 ms of CPU) plus its
-    hand-offs took ~24 ms of wall time at the median on a busy 2-core machine and the tail went late,
-    so a single session rested a rung or two down (``bench load``, notes/issue-16b); the half period
-    more delays a reply's first audio and frame by 20 ms, both alike (A/V sync is unchanged).
+    Two by default. A session has one render in flight: frame ``k + 1`` is taken when frame ``k``'s image
+    is ready, but not before ``due - lead``, so the lead is how much time a render may lose to the other
+    sessions' work (a Piper chunk, another session's render, the encoders) before its frame goes out as a
+    repeat. With one period a 512 px frame's render (~15 ms of CPU) plus its hand-offs took ~24 ms of wall
+    time at the median on a busy 2-core machine and the tail went late, so a single session rested a rung
+    or two down (``bench load``, notes/issue-16b); with one and a half the 2-session step of ``bench load``
+    on a 2-core box without AVX-512 (renders ~1.7x slower) held 25 fresh FPS at rung 0 in 3 of 10 runs
+    (47 repeated frames per run on average), with two in 7 of 10 (13), interleaved, 2026-12-07. Each half
+    period more delays a reply's first audio and frame by 20 ms, both alike (A/V sync is unchanged).
     """
 
-    frames: float = 1.5
+    frames: float = 2.0
 
     def lead_s(self, period: float) -> float:
         return self.frames * period
