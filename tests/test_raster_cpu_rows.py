@@ -7,13 +7,18 @@ with the reference rasteriser (same tolerances as tests/test_raster_backends.py)
 out a row with a live pixel would lose that Gaussian's colour there.
 
 A run is blended as 16-lane pairs of half-rows, an odd last row as a pair whose second row is
-masked; the kernel-level test checks that a run changes exactly its own pixels.
+masked (AVX-512), or one 8-lane half-row at a time (AVX2; ``raster_cpu.BLEND_PAIRS`` picks for the
+machine): the kernel-level test checks that a run changes exactly its own pixels in both shapes, and
+both draw the same frames (the float32 arithmetic per pixel is the same; LLVM may fuse a multiply-add
+in one shape and not the other, so a rare 8-bit level differs by one).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from engines.splat import raster_cpu
 from engines.splat.raster_cpu import (
     _TILE_B,
     _TILE_BUF,
@@ -46,7 +51,8 @@ def test_finished_rows_marks_half_rows_whose_pixels_all_stopped() -> None:
     assert done.all()
 
 
-def test_a_run_blends_exactly_its_own_rows() -> None:
+@pytest.mark.parametrize("pairs", [True, False], ids=["16-lane-pairs", "8-lane-half-rows"])
+def test_a_run_blends_exactly_its_own_rows(pairs: bool) -> None:
     """Runs of 1-5 half-rows (odd ones end in a masked pair), in both halves and at the tile's last row
     (whose masked partner lies in the padding): every pixel of the run is blended as the Gaussian's
     α says, every other value in the buffer (all four planes, the padding) stays bit for bit."""
@@ -60,7 +66,17 @@ def test_a_run_blends_exactly_its_own_rows() -> None:
             before = buf.copy()
             du0, dv0 = -3.5, -1.25
             _blend_rows(
-                buf, first * HALF, rows, f32(du0), f32(dv0), f32(ca), f32(cb), f32(cc), f32(opacity), *colour
+                buf,
+                first * HALF,
+                rows,
+                f32(du0),
+                f32(dv0),
+                f32(ca),
+                f32(cb),
+                f32(cc),
+                f32(opacity),
+                *colour,
+                pairs,
             )
             run = np.arange(first * HALF, (first + rows) * HALF)
             du = du0 + run % HALF
@@ -121,3 +137,19 @@ def test_runs_cut_at_finished_rows_match_the_reference() -> None:
         # the walls finish their pixels (so rows are cut there) and something shows between them
         assert (ref_alpha > 0.9999).mean() > 0.1
         assert (ref_alpha < 0.9).mean() > 0.1
+
+
+def test_both_blend_shapes_draw_the_same_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    cam = Camera(fx=120.0, fy=120.0, cx=64.0, cy=48.0, width=128, height=96)
+    bg = np.array([0.1, 0.6, 0.3], dtype=np.float32)
+    g = _stack_scene(5)
+    drawn = {}
+    for pairs in (True, False):
+        monkeypatch.setattr(raster_cpu, "BLEND_PAIRS", pairs)
+        rgb, alpha = raster_cpu.rasterize_cpu(g, cam, bg)
+        drawn[pairs] = (rgb, alpha, raster_cpu.rasterize_cpu_i420(g, cam, bg))
+    assert drawn[True][0].std() > 10  # a picture, not a flat colour
+    for name in (0, 2):  # RGB, I420: 8-bit levels
+        diff = np.abs(drawn[True][name].astype(np.int16) - drawn[False][name].astype(np.int16))
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= diff.size // 1000
+    np.testing.assert_allclose(drawn[True][1], drawn[False][1], atol=1e-6)

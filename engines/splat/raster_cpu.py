@@ -75,6 +75,24 @@ _CHECK_EVERY = 16  # Gaussians composited between checks whether a tile has fini
 _FASTMATH = True
 
 
+def _compiles_for_avx512() -> bool:
+    """Whether numba's LLVM builds the kernels with AVX-512 (its feature override, else the host's)."""
+    features = numba.core.config.CPU_FEATURES
+    if features is None:
+        import llvmlite.binding as llvm
+
+        features = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in str(features).split(",")
+
+
+# How a Gaussian's run of half-rows is blended (see _blend_rows): as 16-lane pairs of half-rows where a
+# vector holds 16 floats (AVX-512), as 8-lane half-rows where it holds 8 (AVX2: the pair's 16 lanes took two
+# registers for every value and spilled; one half-row at a time composited 33 % faster). Both do the same
+# float32 arithmetic per pixel; LLVM fuses multiply-adds differently in the two loops, so over 60 frames of
+# the default avatar 3 of 23.6 M I420 samples differ, by one level. Read at each call: a test draws both.
+BLEND_PAIRS = _compiles_for_avx512()
+
+
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
 def _preprocess(
     means: np.ndarray,  # [N, 3] float32
@@ -244,7 +262,7 @@ def _bin_fill(
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
-def _blend_rows(
+def _blend_row_pairs(
     buf: np.ndarray,  # [_TILE_BUF] float32: the tile's accumulators r, g, b and transmittance (see _TILE_R)
     start: int,  # flat index of the run's first pixel (a half-row start)
     rows: int,  # number of 8-pixel half-rows in the run
@@ -258,10 +276,11 @@ def _blend_rows(
     cg: float,
     cbl: float,
 ) -> None:
-    """Composite one Gaussian over a run of ``rows`` 8-pixel half-rows.
+    """Composite one Gaussian over a run of ``rows`` 8-pixel half-rows (:data:`BLEND_PAIRS`: AVX-512).
 
     A branch-free loop over pairs of half-rows: each pair is one 16-lane vector
-    (one AVX-512 op, or two AVX2 ops), every test is a select and exp(-d/2) is
+    (one AVX-512 op; with AVX2 two for every value, which ran out of registers:
+    :func:`_blend_half_rows` there), every test is a select and exp(-d/2) is
     a polynomial. Pixels outside the Gaussian's box get α < 1/255 and are left
     untouched, so covering whole half-rows costs a little arithmetic but saves
     the per-row loop set-up that dominated for small splats. An odd last row is
@@ -336,6 +355,92 @@ def _blend_rows(
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+def _blend_half_rows(
+    buf: np.ndarray,  # [_TILE_BUF] float32: the tile's accumulators r, g, b and transmittance (see _TILE_R)
+    start: int,  # flat index of the run's first pixel (a half-row start)
+    rows: int,  # number of 8-pixel half-rows in the run
+    du0: float,  # u-offset of the half's first column from the Gaussian's centre
+    dv0: float,  # v-offset of the run's first row
+    ca: float,  # conic (inverse 2D covariance) entries
+    cb: float,
+    cc: float,
+    opacity: float,
+    cr: float,
+    cg: float,
+    cbl: float,
+) -> None:
+    """:func:`_blend_row_pairs` one 8-lane half-row at a time (one AVX2 vector per value), the same
+    float32 arithmetic per pixel (see :data:`BLEND_PAIRS`)."""
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    two_cb = np.float32(2.0) * cb
+    du0f = np.float32(du0)
+    dv0f = np.float32(dv0)
+    for i in range(rows):
+        base = np.uint64(start + HALF * i)  # unsigned: no negative-index wraparound in the loop
+        dv = dv0f + np.float32(i)
+        for lane in range(HALF):
+            p = base + np.uint64(lane)
+            du = du0f + _LANE_COL[lane]
+            d = (ca * du + two_cb * dv) * du + cc * dv * dv
+            # exp(-d/2) = exp(-d/32)^16, exp(-y) by its degree-6 Taylor polynomial on
+            # y = d/32 ≤ 0.29: relative error < 3e-7 over d ≤ 9
+            y = d * np.float32(1.0 / 32.0)
+            ex = one + y * (
+                np.float32(-1.0)
+                + y
+                * (
+                    np.float32(0.5)
+                    + y
+                    * (
+                        np.float32(-1.0 / 6.0)
+                        + y
+                        * (
+                            np.float32(1.0 / 24.0)
+                            + y * (np.float32(-1.0 / 120.0) + y * np.float32(1.0 / 720.0))
+                        )
+                    )
+                )
+            )
+            ex = ex * ex
+            ex = ex * ex
+            ex = ex * ex
+            ex = ex * ex
+            tr = buf[p + np.uint64(_TILE_T)]
+            a = min(opacity * ex, np.float32(_ALPHA_MAX))
+            hit = (d <= np.float32(_MAX_D)) & (a >= np.float32(_ALPHA_MIN)) & (tr >= np.float32(_T_STOP))
+            a = a if hit else zero
+            w = a * tr
+            buf[p + np.uint64(_TILE_R)] += cr * w
+            buf[p + np.uint64(_TILE_G)] += cg * w
+            buf[p + np.uint64(_TILE_B)] += cbl * w
+            buf[p + np.uint64(_TILE_T)] = tr * (one - a)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+def _blend_rows(
+    buf: np.ndarray,
+    start: int,
+    rows: int,
+    du0: float,
+    dv0: float,
+    ca: float,
+    cb: float,
+    cc: float,
+    opacity: float,
+    cr: float,
+    cg: float,
+    cbl: float,
+    pairs: bool,  # BLEND_PAIRS
+) -> None:
+    """Composite one Gaussian over a run of ``rows`` half-rows, in the vector shape ``pairs`` picks."""
+    if pairs:
+        _blend_row_pairs(buf, start, rows, du0, dv0, ca, cb, cc, opacity, cr, cg, cbl)
+    else:
+        _blend_half_rows(buf, start, rows, du0, dv0, ca, cb, cc, opacity, cr, cg, cbl)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
 def _finished_rows(trans: np.ndarray, done: np.ndarray) -> bool:
     """Mark in ``done`` [2·TILE] each 8-pixel half-row of the tile (index h·TILE + row, the layout of
     HALF) whose pixels have all stopped (T < 1e-4); True when every one has."""
@@ -362,6 +467,7 @@ def _accumulate_tile(
     width: int,
     buf: np.ndarray,  # [_TILE_BUF] float32 out: premultiplied colour r, g, b of the tile's Gaussians
     # and the transmittance left (what shows through), at _TILE_R/G/B/T
+    pairs: bool,  # BLEND_PAIRS
 ) -> None:
     """Front-to-back compositing of tile ``t``'s Gaussians into the tile buffers (pixel order: see HALF)."""
     ty = t // tiles_x
@@ -415,6 +521,7 @@ def _accumulate_tile(
                 colors[k, 0],
                 colors[k, 1],
                 colors[k, 2],
+                pairs,
             )
 
 
@@ -436,6 +543,7 @@ def _composite(
     tiles_x: int,
     out_rgb: np.ndarray,  # [H, W, 3] uint8
     out_alpha: np.ndarray,  # [H, W] float32
+    pairs: bool,  # BLEND_PAIRS
 ) -> None:
     plate = bg_rgb.shape[0] > 1 or bg_rgb.shape[1] > 1
     height = out_rgb.shape[0]
@@ -455,6 +563,7 @@ def _composite(
             height,
             width,
             buf,
+            pairs,
         )
         y0 = (t // tiles_x) * TILE
         x0 = (t % tiles_x) * TILE
@@ -491,6 +600,7 @@ def _composite_i420(
     out_y: np.ndarray,  # [H, W] uint8
     out_u: np.ndarray,  # [H/2, W/2] uint8
     out_v: np.ndarray,  # [H/2, W/2] uint8
+    pairs: bool,  # BLEND_PAIRS
 ) -> None:
     """:func:`_composite` writing I420 (BT.601 limited range, see :mod:`engines.splat.yuv`), no alpha.
 
@@ -519,7 +629,7 @@ def _composite_i420(
         if backdrop_copied and starts[t] == starts[t + 1]:
             continue
         buf = np.empty(_TILE_BUF, dtype=np.float32)
-        _accumulate_tile(t, starts, ids, feat, rect, colors, tiles_x, height, width, buf)
+        _accumulate_tile(t, starts, ids, feat, rect, colors, tiles_x, height, width, buf, pairs)
         bg = bg_tiles[t] if plate else bg_tiles[0]
         # 8-bit levels of the pixels over the backdrop, in place of the premultiplied colours
         for p in range(TILE * TILE):
@@ -779,7 +889,17 @@ def rasterize_cpu(
         t = _tile_lists(g, f, camera)
         with _small_chunks():
             _composite(
-                t.starts, t.ids, t.feat, t.rect, t.colors, bg_rgb, bg_trans, t.tiles_x, rgb[f], alpha[f]
+                t.starts,
+                t.ids,
+                t.feat,
+                t.rect,
+                t.colors,
+                bg_rgb,
+                bg_trans,
+                t.tiles_x,
+                rgb[f],
+                alpha[f],
+                BLEND_PAIRS,
             )
     return rgb, alpha
 
@@ -850,6 +970,7 @@ def rasterize_cpu_i420_into(
                 *bg_planes,
                 t.tiles_x,
                 *planes[f],
+                BLEND_PAIRS,
             )
 
 
