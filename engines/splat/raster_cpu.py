@@ -77,7 +77,7 @@ _FASTMATH = True
 
 def _compiles_for_avx512() -> bool:
     """Whether numba's LLVM builds the kernels with AVX-512 (its feature override, else the host's)."""
-    features = numba.core.config.CPU_FEATURES
+    features = numba.core.config.CPU_FEATURES  # type: ignore[attr-defined]
     if features is None:
         import llvmlite.binding as llvm
 
