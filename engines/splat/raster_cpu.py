@@ -370,7 +370,9 @@ def _blend_half_rows(
     cbl: float,
 ) -> None:
     """:func:`_blend_row_pairs` one 8-lane half-row at a time (one AVX2 vector per value), the same
-    float32 arithmetic per pixel (see :data:`BLEND_PAIRS`)."""
+    float32 arithmetic per pixel (see :data:`BLEND_PAIRS`). The per-pixel body is written out in both:
+    as a shared ``inline="always"`` function the composite took 36 ms instead of 7.5 (LLVM no longer
+    vectorised the loop)."""
     one = np.float32(1.0)
     zero = np.float32(0.0)
     two_cb = np.float32(2.0) * cb
