@@ -59,7 +59,7 @@ def test_without_permission_to_lower_again_nothing_changes(
     render_thread: tuple[RenderPriority, Callable[[], int], threading.Event],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cpu_priority, "_probe_lowering", lambda: False)
+    monkeypatch.setattr(cpu_priority, "_lowering_allowed", lambda: False)
     priority, nice, _end = render_thread
     base = nice()
     with priority.foreground():
@@ -335,13 +335,9 @@ def test_without_permission_to_return_background_work_keeps_the_threads_priority
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # a pool thread lowered for good would run every later job (a transcription) in the background too
-    monkeypatch.setattr(cpu_priority, "_probe_lowering", lambda: False)
-    cpu_priority._lowering_allowed.cache_clear()
-    try:
-        tid = threading.get_native_id()
-        base = os.getpriority(os.PRIO_PROCESS, tid)
-        with cpu_priority.background_thread():
-            inside = os.getpriority(os.PRIO_PROCESS, tid)
-        assert inside == os.getpriority(os.PRIO_PROCESS, tid) == base
-    finally:
-        cpu_priority._lowering_allowed.cache_clear()
+    monkeypatch.setattr(cpu_priority, "_lowering_allowed", lambda: False)
+    tid = threading.get_native_id()
+    base = os.getpriority(os.PRIO_PROCESS, tid)
+    with cpu_priority.background_thread():
+        inside = os.getpriority(os.PRIO_PROCESS, tid)
+    assert inside == os.getpriority(os.PRIO_PROCESS, tid) == base

@@ -160,7 +160,7 @@ class _LateScheduler:
 async def test_frames_late_while_speech_is_transcribed_do_not_move_the_ladder(
     engine: Engine, spell: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cpu_priority, "_probe_lowering", lambda: True)
+    monkeypatch.setattr(cpu_priority, "_lowering_allowed", lambda: True)
     priority = RenderPriority()
     scheduler = _LateScheduler(engine, priority)
     sent: list[bool] = []

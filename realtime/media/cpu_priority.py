@@ -120,7 +120,7 @@ class RenderPriority:
 
     def _may_lower_again(self) -> bool:
         if self._allowed is None:
-            self._allowed = _probe_lowering()
+            self._allowed = _lowering_allowed()
             if not self._allowed:
                 logger.info(
                     "cpu priority: this process may not lower a thread's nice value again (no CAP_SYS_NICE): "
@@ -219,6 +219,8 @@ def background_thread(step: int = BACKGROUND_STEP) -> Iterator[None]:
 
 @functools.cache
 def _lowering_allowed() -> bool:
+    """May this process lower a thread's nice value again (probed once: render spells and background blocks
+    both ask)."""
     return _probe_lowering()
 
 
