@@ -54,6 +54,7 @@ def widest_simd(flags: str) -> str | None:
 
 
 def cpu_simd() -> str | None:
+    """This machine's widest vector extension (see :func:`widest_simd`); None where /proc/cpuinfo says none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
