@@ -245,3 +245,31 @@ def test_cpu_binning_in_a_workspace_reuses_its_buffers_and_bins_the_same() -> No
         assert fresh[4] == reused[4]
         seen.append(reused[0].__array_interface__["data"][0])
     assert seen[0] == seen[1] == seen[2]  # feat: one buffer for all three frames
+
+
+def test_cpu_box_shrinks_for_faint_gaussians_only() -> None:
+    """A Gaussian's pixel box spans d ≤ min(9, 2 ln(255 o)): where α = o·exp(-d/2) ≥ 1/255 can hold. The
+    preprocess takes the log only below 255·o = 90 (above it the limit is 9 anyway); boxes on both sides
+    of that threshold are the ones the formula gives."""
+    from engines.splat.raster_cpu import project_and_bin
+
+    camera = camera_for(64, 64)
+    ops = np.array(
+        [0.01, 0.05, 0.2, 0.25, 0.3, 89.5 / 255, 89.99 / 255, 90.0 / 255, 90.5 / 255, 0.5, 0.99, 1.0]
+    )
+    n = len(ops)
+    means = np.tile(np.array([[0.0, 0.0, 3.0]], np.float32), (n, 1))
+    quats = np.tile(np.array([[1.0, 0.0, 0.0, 0.0]], np.float32), (n, 1))
+    scales = np.full((n, 3), 0.11, np.float32)
+    opacities = ops.astype(np.float32)
+    _, rect, _, _, _ = project_and_bin(means, quats, scales, opacities, camera)
+    o = opacities.astype(np.float64)
+    var = (camera.fx * 0.11 / 3.0) ** 2 + 0.3  # on the axis: Σ2D = (f s / z)² I + blur
+    dmax = np.minimum(9.0, 2.0 * np.log(o * 255.0) + 1e-3)
+    r = np.sqrt(dmax * var)
+    expected = np.stack([np.ceil(camera.cx - r - 0.5), np.floor(camera.cx + r - 0.5)], axis=1).astype(
+        np.int32
+    )
+    np.testing.assert_array_equal(rect[:, :2], expected)
+    assert rect[0, 1] - rect[0, 0] < rect[-1, 1] - rect[-1, 0]  # the faint box is the smaller one
+    assert len({tuple(x) for x in rect[8:]}) == 1  # from 255·o = 90 on: the 3σ box
