@@ -273,3 +273,50 @@ def test_cpu_box_shrinks_for_faint_gaussians_only() -> None:
     np.testing.assert_array_equal(rect[:, :2], expected)
     assert rect[0, 1] - rect[0, 0] < rect[-1, 1] - rect[-1, 0]  # the faint box is the smaller one
     assert len({tuple(x) for x in rect[8:]}) == 1  # from 255·o = 90 on: the 3σ box
+
+
+def test_cpu_tile_lists_hold_each_tile_s_gaussians_in_depth_order() -> None:
+    """The tile lists are, per tile, exactly the visible Gaussians whose pixel box overlaps the tile, nearest
+    first: boxes of one to four tiles (binned without loops) and larger ones, in the middle of the image and
+    against its last tile row and column (where a small box's 2×2 block of tiles reaches past the image)."""
+    from engines.splat.raster_cpu import TILE, _bin_count, _bin_fill
+
+    rng = np.random.default_rng(11)
+    width, height = 75, 50  # 5 × 4 tiles, the last column and row partial
+    tiles_x, tiles_y = (width + TILE - 1) // TILE, (height + TILE - 1) // TILE
+    n = 400
+    j0 = rng.integers(0, width, n)
+    i0 = rng.integers(0, height, n)
+    size = rng.choice([1, 6, 17, 30, 70], n)  # 1-2 tiles each way, and 2-5
+    rect = np.stack(
+        [
+            j0,
+            np.minimum(j0 + rng.integers(0, size), width - 1),
+            i0,
+            np.minimum(i0 + rng.integers(0, size), height - 1),
+        ],
+        axis=1,
+    ).astype(np.int32)
+    rect[[0, 1, 2]] = [
+        [70, 74, 45, 49],
+        [60, 74, 40, 49],
+        [74, 74, 49, 49],
+    ]  # against the last row and column
+    culled = rng.random(n) < 0.1
+    rect[culled] = [1, 0, 1, 0]
+    depth = np.where(culled, np.inf, rng.uniform(1.0, 5.0, n))
+    order = np.argsort(depth, kind="stable").astype(np.int64)
+    span = np.empty((n, 4), np.int32)
+    starts, visible = _bin_count(order, rect, tiles_x, tiles_y, span)
+    assert visible == n - culled.sum()
+    ids = np.empty(int(starts[-1]) + 1, np.int32)
+    _bin_fill(order, span, visible, starts, tiles_x, ids)
+    for t in range(tiles_x * tiles_y):
+        tx, ty = t % tiles_x, t // tiles_x
+        expected = [
+            k
+            for k in order[:visible]
+            if rect[k, 0] // TILE <= tx <= rect[k, 1] // TILE
+            and rect[k, 2] // TILE <= ty <= rect[k, 3] // TILE
+        ]
+        assert ids[starts[t] : starts[t + 1]].tolist() == expected, f"tile {t}"
