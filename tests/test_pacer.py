@@ -7,7 +7,6 @@ is held on its last rung (render every other frame), as a session's would be on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,6 @@ import pytest
 from av import VideoFrame
 
 from engines.splat.synthetic import write_synthetic_avatar
-from realtime.media import cpu_priority
-from realtime.media.cpu_priority import RenderPriority
 from realtime.media.engine import Engine
 from realtime.media.pacer import FramePacer, LadderController
 from realtime.media.stream import FrameJob
@@ -143,38 +140,3 @@ def test_a_fixed_ladder_never_moves() -> None:
     ladder = LadderController(6, adaptive=False)
     _feed(ladder, [-1.0] * 100)
     assert ladder.level == 0
-
-
-class _LateScheduler:
-    """Every render comes too late (its future never resolves); timings and priority as a scheduler's."""
-
-    def __init__(self, engine: Engine, priority: RenderPriority) -> None:
-        self.timings = engine.scheduler.timings
-        self.priority = priority
-
-    def submit(self, *_args: object, **_kwargs: object) -> asyncio.Future[VideoFrame | None]:
-        return asyncio.get_running_loop().create_future()
-
-
-@pytest.mark.parametrize("spell", [False, True])
-async def test_frames_late_while_speech_is_transcribed_do_not_move_the_ladder(
-    engine: Engine, spell: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cpu_priority, "_lowering_allowed", lambda: True)
-    priority = RenderPriority()
-    scheduler = _LateScheduler(engine, priority)
-    sent: list[bool] = []
-    pacer = FramePacer(
-        engine.new_stream(),
-        scheduler,  # type: ignore[arg-type]
-        engine.renderer,
-        lambda job, frame, repeated: sent.append(repeated),
-    )
-    with priority.foreground() if spell else contextlib.nullcontext():
-        pacer.start(time.monotonic())
-        deadline = time.monotonic() + 30.0
-        while len(sent) < 40 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await pacer.stop()
-    assert sum(sent) >= 35  # all but the first image went out late
-    assert (pacer.ladder.level == 0) == spell  # without the spell, late frames step it down

@@ -55,7 +55,7 @@ from engines.tts import FIRST_MAX_WORDS, Alignment, PiperTTS, SpeechChunk, Synth
 from engines.voices import Voice
 from realtime.conversation.first_words import FirstWordsAggregator
 from realtime.conversation.turn_models import TurnModels
-from realtime.media.cpu_priority import RENDER_PRIORITY, background_thread, built_in_foreground
+from realtime.media.cpu_priority import background_thread, built_in_foreground
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,11 @@ def _transcribe_first(
     pcm: np.ndarray,
     memory: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> str:
-    """Whisper, with the render threads of the live calls stepped back meanwhile: the user waits for
-    this transcript, while a late render only costs a repeated frame (realtime.media.cpu_priority)."""
-    with RENDER_PRIORITY.foreground(), memory():
+    """Whisper (on its own thread at the foreground priority: :meth:`SpeechModels.load`). The render
+    threads of the live calls keep their priority: stepped back to nice +10 meanwhile, they lost 1-3
+    frames in most turns of a 512 px call (``bench conversation --call``, in the ~110 ms when Smart Turn's
+    decision, also raised then, held the other core) and won Whisper ~15 ms (realtime.media.cpu_priority)."""
+    with memory():
         return stt.transcribe(pcm)
 
 

@@ -16,15 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroOnnxModel
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
-from pipecat.metrics.metrics import MetricsData
 
 from realtime.conversation.pause import PauseListener, PauseSileroVAD
-from realtime.media.cpu_priority import foreground_thread
 
 
 def _options(optimize: bool) -> Any:
@@ -101,13 +98,11 @@ class _SharedSileroVAD(PauseSileroVAD):
 
 
 class _SharedSmartTurn(LocalSmartTurnAnalyzerV3):
+    """Pipecat's analyzer on the shared session. Its decision runs at its executor thread's own priority:
+    raised to the foreground one, its ~110 ms held the core Whisper left to a call's renders (see
+    :func:`realtime.conversation.services._transcribe_first`); it ends well before Whisper anyway."""
+
     def __init__(self, session: Any) -> None:
         BaseSmartTurn.__init__(self)  # skips the parent's model load
         self._log_data = False
         self._session = session
-
-    def _process_speech_segment(self, audio_buffer: Any) -> tuple[EndOfTurnState, MetricsData | None]:
-        """Pipecat's decision, on its executor thread raised to the foreground priority meanwhile: the
-        turn closes when both this and Whisper are done (realtime.media.cpu_priority)."""
-        with foreground_thread():
-            return super()._process_speech_segment(audio_buffer)

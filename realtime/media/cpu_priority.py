@@ -1,41 +1,30 @@
-"""Latency-critical work takes the cores from the render workers while it runs.
+"""Thread priorities: work someone waits for above the calls, work ahead of its time below them.
 
-Rendering is the elastic load of a server: a render that finishes late costs one
-repeated frame (its audio leaves on time), and the ladder absorbs a slow machine.
-Whisper transcribing the user's last words is not elastic: every millisecond it
-waits for a core is a millisecond later the avatar answers. On a 2-core machine
-the render workers of the live calls compete with it for both cores (``bench conversation --call``,
-loaded box: speech end → transcript p50 1322 → 948 ms with this; notes/issue-16b).
+Whisper transcribing the user's last words is not elastic: every millisecond it waits for a core is a
+millisecond later the avatar answers. :func:`built_in_foreground` builds a model on a thread at
+:data:`FOREGROUND_NICE`, so the worker threads the model starts (CTranslate2 runs Whisper on its own
+thread, made when the model loads) inherit that priority: on a 2-core machine the event loop, the
+encoders and the render workers of the live calls run at the same nice value as the rest of the
+process, and autogroup scheduling would share the cores evenly between them. Raising needs
+``CAP_SYS_NICE`` (or a ``RLIMIT_NICE`` that allows it); where the process lacks it, the model runs at
+the thread's own priority.
 
-:data:`RENDER_PRIORITY` knows the render worker threads (the scheduler registers
-them). While at least one :meth:`RenderPriority.foreground` block runs anywhere in
-the process, those threads run at their own nice value plus
-:attr:`RenderPriority.step` (Linux: a thread's nice value is its own,
-``setpriority(PRIO_PROCESS, tid)``); when the last block ends they return to it.
-Lowering a nice value again needs ``CAP_SYS_NICE`` (or a ``RLIMIT_NICE`` that
-allows it): where the process may not, the first :meth:`foreground` finds out
-(in a throwaway thread) and the blocks change nothing.
-
-:attr:`RenderPriority.version` changes whenever the render threads' priority
-does, so the frame pacer can tell that a render lost its core on purpose (the
-ladder does not step down for it).
-
-The latency-critical work itself runs *above* the other threads:
-:func:`built_in_foreground` builds a model on a thread at
-:data:`FOREGROUND_NICE`, so the worker threads the model starts (CTranslate2
-runs Whisper on its own thread, made when the model loads) inherit that
-priority, and :func:`foreground_thread` raises the calling thread for a block
-(Smart Turn's decision). On a 2-core machine the render workers are not the
-only competition: the event loop, the encoders and the other sessions' threads
-run at the same nice value as Whisper, and autogroup scheduling shares the cores
-evenly between them. Raising needs the same permission as lowering again; where
-the process lacks it, both run at the thread's own priority.
+The render workers keep their own priority meanwhile. They used to step back to nice +10 while Whisper
+ran, and Smart Turn's decision was raised beside it: in a 512 px call on a 2-core box the two raised
+threads then held both cores for the ~110 ms Smart Turn takes, the renders got ~10 % of a core, and most
+turns lost 1-3 frames (``bench conversation --call --repeats 8``, 2-core AVX2 box, load 1.0-1.5: 16 and 16
+repeated frames in 8 turns with both, 2 / 0 / 0 / 0 with neither; speech end → transcript p50 458 / 465
+→ 487 / 464 / 480 / 478 ms).
+Whisper alone at −10 keeps ~90 % of the core it shares with a render at nice 0.
 
 Work that is ahead of its time goes the other way: :func:`background_thread`
 runs a block :data:`BACKGROUND_STEP` nice levels *below* the thread's own
 priority (a reply's later speech chunks, synthesised while its first ones play:
 a Piper chunk took one core for 100–200 ms at a time, when three talking sessions
 had frames due on both; those frames now go first and Piper takes what they leave).
+Lowering a nice value again needs the same permission as raising; where the process may
+not, the first :func:`background_thread` finds out (in a throwaway thread) and the blocks
+change nothing.
 """
 
 from __future__ import annotations
@@ -51,7 +40,6 @@ from typing import TypeVar
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STEP = 10  # CFS weight 1024 → 110: a render gets ~10 % of a core another thread wants
 # CFS weight 9548 against the event loop's and the encoders' 1024: the thread keeps ~90 % of a core it shares
 FOREGROUND_NICE = -10
 # CFS weight 1024 → 335: while the cores are contended, a frame's work gets ~3/4 of what such a thread would
@@ -60,78 +48,6 @@ FOREGROUND_NICE = -10
 BACKGROUND_STEP = 5
 
 T = TypeVar("T")
-
-
-class RenderPriority:
-    """The render threads' nice value, raised while foreground work runs (module docstring)."""
-
-    def __init__(self, step: int = DEFAULT_STEP) -> None:
-        self.step = step
-        self.episodes = 0  # foreground spells that lowered the render threads' priority
-        self.version = 0  # +1 at each start and each end of such a spell
-        self._lock = threading.Lock()
-        self._threads: dict[int, int] = {}  # native thread id → its own nice value
-        self._depth = 0
-        self._allowed: bool | None = None  # may this process lower a nice value again (None: not probed)
-
-    @property
-    def active(self) -> bool:
-        """A foreground block runs now and the render threads run at lower priority."""
-        return self._depth > 0 and bool(self._allowed)
-
-    def register(self) -> None:
-        """The calling thread renders (call on the thread, before its first render)."""
-        tid = threading.get_native_id()
-        if sys.platform != "linux":  # elsewhere a thread's nice value is not its own
-            return
-        with self._lock:
-            self._threads[tid] = os.getpriority(os.PRIO_PROCESS, tid)
-            if self.active:
-                self._set(tid, self._threads[tid] + self.step)
-
-    def unregister(self) -> None:
-        """The calling thread renders no more (its id may be reused by another thread)."""
-        tid = threading.get_native_id()
-        with self._lock:
-            base = self._threads.pop(tid, None)
-            if base is not None and self.active:
-                self._set(tid, base)
-
-    @contextlib.contextmanager
-    def foreground(self) -> Iterator[None]:
-        """Render threads step back for the duration of the block (nested and concurrent blocks share
-        one spell)."""
-        with self._lock:
-            self._depth += 1
-            if self._depth == 1 and self._may_lower_again():
-                self.episodes += 1
-                self.version += 1
-                for tid, base in self._threads.items():
-                    self._set(tid, base + self.step)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0 and self._allowed:
-                    self.version += 1
-                    for tid, base in self._threads.items():
-                        self._set(tid, base)
-
-    def _may_lower_again(self) -> bool:
-        if self._allowed is None:
-            self._allowed = _lowering_allowed()
-            if not self._allowed:
-                logger.info(
-                    "cpu priority: this process may not lower a thread's nice value again (no CAP_SYS_NICE): "
-                    "render threads keep their priority while speech is transcribed"
-                )
-        return self._allowed
-
-    @staticmethod
-    def _set(tid: int, nice: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # a thread that ended meanwhile
-            _set_nice(tid, nice)
 
 
 def _probe_lowering() -> bool:
@@ -185,21 +101,6 @@ def built_in_foreground(build: Callable[[], T], nice: int = FOREGROUND_NICE) -> 
 
 
 @contextlib.contextmanager
-def foreground_thread(nice: int = FOREGROUND_NICE) -> Iterator[None]:
-    """The calling thread runs at ``nice`` for the block, then at its own priority again (a no-op where
-    the process may not raise it, or off Linux)."""
-    tid = threading.get_native_id()
-    base = os.getpriority(os.PRIO_PROCESS, tid) if sys.platform == "linux" else None
-    raised = base is not None and nice < base and _raise_own(nice)
-    try:
-        yield
-    finally:
-        if raised and base is not None:
-            with contextlib.suppress(PermissionError):  # a higher nice value is always permitted
-                os.setpriority(os.PRIO_PROCESS, tid, base)
-
-
-@contextlib.contextmanager
 def background_thread(step: int = BACKGROUND_STEP) -> Iterator[None]:
     """The calling thread runs ``step`` nice levels below its own priority for the block, then at its own
     again: work that is ahead of its time (a reply's later speech, synthesised while the first plays) gives
@@ -219,8 +120,7 @@ def background_thread(step: int = BACKGROUND_STEP) -> Iterator[None]:
 
 @functools.cache
 def _lowering_allowed() -> bool:
-    """May this process lower a thread's nice value again (probed once: render spells and background blocks
-    both ask)."""
+    """May this process lower a thread's nice value again (probed once per process)."""
     return _probe_lowering()
 
 
@@ -245,7 +145,7 @@ def _raise_own(nice: int) -> bool:
 def _tell_no_raise() -> None:
     logger.info(
         "cpu priority: this process may not raise a thread's priority (no CAP_SYS_NICE): speech "
-        "recognition and turn decisions run at the priority of the call's other threads"
+        "recognition runs at the priority of the call's other threads"
     )
 
 
@@ -263,6 +163,3 @@ def single_threaded_blas() -> bool:
         return False
     threadpool_limits(limits=1, user_api="blas")
     return True
-
-
-RENDER_PRIORITY = RenderPriority()

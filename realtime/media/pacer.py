@@ -248,8 +248,6 @@ class FramePacer:
             # a render may finish after its own due time: it is not cancelled, since a late image is still
             # the newest face for the frames that follow; the worker drops it only if it cannot even start
             # within STALE_FRAMES periods
-            priority = self.scheduler.priority
-            version = priority.version if priority is not None else 0
             fut = self.scheduler.submit(
                 self.renderer, job.params, deadline=due + STALE_FRAMES * self.period, level=level, owner=self
             )
@@ -261,9 +259,7 @@ class FramePacer:
                 slack = (due - time.monotonic()) / self.period
             else:
                 slack = -1.0
-            # a render that gave its cores to speech recognition on purpose says nothing of the rung
-            if priority is None or not (priority.active or priority.version != version):
-                self.ladder.note(slack)
+            self.ladder.note(slack)
             self.stats.level, self.stats.level_changes = self.ladder.level, self.ladder.changes
         repeated = frame is None
         if frame is None:

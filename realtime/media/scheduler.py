@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from av import VideoFrame
 
-from realtime.media.cpu_priority import RENDER_PRIORITY, RenderPriority
 from realtime.media.frame_renderer import FrameRenderer
 from realtime.media.timings import StageTimings
 
@@ -91,13 +90,9 @@ class Scheduler:
         workers: int = 1,
         headroom: float = 0.8,
         worker_setup: Callable[[], object] | None = None,
-        priority: RenderPriority | None = RENDER_PRIORITY,
     ) -> None:
-        """``worker_setup``: run first on each worker thread (e.g. how many threads its renders use).
-        ``priority``: the worker threads step back while latency-critical work runs (see
-        :mod:`realtime.media.cpu_priority`; None: they never do)."""
+        """``worker_setup``: run first on each worker thread (e.g. how many threads its renders use)."""
         self.fps = fps
-        self.priority = priority
         self._worker_setup = worker_setup
         self.period = 1.0 / fps
         self.headroom = headroom
@@ -176,20 +171,14 @@ class Scheduler:
     def _work(self) -> None:
         if self._worker_setup is not None:
             self._worker_setup()
-        if self.priority is not None:
-            self.priority.register()
-        try:
-            while True:
-                batch = self._take_batch()
-                if batch is None:
-                    return
-                self._run_batch(batch)
-                # while this worker waits for the next job, nothing of the last one (its session's clock,
-                # stream and frames) stays referenced from here: a closed session is freed at once
-                del batch
-        finally:
-            if self.priority is not None:
-                self.priority.unregister()
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            self._run_batch(batch)
+            # while this worker waits for the next job, nothing of the last one (its session's clock,
+            # stream and frames) stays referenced from here: a closed session is freed at once
+            del batch
 
     def _run_batch(self, batch: list[_Job]) -> None:
         now = time.monotonic()
