@@ -223,7 +223,7 @@ def _transcribe_first(
     """Whisper (on its own thread at the foreground priority: :meth:`SpeechModels.load`). The render
     threads of the live calls keep their priority: stepped back to nice +10 meanwhile, they lost 1-3
     frames in most turns of a 512 px call (``bench conversation --call``, in the ~110 ms when Smart Turn's
-    decision, also raised then, held the other core) and won Whisper ~15 ms (realtime.media.cpu_priority)."""
+    decision, also raised then, held the other core) for a transcript ~35 ms sooner (realtime.media.cpu_priority)."""
     with memory():
         return stt.transcribe(pcm)
 

@@ -12,9 +12,9 @@ the thread's own priority.
 The render workers keep their own priority meanwhile. They used to step back to nice +10 while Whisper
 ran, and Smart Turn's decision was raised beside it: in a 512 px call on a 2-core box the two raised
 threads then held both cores for the ~110 ms Smart Turn takes, the renders got ~10 % of a core, and most
-turns lost 1-3 frames (``bench conversation --call --repeats 8``, 2-core AVX2 box, load 1.0-1.5: 16 and 16
-repeated frames in 8 turns with both, 2 / 0 / 0 / 0 with neither; speech end → transcript p50 458 / 465
-→ 487 / 464 / 480 / 478 ms).
+turns lost 1-3 frames (``bench conversation --call --repeats 8``, 3 interleaved pairs, 2-core AVX2 box,
+load 0.5-1.5: 14 / 12 / 18 repeated frames in 8 turns with both, 0 / 0 / 0 with neither; speech end →
+transcript p50 453 / 465 / 457 → 506 / 466 / 506 ms, first TTS audio 562 / 575 / 576 → 618 / 573 / 614 ms).
 Whisper alone at −10 keeps ~90 % of the core it shares with a render at nice 0.
 
 Work that is ahead of its time goes the other way: :func:`background_thread`
