@@ -16,11 +16,22 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port that nothing listens on now and that this process has not handed out before: the
+    kernel may hand a port just released here out again, and a server given an earlier one may not have
+    bound it yet (two replicas of a test cluster once got the same port)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with _handed_out_lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 class ServerProcess:
