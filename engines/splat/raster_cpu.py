@@ -205,6 +205,14 @@ def _preprocess(
         depth[k] = z
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _padded_tiles(n_tiles: int, tiles_x: int) -> int:
+    """Tile slots the binning kernels keep per tile, with room past the last tile: a box of at most 2×2
+    tiles touches all four tiles of its 2×2 block (adding 0 to those it does not cover), and that block
+    may reach tiles_x + 1 tiles past the box's first."""
+    return n_tiles + tiles_x + 1
+
+
 @numba.njit(cache=True, nogil=True)
 def _bin_count(
     order: np.ndarray,  # [N] int64 depth order
@@ -216,9 +224,7 @@ def _bin_count(
     """How many Gaussians each tile lists: (starts [T + 1] int64, the tile lists' offsets; how many of
     ``order`` are visible). :func:`_bin_fill` then fills the lists."""
     n_tiles = tiles_x * tiles_y
-    # + tiles_x + 1 of padding: a box of at most 2×2 tiles adds its 0-or-1 to all four of its 2×2 block's
-    # counts, and that block may reach past the last tile (see below)
-    counts = np.zeros(n_tiles + tiles_x + 2, dtype=np.int64)
+    counts = np.zeros(_padded_tiles(n_tiles, tiles_x) + 1, dtype=np.int64)  # counts[t + 1]: tile t
     # the tile range of the r-th nearest Gaussian, kept from the counting pass: the filling pass then
     # reads it in order instead of reading rect at random again (~0.25 ms of ~1.2 per frame)
     visible = 0
@@ -273,7 +279,7 @@ def _bin_fill(
     spare = ids.shape[0] - 1
     # each tile's next free slot; the padding past the last tile (as in _bin_count) points at the spare
     # slot and is never advanced
-    fill = np.full(n_tiles + tiles_x + 2, spare, dtype=np.int64)
+    fill = np.full(_padded_tiles(n_tiles, tiles_x), spare, dtype=np.int64)
     fill[:n_tiles] = starts[:-1]
     for r in range(visible):
         k = np.int32(order[r])
